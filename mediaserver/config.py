@@ -1,0 +1,163 @@
+"""One typed configuration: every default, limit and timeout, loaded from config.toml.
+
+Unknown keys are an error (a typo in a church's config should not be silently ignored).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """config.toml is unreadable or holds a bad value; the message names the key."""
+
+
+@dataclass
+class ServerConfig:
+    host: str = "0.0.0.0"
+    http_port: int = 8080
+    rtmp_port: int = 1935
+    # Address encoders and viewers use to reach this box, e.g. "stream.mychurch.org".
+    # Empty: taken from the HTTP request's Host header.
+    public_host: str = ""
+    data_dir: str = "./data"
+    # Bearer token for the admin API. MEDIASERVER_ADMIN_TOKEN in the environment wins.
+    admin_token: str = ""
+
+
+@dataclass
+class RtmpConfig:
+    app: str = "live"
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    max_connections: int = 100
+
+
+@dataclass
+class Rendition:
+    name: str
+    height: int
+    video_bitrate: int  # bits per second
+    passthrough: bool = False
+
+
+def default_ladder() -> list[Rendition]:
+    return [
+        Rendition("1080p", 1080, 5_000_000),
+        Rendition("720p", 720, 2_800_000),
+        Rendition("480p", 480, 1_200_000),
+        Rendition("360p", 360, 700_000),
+    ]
+
+
+@dataclass
+class TranscodeConfig:
+    preset: str = "veryfast"
+    tune: str = "zerolatency"
+    audio_bitrate: int = 128_000
+    audio_sample_rate: int = 48_000
+    renditions: list[Rendition] = field(default_factory=default_ladder)
+    # A worker that dies is restarted this many times per connection before the stream is FAILED.
+    max_restarts: int = 1
+
+
+@dataclass
+class HlsConfig:
+    segment_duration: float = 2.0
+    # Seconds of rewind in the live playlists; 0 keeps only the live edge.
+    dvr_window: float = 7200.0
+    # Segments kept in the playlist when dvr_window is 0.
+    live_edge_segments: int = 6
+
+
+@dataclass
+class StreamConfig:
+    # Seconds an encoder may be gone before the broadcast ends.
+    reconnect_window: float = 60.0
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    rtmp: RtmpConfig = field(default_factory=RtmpConfig)
+    transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
+    hls: HlsConfig = field(default_factory=HlsConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.server.data_dir)
+
+    @property
+    def admin_token(self) -> str:
+        return os.environ.get("MEDIASERVER_ADMIN_TOKEN") or self.server.admin_token
+
+    def validate(self) -> None:
+        if self.hls.segment_duration < 0.5 or self.hls.segment_duration > 12:
+            raise ConfigError(f"hls.segment_duration must be 0.5..12 s, got {self.hls.segment_duration}")
+        if self.hls.dvr_window < 0:
+            raise ConfigError(f"hls.dvr_window must be >= 0, got {self.hls.dvr_window}")
+        if self.stream.reconnect_window < 0:
+            raise ConfigError(f"stream.reconnect_window must be >= 0, got {self.stream.reconnect_window}")
+        if not self.transcode.renditions:
+            raise ConfigError("transcode.renditions must list at least one rendition")
+        names = [r.name for r in self.transcode.renditions]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"transcode.renditions names must be unique, got {names}")
+        for r in self.transcode.renditions:
+            if not r.name.replace("_", "").replace("-", "").isalnum():
+                raise ConfigError(f"rendition name {r.name!r} may use letters, digits, - and _ only")
+            if r.height < 64 or r.height % 2:
+                raise ConfigError(f"rendition {r.name}: height must be an even number >= 64, got {r.height}")
+            if r.video_bitrate < 50_000:
+                raise ConfigError(f"rendition {r.name}: video_bitrate {r.video_bitrate} is below 50000 bit/s")
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{where}] must be a table")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"unknown setting {where + '.' if where else ''}{key}")
+        f = known[key]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
+        if key == "renditions":
+            if not isinstance(value, list):
+                raise ConfigError(f"{where}.renditions must be an array of tables")
+            kwargs[key] = [_build(Rendition, item, f"{where}.renditions") for item in value]
+        elif dataclasses.is_dataclass(default):
+            kwargs[key] = _build(type(default), value, f"{where}.{key}" if where else key)
+        else:
+            expected = type(default) if default is not dataclasses.MISSING else None
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if expected is not None and not isinstance(value, expected):
+                raise ConfigError(f"{where}.{key} must be {expected.__name__}, got {value!r}")
+            kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"[{where}]: {exc}") from exc
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Read config.toml (or the defaults when path is None or missing)."""
+    if path is None or not Path(path).exists():
+        if path is not None and Path(path).name != "config.toml":
+            raise ConfigError(f"config file {path} not found")
+        config = Config()
+    else:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        config = _build(Config, data, "")
+    config.validate()
+    return config

@@ -1,0 +1,109 @@
+"""Runs the whole server in one event loop: HTTP (aiohttp), RTMP ingest and the stream manager."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from ingest.rtmp import RtmpServer
+from mediaserver.config import Config
+from mediaserver.db import Database
+from mediaserver.events import LocalEventBus
+from mediaserver.sessions import StreamManager
+from storage.local import LocalStore
+from web.app import build_app
+
+log = logging.getLogger(__name__)
+
+
+def database_path(config: Config) -> Path:
+    return config.data_path / "mediaserver.db"
+
+
+def admin_token(config: Config) -> str:
+    """The configured token, or one generated once and kept in data/admin_token (mode 600)."""
+    if config.admin_token:
+        return config.admin_token
+    path = config.data_path / "admin_token"
+    if path.exists():
+        return path.read_text().strip()
+    config.data_path.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+@dataclass
+class RunningServer:
+    config: Config
+    db: Database
+    manager: StreamManager
+    runner: web.AppRunner
+    rtmp: RtmpServer
+    http_port: int
+
+    @property
+    def rtmp_port(self) -> int:
+        return self.rtmp.port
+
+    async def stop(self) -> None:
+        await self.rtmp.stop()
+        await self.manager.shutdown()
+        await self.runner.cleanup()
+
+
+async def start_server(config: Config) -> RunningServer:
+    config.data_path.mkdir(parents=True, exist_ok=True)
+    db = Database(database_path(config))
+    store = LocalStore(config.data_path)
+    bus = LocalEventBus()
+    manager = StreamManager(config, db, store, bus)
+    await manager.recover()
+    token = admin_token(config)
+    app = build_app(config, db, store, manager, token)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.server.host, config.server.http_port)
+    await site.start()
+    http_port = runner.addresses[0][1] if runner.addresses else config.server.http_port
+    rtmp = RtmpServer(
+        manager.authorize,
+        host=config.server.host,
+        port=config.server.rtmp_port,
+        app=config.rtmp.app,
+        handshake_timeout=config.rtmp.handshake_timeout,
+        idle_timeout=config.rtmp.idle_timeout,
+        max_connections=config.rtmp.max_connections,
+    )
+    await rtmp.start()
+    log.info("HTTP on %s:%d, RTMP on %s:%d, data in %s", config.server.host, http_port,
+             config.server.host, rtmp.port, config.data_path.resolve())
+    return RunningServer(config, db, manager, runner, rtmp, http_port)
+
+
+async def serve_forever(config: Config) -> None:
+    server = await start_server(config)
+    # Tell the operator where to point OBS and where people watch.
+    host = config.server.public_host or "THIS-HOST"
+    print(f"mediaserver is running.\n  Watch & admin: http://{host}:{server.http_port}/\n"
+          f"  OBS server:    rtmp://{host}:{server.rtmp_port}/{config.rtmp.app}\n"
+          f"  Data:          {config.data_path.resolve()}\n"
+          f"  Admin token:   in {config.data_path / 'admin_token'} or $MEDIASERVER_ADMIN_TOKEN", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except NotImplementedError:
+            pass
+    await stop.wait()
+    log.info("shutting down: ending live broadcasts and saving recordings")
+    await server.stop()

@@ -1,0 +1,408 @@
+"""Stream sessions: the lifecycle of every broadcast, from the encoder's publish to the recording.
+
+SCHEDULED -> STARTING (encoder connected) -> LIVE (first segment) -> ENDING (encoder gone, reconnect
+window open) -> ENDED, or FAILED. A reconnect inside the window continues the broadcast after an
+EXT-X-DISCONTINUITY; every ingest protocol ends up here through `authorize` and a PublishSink.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from ingest.flv import TAG_AUDIO, TAG_VIDEO, FlvTag, encode_tag, flv_header, parse_video_body
+from ingest.rtmp import PublishRefused
+from mediaserver.config import Config
+from mediaserver.db import Database
+from mediaserver.events import Event, LocalEventBus
+from packager.playlist import RenditionTrack, SegmentEntry, render_master, render_media, window
+from packager.recording import entry_from_event, load_index, write_mp4, write_vod
+from storage.local import LocalStore
+from transcode.job import RenditionSpec, TranscodeJob, WorkerEvent
+from transcode.process import WorkerGone, WorkerProcess
+
+log = logging.getLogger(__name__)
+
+MEDIA_ROOT = "media"
+
+
+class EndedByServer(ConnectionAbortedError):
+    """Raised into the ingest connection when an admin ends the broadcast or the worker failed."""
+
+
+@dataclass
+class Broadcast:
+    """One broadcast of a stream; spans every reconnect inside the reconnect window."""
+
+    stream_id: str
+    id: str
+    key_prefix: str
+    status: str = "STARTING"
+    period: int = -1
+    tracks: dict[str, RenditionTrack] = field(default_factory=dict)
+    connection: "PublishConnection | None" = None
+    end_timer: asyncio.TimerHandle | None = None
+    finalizing: asyncio.Task[None] | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    error: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ("ENDED", "FAILED")
+
+    def next_position(self) -> tuple[int, float]:
+        """Where the next connection continues: media sequence and timeline seconds."""
+        ends = [t.entries[-1] for t in self.tracks.values() if t.entries]
+        if not ends:
+            return 0, 0.0
+        sequence = max(e.sequence for e in ends) + 1
+        offset = max(e.start + e.duration for e in ends)
+        return sequence, offset
+
+    def published_tracks(self) -> list[RenditionTrack]:
+        return sorted((t for t in self.tracks.values() if t.entries), key=lambda t: t.height, reverse=True)
+
+
+class PublishConnection:
+    """The PublishSink for one encoder connection: FLV tags into its transcode worker."""
+
+    def __init__(self, manager: "StreamManager", broadcast: Broadcast, peer: str) -> None:
+        self.manager = manager
+        self.broadcast = broadcast
+        self.peer = peer
+        self.worker: WorkerProcess | None = None
+        self.restarts = 0
+        self.aborted: str | None = None
+        self.closed = asyncio.Event()
+        self._header_sent = False
+        self._sequence_headers: dict[int, FlvTag] = {}
+        self._await_keyframe = False
+
+    async def on_tag(self, tag: FlvTag) -> None:
+        if self.aborted:
+            raise EndedByServer(self.aborted)
+        if tag.kind in (TAG_VIDEO, TAG_AUDIO) and len(tag.body) >= 2 and tag.body[1] == 0:
+            self._sequence_headers[tag.kind] = tag  # replayed into a restarted worker
+        if self._await_keyframe and tag.kind == TAG_VIDEO:
+            try:
+                if not parse_video_body(tag.body).keyframe:
+                    return
+            except ValueError:
+                return
+            self._await_keyframe = False
+        data = encode_tag(tag)
+        if not self._header_sent:
+            data = flv_header() + data
+            self._header_sent = True
+        assert self.worker is not None
+        try:
+            await self.worker.write(data)
+        except WorkerGone as exc:
+            await self._worker_died(str(exc))
+
+    async def _worker_died(self, reason: str) -> None:
+        assert self.worker is not None
+        await self.worker.finish(timeout=5)
+        reason = self.worker.last_error or reason
+        if self.restarts >= self.manager.config.transcode.max_restarts:
+            self.aborted = f"transcoding failed: {reason}"
+            await self.manager.fail(self.broadcast, self.aborted)
+            raise EndedByServer(self.aborted)
+        self.restarts += 1
+        log.warning("stream %s: transcode worker died (%s); restarting it", self.broadcast.stream_id, reason)
+        self.worker = await self.manager.start_worker(self.broadcast)
+        self._header_sent = True
+        replay = flv_header() + b"".join(encode_tag(t) for t in self._sequence_headers.values())
+        self._await_keyframe = True
+        await self.worker.write(replay)
+
+    async def on_close(self, reason: str) -> None:
+        try:
+            await self.manager.connection_closed(self, reason)
+        finally:
+            self.closed.set()
+
+
+class StreamManager:
+    def __init__(self, config: Config, db: Database, store: LocalStore, bus: LocalEventBus) -> None:
+        self.config = config
+        self.db = db
+        self.store = store
+        self.bus = bus
+        self.broadcasts: dict[str, Broadcast] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- ingest side ---------------------------------------------------------------------------
+    async def authorize(self, app: str, key: str, peer: str) -> PublishConnection:
+        if app != self.config.rtmp.app:
+            raise PublishRefused(f"unknown application {app!r}; use /{self.config.rtmp.app}")
+        stream = await asyncio.to_thread(self.db.stream_by_key, key)
+        if stream is None:
+            raise PublishRefused("unknown stream key")
+        if not stream["enabled"]:
+            raise PublishRefused("stream is disabled")
+        stream_id = stream["id"]
+        broadcast = self.broadcasts.get(stream_id)
+        if broadcast is not None and broadcast.connection is not None:
+            raise PublishRefused("this stream already has a live encoder")
+        if broadcast is not None and broadcast.ended:
+            raise PublishRefused("the previous broadcast is still being saved; try again in a moment")
+        if broadcast is None:
+            row = await asyncio.to_thread(self.db.create_broadcast, stream_id, MEDIA_ROOT)
+            broadcast = Broadcast(stream_id, row["id"], row["key_prefix"])
+            self.broadcasts[stream_id] = broadcast
+            log.info("stream %s: encoder %s connected; broadcast %s starts", stream_id, peer, broadcast.id)
+        else:
+            if broadcast.end_timer is not None:
+                broadcast.end_timer.cancel()
+                broadcast.end_timer = None
+            log.info("stream %s: encoder %s reconnected inside the window", stream_id, peer)
+        connection = PublishConnection(self, broadcast, peer)
+        broadcast.connection = connection
+        try:
+            connection.worker = await self.start_worker(broadcast)
+        except Exception:
+            broadcast.connection = None
+            raise
+        if broadcast.status != "LIVE":
+            broadcast.status = "STARTING"
+            await self._set_status(broadcast, "STARTING", error=None)
+        else:
+            await asyncio.to_thread(self.db.update_stream, stream_id, error=None)
+        self.bus.publish(Event("stream.connected", stream_id, {"broadcast": broadcast.id, "peer": peer}))
+        return connection
+
+    async def start_worker(self, broadcast: Broadcast) -> WorkerProcess:
+        broadcast.period += 1
+        sequence, offset = broadcast.next_position()
+        tc = self.config.transcode
+        job = TranscodeJob(
+            stream_id=broadcast.stream_id,
+            store_root=str(self.store.root),
+            key_prefix=broadcast.key_prefix,
+            renditions=[RenditionSpec(r.name, r.height, r.video_bitrate, r.passthrough) for r in tc.renditions],
+            segment_duration=self.config.hls.segment_duration,
+            first_sequence=sequence,
+            period=broadcast.period,
+            time_offset=offset,
+            preset=tc.preset,
+            tune=tc.tune,
+            audio_bitrate=tc.audio_bitrate,
+            audio_sample_rate=tc.audio_sample_rate,
+        )
+        period = broadcast.period
+
+        async def on_event(event: WorkerEvent) -> None:
+            await self._on_worker_event(broadcast, period, event)
+
+        worker = WorkerProcess(job, on_event)
+        await worker.start()
+        return worker
+
+    async def _on_worker_event(self, broadcast: Broadcast, period: int, event: WorkerEvent) -> None:
+        data = event.data
+        if event.event == "rendition":
+            name = str(data["name"])
+            track = broadcast.tracks.setdefault(name, RenditionTrack(name))
+            track.width, track.height = int(data["width"]), int(data["height"])  # type: ignore[arg-type]
+            track.codecs, track.frame_rate = str(data["codecs"]), float(data["frame_rate"])  # type: ignore[arg-type]
+            track.nominal_bitrate = int(data["bitrate"])  # type: ignore[arg-type]
+        elif event.event == "segment":
+            track = broadcast.tracks.setdefault(str(data["rendition"]), RenditionTrack(str(data["rendition"])))
+            entry = entry_from_event(data, broadcast.key_prefix, period, track.entries[-1] if track.entries else None)
+            track.entries.append(entry)
+            if broadcast.status == "STARTING":
+                broadcast.status = "LIVE"
+                stream = await asyncio.to_thread(self.db.stream, broadcast.stream_id)
+                fields: dict[str, object] = {"status": "LIVE"}
+                if stream is not None and (stream["actual_start"] is None or stream["status"] in ("ENDED", "FAILED", "SCHEDULED")):
+                    fields["actual_start"] = entry.program_date_time
+                    fields["actual_end"] = None
+                await asyncio.to_thread(self.db.update_stream, broadcast.stream_id, **fields)
+                await asyncio.to_thread(self.db.update_broadcast, broadcast.id, status="LIVE")
+                self.bus.publish(Event("stream.live", broadcast.stream_id, {"broadcast": broadcast.id}))
+                log.info("stream %s: LIVE", broadcast.stream_id)
+        elif event.event == "warning":
+            message = str(data.get("message"))
+            broadcast.error = message
+            await asyncio.to_thread(self.db.update_stream, broadcast.stream_id, error=message)
+            self.bus.publish(Event("stream.warning", broadcast.stream_id, dict(data)))
+        elif event.event == "error":
+            log.error("stream %s: worker error: %s", broadcast.stream_id, data.get("message"))
+
+    async def connection_closed(self, connection: PublishConnection, reason: str) -> None:
+        broadcast = connection.broadcast
+        if connection.worker is not None:
+            code = await connection.worker.finish()
+            if code != 0 and not connection.aborted:
+                log.warning("stream %s: worker exited with %s", broadcast.stream_id, code)
+        async with broadcast.lock:
+            if broadcast.connection is connection:
+                broadcast.connection = None
+            if broadcast.ended:
+                return
+            log.info("stream %s: encoder gone (%s)", broadcast.stream_id, reason)
+            self.bus.publish(Event("stream.disconnected", broadcast.stream_id, {"reason": reason}))
+            window_s = self.config.stream.reconnect_window
+            if not broadcast.published_tracks():
+                # Nothing was ever published: there is no broadcast to keep open.
+                await self._finalize_locked(broadcast, "ENDED")
+                return
+            broadcast.status = "ENDING"
+            await self._set_status(broadcast, "ENDING")
+            if window_s <= 0:
+                await self._finalize_locked(broadcast, "ENDED")
+                return
+            loop = asyncio.get_running_loop()
+            broadcast.end_timer = loop.call_later(window_s, self._spawn, self._window_closed(broadcast))
+
+    async def _window_closed(self, broadcast: Broadcast) -> None:
+        async with broadcast.lock:
+            if broadcast.connection is None and not broadcast.ended:
+                log.info("stream %s: reconnect window passed; ending", broadcast.stream_id)
+                await self._finalize_locked(broadcast, "ENDED")
+
+    # -- admin side ----------------------------------------------------------------------------
+    async def end(self, stream_id: str, reason: str = "ended by an admin") -> bool:
+        """End the broadcast at once: disconnect the encoder, skip the reconnect window."""
+        broadcast = self.broadcasts.get(stream_id)
+        if broadcast is None or broadcast.ended:
+            return False
+        connection = broadcast.connection
+        if connection is not None:
+            connection.aborted = reason
+            if connection.worker is not None:
+                await connection.worker.finish()
+        async with broadcast.lock:
+            if broadcast.end_timer is not None:
+                broadcast.end_timer.cancel()
+            if not broadcast.ended:
+                await self._finalize_locked(broadcast, "ENDED")
+        return True
+
+    async def fail(self, broadcast: Broadcast, message: str) -> None:
+        log.error("stream %s: FAILED: %s", broadcast.stream_id, message)
+        broadcast.error = message
+        async with broadcast.lock:
+            if not broadcast.ended:
+                await self._finalize_locked(broadcast, "FAILED")
+
+    # -- ending --------------------------------------------------------------------------------
+    async def _set_status(self, broadcast: Broadcast, status: str, **fields: object) -> None:
+        await asyncio.to_thread(self.db.update_stream, broadcast.stream_id, status=status, **fields)
+
+    async def _finalize_locked(self, broadcast: Broadcast, status: str) -> None:
+        broadcast.status = status
+        now = time.time()
+        await self._set_status(broadcast, status, actual_end=now, error=broadcast.error)
+        await asyncio.to_thread(self.db.update_broadcast, broadcast.id, status=status, ended_at=now)
+        self.bus.publish(Event(f"stream.{status.lower()}", broadcast.stream_id, {"broadcast": broadcast.id}))
+        broadcast.finalizing = self._spawn(self._record(broadcast))
+
+    async def _record(self, broadcast: Broadcast) -> None:
+        try:
+            tracks = broadcast.published_tracks()
+            if tracks:
+                await save_recording(self.db, self.store, self.config, broadcast.stream_id, broadcast.id,
+                                     broadcast.key_prefix, tracks, self.bus)
+        finally:
+            if self.broadcasts.get(broadcast.stream_id) is broadcast:
+                del self.broadcasts[broadcast.stream_id]
+
+    def _spawn(self, coro) -> asyncio.Task[None]:  # type: ignore[no-untyped-def]
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- start-up and shutdown -----------------------------------------------------------------
+    async def recover(self) -> None:
+        """Broadcasts a previous run left open (crash, power cut) are ended and recorded from their index."""
+        for row in await asyncio.to_thread(self.db.open_broadcasts):
+            log.warning("stream %s: broadcast %s was left open by a previous run; saving it", row["stream_id"], row["id"])
+            tracks = await asyncio.to_thread(load_index, self.store, row["key_prefix"])
+            now = time.time()
+            await asyncio.to_thread(self.db.update_broadcast, row["id"], status="ENDED", ended_at=now)
+            await asyncio.to_thread(self.db.update_stream, row["stream_id"], status="ENDED", actual_end=now)
+            if any(t.entries for t in tracks):
+                await save_recording(self.db, self.store, self.config, row["stream_id"], row["id"],
+                                     row["key_prefix"], [t for t in tracks if t.entries], self.bus)
+
+    async def shutdown(self) -> None:
+        for broadcast in list(self.broadcasts.values()):
+            connection = broadcast.connection
+            if connection is not None:
+                connection.aborted = "server shutting down"
+                if connection.worker is not None:
+                    await connection.worker.finish()
+            async with broadcast.lock:
+                if broadcast.end_timer is not None:
+                    broadcast.end_timer.cancel()
+                if not broadcast.ended:
+                    await self._finalize_locked(broadcast, "ENDED")
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- playlists -----------------------------------------------------------------------------
+    def live_master(self, stream_id: str) -> str | None:
+        broadcast = self.broadcasts.get(stream_id)
+        if broadcast is None or not broadcast.published_tracks():
+            return None
+        return render_master([t.variant(f"{t.name}.m3u8") for t in broadcast.published_tracks()])
+
+    def live_media(self, stream_id: str, rendition: str) -> str | None:
+        broadcast = self.broadcasts.get(stream_id)
+        if broadcast is None:
+            return None
+        track = broadcast.tracks.get(rendition)
+        if track is None or not track.entries:
+            return None
+        hls = self.config.hls
+        return render_media(
+            window(track.entries, hls.dvr_window, hls.live_edge_segments),
+            all_entries=track.entries,
+            configured_target=hls.segment_duration,
+            ended=broadcast.ended,
+            uri_prefix=f"{broadcast.id}/",
+        )
+
+    def live_window_start(self, stream_id: str, broadcast_id: str, rendition: str) -> int | None:
+        """First media sequence still in the DVR window, while that broadcast is live."""
+        broadcast = self.broadcasts.get(stream_id)
+        if broadcast is None or broadcast.id != broadcast_id or broadcast.ended:
+            return None
+        track = broadcast.tracks.get(rendition)
+        if track is None or not track.entries:
+            return None
+        hls = self.config.hls
+        return window(track.entries, hls.dvr_window, hls.live_edge_segments)[0].sequence
+
+
+async def save_recording(
+    db: Database, store: LocalStore, config: Config, stream_id: str, broadcast_id: str,
+    key_prefix: str, tracks: list[RenditionTrack], bus: LocalEventBus,
+) -> None:
+    """VOD playlists first (quick), then the MP4 of the top rendition; both recorded in SQLite."""
+    duration = sum(e.duration for e in tracks[0].entries)
+    hls_size = sum(e.size for t in tracks for e in t.entries)
+    try:
+        await asyncio.to_thread(write_vod, store, key_prefix, tracks, config.hls.segment_duration)
+    except OSError as exc:
+        log.error("stream %s: cannot write the VOD playlists: %s", stream_id, exc)
+        await asyncio.to_thread(db.update_stream, stream_id, error=f"recording not saved: {exc}")
+        return
+    recording = await asyncio.to_thread(
+        db.add_recording, stream_id=stream_id, broadcast_id=broadcast_id, duration=duration, size=hls_size,
+        mp4_size=None, playlist_key=f"{key_prefix}/master.m3u8", mp4_key=None, status="PROCESSING", error=None,
+    )
+    log.info("stream %s: recording %s: %.1f s, VOD playlists written", stream_id, recording["id"], duration)
+    try:
+        mp4_key = await asyncio.to_thread(write_mp4, store, key_prefix, tracks[0])
+        path = store.local_path(mp4_key)
+        mp4_size = path.stat().st_size if path else None
+        await asyncio.to_thread(db.update_recording, recording["id"], mp4_key=mp4_key, mp4_size=mp4_size, status="READY")
+    except Exception as exc:  # the HLS recording stands even if the MP4 could not be made
+        log.exception("stream %s: MP4 of the recording failed", stream_id)
+        await asyncio.to_thread(db.update_recording, recording["id"], status="READY", error=f"MP4 not made: {exc}")
+    bus.publish(Event("recording.ready", stream_id, {"recording": recording["id"], "broadcast": broadcast_id}))

@@ -1,0 +1,149 @@
+"""Cuts one rendition's encoded video and audio into CMAF segments at the keyframes the transcoder marks.
+
+Sans-IO: samples in, (init bytes, finished Segment objects) out; the caller stores them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from packager.fmp4 import AudioTrack, Sample, TrackFragment, VideoTrack, init_segment, media_segment
+
+VIDEO_TRACK_ID = 1
+AUDIO_TRACK_ID = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    sequence: int
+    start: float  # seconds on the broadcast timeline
+    duration: float
+    data: bytes
+
+
+@dataclass(slots=True)
+class _VideoSample:
+    data: bytes
+    dts: int
+    pts: int
+    keyframe: bool
+
+
+@dataclass(slots=True)
+class _AudioSample:
+    data: bytes
+    pts: int
+    duration: int
+
+
+@dataclass
+class _PendingCut:
+    """A segment whose video is complete, waiting for audio up to its end time."""
+
+    video: list[_VideoSample]
+    end_dts: int
+    audio_end: int  # in audio timescale
+
+
+@dataclass
+class Segmenter:
+    """Per-rendition segmenter. Call add_video for every encoded frame (boundary=True on the
+    keyframes where a segment must start), add_audio for every encoded audio frame, finish at the end."""
+
+    video: VideoTrack
+    audio: AudioTrack | None
+    first_sequence: int = 0
+    # Audio may trail video by this much (in seconds) before a segment is closed without it.
+    max_audio_lag: float = 1.0
+    _sequence: int = field(init=False)
+    _video: list[_VideoSample] = field(init=False, default_factory=list)
+    _audio: list[_AudioSample] = field(init=False, default_factory=list)
+    _pending: list[_PendingCut] = field(init=False, default_factory=list)
+    _audio_high: int = field(init=False, default=-(2**62))
+
+    def __post_init__(self) -> None:
+        self._sequence = self.first_sequence
+
+    def init_bytes(self) -> bytes:
+        tracks: list[VideoTrack | AudioTrack] = [self.video]
+        if self.audio is not None:
+            tracks.append(self.audio)
+        return init_segment(tracks)
+
+    def add_video(self, data: bytes, pts: int, dts: int, keyframe: bool, boundary: bool) -> list[Segment]:
+        """Times in the video timescale. A boundary frame must be a keyframe."""
+        out: list[Segment] = []
+        if boundary and self._video:
+            end_audio = self._to_audio(dts)
+            self._pending.append(_PendingCut(self._video, dts, end_audio))
+            self._video = []
+        if not self._video and not boundary and not self._pending and self._sequence == self.first_sequence:
+            # Nothing may precede the first boundary keyframe: a segment must start decodable.
+            return out
+        self._video.append(_VideoSample(data, dts, pts, keyframe))
+        out.extend(self._release(force=False))
+        return out
+
+    def add_audio(self, data: bytes, pts: int, duration: int) -> list[Segment]:
+        """Times in the audio timescale (its sample rate)."""
+        self._audio.append(_AudioSample(data, pts, duration))
+        self._audio_high = max(self._audio_high, pts + duration)
+        return self._release(force=False)
+
+    def finish(self, end_dts: int | None = None) -> list[Segment]:
+        """Close everything still open; end_dts is where the last frame ends (defaults to last dts + its step)."""
+        if self._video:
+            if end_dts is None:
+                last = self._video[-1].dts
+                step = last - self._video[-2].dts if len(self._video) > 1 else self.video.timescale // 30
+                end_dts = last + max(step, 1)
+            self._pending.append(_PendingCut(self._video, end_dts, self._to_audio(end_dts)))
+            self._video = []
+        return self._release(force=True)
+
+    @property
+    def next_sequence(self) -> int:
+        return self._sequence + len(self._pending) + (1 if self._video else 0)
+
+    def _to_audio(self, video_time: int) -> int:
+        if self.audio is None:
+            return 0
+        return video_time * self.audio.timescale // self.video.timescale
+
+    def _release(self, force: bool) -> list[Segment]:
+        out: list[Segment] = []
+        while self._pending:
+            cut = self._pending[0]
+            if self.audio is not None and not force:
+                lag = (cut.audio_end - self._audio_high) / self.audio.timescale
+                # Wait for audio to reach the cut, unless it has fallen too far behind (or stopped).
+                newest_video = self._video[-1].dts if self._video else cut.end_dts
+                video_ahead = (newest_video - cut.end_dts) / self.video.timescale
+                if lag > 0 and video_ahead < self.max_audio_lag:
+                    break
+            self._pending.pop(0)
+            out.append(self._build(cut))
+        return out
+
+    def _build(self, cut: _PendingCut) -> Segment:
+        frames = cut.video
+        samples: list[Sample] = []
+        for i, f in enumerate(frames):
+            next_dts = frames[i + 1].dts if i + 1 < len(frames) else cut.end_dts
+            samples.append(Sample(data=f.data, duration=max(next_dts - f.dts, 1), keyframe=f.keyframe, cts_offset=f.pts - f.dts))
+        fragments = [TrackFragment(VIDEO_TRACK_ID, frames[0].dts, samples)]
+        if self.audio is not None:
+            taken = [a for a in self._audio if a.pts < cut.audio_end]
+            self._audio = [a for a in self._audio if a.pts >= cut.audio_end]
+            if taken:
+                fragments.append(
+                    TrackFragment(
+                        AUDIO_TRACK_ID,
+                        taken[0].pts,
+                        [Sample(data=a.data, duration=a.duration, keyframe=True) for a in taken],
+                    )
+                )
+        start = frames[0].dts / self.video.timescale
+        duration = (cut.end_dts - frames[0].dts) / self.video.timescale
+        segment = Segment(self._sequence, start, duration, media_segment(self._sequence, fragments))
+        self._sequence += 1
+        return segment

@@ -1,0 +1,68 @@
+"""Local-disk store: atomic writes (temporary name, fsync-free rename) under one root folder.
+
+A reader never sees half a file; a full disk raises StorageFullError and leaves nothing behind.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from storage.store import InvalidKeyError, StorageError, StorageFullError
+
+
+def check_key(key: str) -> list[str]:
+    """Split a key into safe path parts or raise InvalidKeyError."""
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        raise InvalidKeyError(f"invalid storage key {key!r}")
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise InvalidKeyError(f"invalid storage key {key!r}")
+    return parts
+
+
+class LocalStore:
+    """Files under `root`; keys map to relative paths."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, key: str) -> Path:
+        return self.root.joinpath(*check_key(key))
+
+    def write(self, key: str, data: bytes) -> None:
+        path = self.path_for(key)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFullError(exc.errno, f"disk full writing {key}") from exc
+            raise StorageError(exc.errno, f"cannot write {key}: {exc.strerror}") from exc
+
+    def read(self, key: str) -> bytes:
+        return self.path_for(key).read_bytes()
+
+    def delete(self, key: str) -> None:
+        self.path_for(key).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.path_for(prefix) if prefix else self.root
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+
+    def local_path(self, key: str) -> Path | None:
+        return self.path_for(key)

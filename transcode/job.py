@@ -1,0 +1,59 @@
+"""What the server tells a transcode worker (argv JSON) and what the worker reports back (stdout JSON lines).
+
+Kept as plain dataclasses so both sides of the process boundary share one definition.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class RenditionSpec:
+    name: str
+    height: int
+    video_bitrate: int
+    passthrough: bool = False
+
+
+@dataclass
+class TranscodeJob:
+    stream_id: str
+    store_root: str          # LocalStore root folder
+    key_prefix: str          # e.g. "media/<stream>/<broadcast>"
+    renditions: list[RenditionSpec]
+    segment_duration: float = 2.0
+    first_sequence: int = 0  # media sequence number of the first segment this worker writes
+    period: int = 0          # connection number inside the broadcast; names the init segment
+    time_offset: float = 0.0  # broadcast timeline seconds where this connection's media starts
+    preset: str = "veryfast"
+    tune: str = "zerolatency"
+    audio_bitrate: int = 128_000
+    audio_sample_rate: int = 48_000
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "TranscodeJob":
+        data = json.loads(text)
+        data["renditions"] = [RenditionSpec(**r) for r in data["renditions"]]
+        return cls(**data)
+
+
+# Worker events (one JSON object per stdout line), by "event":
+#   "rendition": name, width, height, bandwidth, codecs, frame_rate, init (store key)
+#   "segment":   rendition, sequence, start, duration, pdt (unix seconds), size, key (store key)
+#   "warning":   message      (e.g. disk full: a segment was lost, the stream goes on)
+#   "error":     message      (fatal; the worker exits non-zero)
+#   "end":       (all renditions flushed)
+@dataclass
+class WorkerEvent:
+    event: str
+    data: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, line: bytes) -> "WorkerEvent":
+        obj = json.loads(line)
+        name = obj.pop("event")
+        return cls(str(name), obj)

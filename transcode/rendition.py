@@ -1,0 +1,188 @@
+"""One ladder rung: a thread that scales, encodes (or passes through) and segments one rendition.
+
+Each thread owns its VideoReformatter and encoder: sharing a reformatter across threads crashes PyAV.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable
+
+import av
+from av.video.frame import PictureType
+from av.video.reformatter import VideoReformatter
+
+from packager.fmp4 import AudioTrack, VideoTrack
+from packager.h264 import avcc_record, codec_string, to_avcc_sample
+from packager.segmenter import VIDEO_TRACK_ID, Segment, Segmenter
+from transcode.ladder import PlannedRendition
+
+log = logging.getLogger(__name__)
+
+VIDEO_TIMESCALE = 90_000
+
+
+@dataclass(slots=True)
+class VideoFrameItem:
+    frame: av.VideoFrame
+    pts: int  # 90 kHz, broadcast timeline
+    boundary: bool
+
+
+@dataclass(slots=True)
+class EncodedVideoItem:
+    """A source packet for passthrough renditions."""
+
+    data: bytes
+    pts: int
+    dts: int
+    keyframe: bool
+    boundary: bool
+
+
+@dataclass(slots=True)
+class AudioItem:
+    data: bytes
+    pts: int  # audio timescale
+    duration: int
+
+
+Item = VideoFrameItem | EncodedVideoItem | AudioItem | None
+SegmentSink = Callable[["RenditionEncoder", Segment], None]
+InitSink = Callable[["RenditionEncoder", bytes, str], None]
+
+
+class RenditionEncoder(threading.Thread):
+    """Consumes frames (or source packets for passthrough) and audio packets from its own queue."""
+
+    def __init__(
+        self,
+        plan: PlannedRendition,
+        audio_track: AudioTrack | None,
+        *,
+        first_sequence: int,
+        frame_rate: float,
+        preset: str,
+        tune: str,
+        gop_frames: int,
+        on_init: InitSink,
+        on_segment: SegmentSink,
+        source_avcc: bytes | None = None,
+        queue_size: int = 90,
+    ) -> None:
+        super().__init__(name=f"rendition-{plan.name}", daemon=True)
+        self.plan = plan
+        self.queue: queue.Queue[Item] = queue.Queue(maxsize=queue_size)
+        self.error: BaseException | None = None
+        self._audio_track = audio_track
+        self._first_sequence = first_sequence
+        self._frame_rate = frame_rate
+        self._on_init = on_init
+        self._on_segment = on_segment
+        self._segmenter: Segmenter | None = None
+        self._boundaries: set[int] = set()
+        self._reformatter = VideoReformatter()
+        self._encoder: av.VideoCodecContext | None = None
+        self._last_dts = 0
+        if plan.passthrough:
+            if source_avcc is None:
+                raise ValueError("passthrough needs the source's AVC configuration")
+            self._start_segmenter(source_avcc)
+        else:
+            self._encoder = self._open_encoder(preset, tune, gop_frames)
+            self._start_segmenter(avcc_record(bytes(self._encoder.extradata or b"")))
+
+    def _open_encoder(self, preset: str, tune: str, gop_frames: int) -> av.VideoCodecContext:
+        enc = av.CodecContext.create("libx264", "w")
+        assert isinstance(enc, av.VideoCodecContext)
+        enc.width = self.plan.width
+        enc.height = self.plan.height
+        enc.pix_fmt = "yuv420p"
+        enc.time_base = Fraction(1, VIDEO_TIMESCALE)
+        enc.framerate = Fraction(self._frame_rate).limit_denominator(1001)
+        enc.bit_rate = self.plan.video_bitrate
+        enc.gop_size = gop_frames
+        enc.max_b_frames = 0
+        enc.flags |= av.codec.context.Flags.global_header
+        options = {
+            "preset": preset,
+            "forced-idr": "1",
+            "sc_threshold": "0",
+            "maxrate": str(int(self.plan.video_bitrate * 1.2)),
+            "bufsize": str(int(self.plan.video_bitrate * 2)),
+        }
+        if tune:
+            options["tune"] = tune
+        # Keyframes come only where the pipeline forces them, so every rung cuts at the same instants.
+        options["x264-params"] = f"keyint={gop_frames * 4}:min-keyint={gop_frames * 4}:scenecut=0"
+        enc.options = options
+        enc.open()
+        return enc
+
+    def _start_segmenter(self, avcc: bytes) -> None:
+        video = VideoTrack(VIDEO_TRACK_ID, VIDEO_TIMESCALE, self.plan.width, self.plan.height, avcc)
+        self._segmenter = Segmenter(video, self._audio_track, first_sequence=self._first_sequence)
+        self.codecs = codec_string(avcc)
+        self._on_init(self, self._segmenter.init_bytes(), self.codecs)
+
+    def run(self) -> None:
+        try:
+            while True:
+                item = self.queue.get()
+                if item is None:
+                    break
+                self._handle(item)
+            self._finish()
+        except BaseException as exc:  # reported by the pipeline, which stops the worker
+            log.exception("rendition %s failed", self.plan.name)
+            self.error = exc
+
+    def _handle(self, item: VideoFrameItem | EncodedVideoItem | AudioItem) -> None:
+        seg = self._segmenter
+        assert seg is not None
+        if isinstance(item, AudioItem):
+            self._emit(seg.add_audio(item.data, item.pts, item.duration))
+        elif isinstance(item, EncodedVideoItem):
+            self._last_dts = item.dts
+            self._emit(seg.add_video(to_avcc_sample(item.data), item.pts, item.dts, item.keyframe, item.boundary))
+        else:
+            self._encode(item)
+
+    def _encode(self, item: VideoFrameItem) -> None:
+        assert self._encoder is not None
+        frame = self._reformatter.reformat(
+            item.frame, width=self.plan.width, height=self.plan.height, format="yuv420p", interpolation="BILINEAR"
+        )
+        frame.pts = item.pts
+        frame.time_base = Fraction(1, VIDEO_TIMESCALE)
+        frame.pict_type = PictureType.I if item.boundary else PictureType.NONE
+        if item.boundary:
+            self._boundaries.add(item.pts)
+        for packet in self._encoder.encode(frame):
+            self._packet(packet)
+
+    def _packet(self, packet: av.Packet) -> None:
+        assert self._segmenter is not None and packet.pts is not None
+        dts = packet.dts if packet.dts is not None else packet.pts
+        self._last_dts = dts
+        boundary = packet.pts in self._boundaries
+        if boundary:
+            self._boundaries.discard(packet.pts)
+        self._emit(
+            self._segmenter.add_video(to_avcc_sample(bytes(packet)), packet.pts, dts, packet.is_keyframe, boundary)
+        )
+
+    def _finish(self) -> None:
+        if self._encoder is not None:
+            for packet in self._encoder.encode(None):
+                self._packet(packet)
+        assert self._segmenter is not None
+        step = int(VIDEO_TIMESCALE / self._frame_rate) if self._frame_rate > 0 else 3000
+        self._emit(self._segmenter.finish(self._last_dts + step))
+
+    def _emit(self, segments: list[Segment]) -> None:
+        for segment in segments:
+            self._on_segment(self, segment)

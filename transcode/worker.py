@@ -1,0 +1,150 @@
+"""The transcode worker process: FLV on stdin, CMAF segments into the store, JSON events on stdout.
+
+One process per live connection keeps codec work off the server's event loop and a crash contained.
+Run as `python -m transcode.worker '<TranscodeJob JSON>'`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from typing import IO
+
+from ingest.flv import FlvError, FlvReader
+from packager.segmenter import Segment
+from storage.local import LocalStore
+from storage.store import StorageError, StorageFullError
+from transcode.job import TranscodeJob
+from transcode.pipeline import Pipeline, PipelineError
+from transcode.rendition import RenditionEncoder
+
+log = logging.getLogger("transcode.worker")
+
+
+class EventWriter:
+    """Serializes events from the rendition threads onto stdout, one JSON line each.
+
+    Rendition and segment events also go to the broadcast's index file, from which a restarted
+    server rebuilds the recording."""
+
+    def __init__(self, out: IO[bytes], index_path: str | None = None) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+        self._index: IO[bytes] | None = open(index_path, "ab") if index_path else None
+
+    def send(self, event: str, **data: object) -> None:
+        line = json.dumps({"event": event, **data}, separators=(",", ":")).encode() + b"\n"
+        with self._lock:
+            if self._index is not None and event in ("rendition", "segment"):
+                try:
+                    self._index.write(line)
+                    self._index.flush()
+                except OSError as exc:  # a full disk must not stop the live stream
+                    log.error("cannot append to the recording index: %s", exc)
+            self._out.write(line)
+            self._out.flush()
+
+
+class Worker:
+    def __init__(self, job: TranscodeJob, events: EventWriter) -> None:
+        self.job = job
+        self.events = events
+        self.store = LocalStore(job.store_root)
+        self._wall_start: float | None = None  # wall clock of the first segment's start
+        self._timeline_start = job.time_offset
+        self.pipeline = Pipeline(job, self._on_init, self._on_segment)
+
+    def _key(self, rendition: str, name: str) -> str:
+        return f"{self.job.key_prefix}/{rendition}/{name}"
+
+    def _on_init(self, rendition: RenditionEncoder, data: bytes, codecs: str) -> None:
+        key = self._key(rendition.plan.name, f"init-{self.job.period}.mp4")
+        self.store.write(key, data)
+        audio_codec = ",mp4a.40.2" if rendition._audio_track is not None else ""
+        self.events.send(
+            "rendition",
+            name=rendition.plan.name,
+            width=rendition.plan.width,
+            height=rendition.plan.height,
+            bitrate=rendition.plan.video_bitrate + (self.job.audio_bitrate if audio_codec else 0),
+            codecs=codecs + audio_codec,
+            frame_rate=round(self.pipeline.frame_rate, 3),
+            init=key,
+            passthrough=rendition.plan.passthrough,
+        )
+
+    def _pdt(self, start: float) -> float:
+        # The first tag's arrival anchors the timeline (it is at job.time_offset) to the wall clock.
+        wall_start = self._wall_start if self._wall_start is not None else time.time()
+        return wall_start + (start - self._timeline_start)
+
+    def _on_segment(self, rendition: RenditionEncoder, segment: Segment) -> None:
+        key = self._key(rendition.plan.name, f"seg-{segment.sequence}.m4s")
+        try:
+            self.store.write(key, segment.data)
+        except StorageFullError as exc:
+            log.error("stream %s: %s", self.job.stream_id, exc)
+            self.events.send("warning", code="disk_full", message=str(exc), rendition=rendition.plan.name)
+            return
+        except StorageError as exc:
+            log.error("stream %s: %s", self.job.stream_id, exc)
+            self.events.send("warning", code="storage", message=str(exc), rendition=rendition.plan.name)
+            return
+        self.events.send(
+            "segment",
+            rendition=rendition.plan.name,
+            sequence=segment.sequence,
+            start=round(segment.start, 6),
+            duration=round(segment.duration, 6),
+            pdt=round(self._pdt(segment.start), 3),
+            size=len(segment.data),
+            key=key,
+        )
+
+    def run(self, source: IO[bytes]) -> int:
+        reader = FlvReader()
+        try:
+            while True:
+                chunk = source.read1(65536) if hasattr(source, "read1") else source.read(65536)
+                if not chunk:
+                    break
+                if self._wall_start is None:
+                    self._wall_start = time.time()
+                for tag in reader.feed(chunk):
+                    self.pipeline.on_tag(tag)
+                failure = self.pipeline.failed()
+                if failure is not None:
+                    raise failure
+        except (FlvError, PipelineError) as exc:
+            self.events.send("error", message=str(exc))
+            log.error("stream %s: %s", self.job.stream_id, exc)
+            self.pipeline.finish()
+            return 2
+        self.pipeline.finish()
+        failure = self.pipeline.failed()
+        if failure is not None:
+            self.events.send("error", message=f"{type(failure).__name__}: {failure}")
+            return 3
+        self.events.send("end")
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s worker %(levelname)s %(message)s")
+    job = TranscodeJob.from_json(argv[0])
+    index = LocalStore(job.store_root).path_for(f"{job.key_prefix}/index-{job.period}.jsonl")
+    index.parent.mkdir(parents=True, exist_ok=True)
+    events = EventWriter(sys.stdout.buffer, str(index))
+    try:
+        return Worker(job, events).run(sys.stdin.buffer)
+    except Exception as exc:
+        log.exception("stream %s: worker failed", job.stream_id)
+        events.send("error", message=f"{type(exc).__name__}: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

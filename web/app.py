@@ -1,0 +1,27 @@
+"""Builds the aiohttp application: thin routing over the session manager, database and store."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from mediaserver.config import Config
+from mediaserver.db import Database
+from mediaserver.sessions import StreamManager
+from storage.local import LocalStore
+from web import api, media, pages
+from web.keys import ADMIN_TOKEN, CONFIG, DB, MANAGER, STORE
+
+# JSON bodies of the admin API are small; anything bigger is refused before it is read.
+MAX_REQUEST_BODY = 64 * 1024
+
+
+def build_app(config: Config, db: Database, store: LocalStore, manager: StreamManager, admin_token: str) -> web.Application:
+    app = web.Application(middlewares=[api.require_admin], client_max_size=MAX_REQUEST_BODY)
+    app[CONFIG] = config
+    app[DB] = db
+    app[STORE] = store
+    app[MANAGER] = manager
+    app[ADMIN_TOKEN] = admin_token
+    api.add_routes(app)
+    media.add_routes(app)
+    pages.add_routes(app)
+    return app

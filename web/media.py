@@ -1,0 +1,149 @@
+"""Serves HLS: live or recorded playlists under a stream's playback URL, and segments from the store.
+
+Playlists are short-cached, segments immutable; CORS is open so any player or CDN can fetch them.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+
+from aiohttp import web
+
+from storage.store import InvalidKeyError
+from web.keys import DB, MANAGER, STORE
+
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SEGMENT_RE = re.compile(r"^seg-(\d{1,12})\.m4s$")
+INIT_RE = re.compile(r"^init-\d{1,6}\.mp4$")
+
+LIVE_PLAYLIST_CACHE = "public, max-age=1"
+VOD_PLAYLIST_CACHE = "public, max-age=60"
+IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
+
+
+def cors(response: web.StreamResponse) -> web.StreamResponse:
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Access-Control-Expose-Headers"] = "Content-Length, Content-Range"
+    return response
+
+
+def playlist_response(text: str, cache: str) -> web.Response:
+    response = web.Response(text=text, content_type=PLAYLIST_TYPE, charset=None)
+    response.headers["Cache-Control"] = cache
+    cors(response)
+    return response
+
+
+def not_found(what: str) -> web.Response:
+    response = web.Response(status=404, text=f"{what} not found\n")
+    response.headers["Cache-Control"] = "no-cache"
+    cors(response)
+    return response
+
+
+async def _latest_recording_prefix(request: web.Request, stream_id: str) -> tuple[str, str] | None:
+    """(broadcast id, key prefix) of the stream's latest recording."""
+    recording = await asyncio.to_thread(request.app[DB].latest_recording, stream_id)
+    if recording is None:
+        return None
+    prefix = recording["playlist_key"].rsplit("/", 1)[0]
+    return recording["broadcast_id"], prefix
+
+
+def _prefixed(text: str, prefix: str) -> str:
+    """Rewrite the URIs of a stored VOD playlist so they resolve from the stream's top folder."""
+    out = []
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            line = prefix + line
+        elif line.startswith('#EXT-X-MAP:URI="'):
+            line = '#EXT-X-MAP:URI="' + prefix + line[len('#EXT-X-MAP:URI="'):]
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+async def master_playlist(request: web.Request) -> web.Response:
+    stream_id = request.match_info["stream_id"]
+    if not NAME_RE.match(stream_id):
+        return not_found("stream")
+    live = request.app[MANAGER].live_master(stream_id)
+    if live is not None:
+        return playlist_response(live, LIVE_PLAYLIST_CACHE)
+    return await _recorded_playlist(request, stream_id, "master.m3u8")
+
+
+async def media_playlist(request: web.Request) -> web.Response:
+    stream_id = request.match_info["stream_id"]
+    rendition = request.match_info["rendition"]
+    if not NAME_RE.match(stream_id) or not NAME_RE.match(rendition):
+        return not_found("playlist")
+    live = request.app[MANAGER].live_media(stream_id, rendition)
+    if live is not None:
+        return playlist_response(live, LIVE_PLAYLIST_CACHE)
+    return await _recorded_playlist(request, stream_id, f"{rendition}.m3u8")
+
+
+async def _recorded_playlist(request: web.Request, stream_id: str, name: str) -> web.Response:
+    found = await _latest_recording_prefix(request, stream_id)
+    if found is None:
+        return not_found("stream is offline; playlist")
+    broadcast_id, prefix = found
+    try:
+        text = await asyncio.to_thread(request.app[STORE].read, f"{prefix}/{name}")
+    except (FileNotFoundError, InvalidKeyError):
+        return not_found("playlist")
+    return playlist_response(_prefixed(text.decode(), f"{broadcast_id}/"), VOD_PLAYLIST_CACHE)
+
+
+async def broadcast_file(request: web.Request) -> web.StreamResponse:
+    """Anything inside one broadcast's folder: VOD playlists, init and media segments, the MP4."""
+    stream_id = request.match_info["stream_id"]
+    broadcast_id = request.match_info["broadcast_id"]
+    tail = request.match_info["tail"]
+    parts = tail.split("/")
+    if not NAME_RE.match(stream_id) or not NAME_RE.match(broadcast_id):
+        return not_found("file")
+    content_type: str
+    cache = IMMUTABLE_CACHE
+    if len(parts) == 1 and parts[0].endswith(".m3u8") and NAME_RE.match(parts[0][:-5]):
+        content_type, cache = PLAYLIST_TYPE, VOD_PLAYLIST_CACHE
+    elif len(parts) == 1 and parts[0] == "recording.mp4":
+        content_type = "video/mp4"
+    elif len(parts) == 2 and NAME_RE.match(parts[0]) and INIT_RE.match(parts[1]):
+        content_type = "video/mp4"
+    elif len(parts) == 2 and NAME_RE.match(parts[0]) and (m := SEGMENT_RE.match(parts[1])):
+        content_type = "video/iso.segment"
+        first = request.app[MANAGER].live_window_start(stream_id, broadcast_id, parts[0])
+        if first is not None and int(m.group(1)) < first:
+            return not_found("segment outside the live window;")
+    else:
+        return not_found("file")
+    key = f"media/{stream_id}/{broadcast_id}/{tail}"
+    try:
+        path = request.app[STORE].local_path(key)
+    except InvalidKeyError:
+        return not_found("file")
+    if path is None or not await asyncio.to_thread(path.is_file):
+        return not_found("file")
+    response = web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": cache})
+    if parts[-1] == "recording.mp4" and "download" in request.query:
+        response.headers["Content-Disposition"] = f'attachment; filename="{stream_id}-{broadcast_id}.mp4"'
+    cors(response)
+    return response
+
+
+async def options(request: web.Request) -> web.Response:
+    response = web.Response(status=204)
+    response.headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
+    response.headers["Access-Control-Allow-Headers"] = "Range, Origin, Accept"
+    response.headers["Access-Control-Max-Age"] = "86400"
+    cors(response)
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/hls/{stream_id}/master.m3u8", master_playlist)
+    app.router.add_get("/hls/{stream_id}/{rendition}.m3u8", media_playlist)
+    app.router.add_get("/hls/{stream_id}/{broadcast_id}/{tail:.+}", broadcast_file)
+    app.router.add_route("OPTIONS", "/hls/{tail:.*}", options)
