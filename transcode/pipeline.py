@@ -5,13 +5,12 @@ Decides the segment boundaries once, here, so every rung puts its keyframes at i
 from __future__ import annotations
 
 import logging
-import statistics
 from fractions import Fraction
 from typing import Callable
 
 import av
 
-from ingest.flv import TAG_AUDIO, TAG_VIDEO, FlvError, FlvTag, parse_audio_body, parse_video_body
+from ingest.flv import TAG_AUDIO, TAG_VIDEO, FlvError, FlvTag, UnsupportedCodec, parse_audio_body, parse_video_body
 from packager.fmp4 import AudioTrack
 from packager.h264 import avcc_record
 from packager.segmenter import AUDIO_TRACK_ID
@@ -30,8 +29,6 @@ from transcode.rendition import (
 
 log = logging.getLogger(__name__)
 
-AVC_CODEC_ID = 7
-AAC_SOUND_FORMAT = 10
 # Decoded frames held back to measure the frame rate before the encoders open.
 FRAME_RATE_PROBE = 6
 
@@ -68,6 +65,8 @@ class Pipeline:
                 self._on_video(tag)
             else:
                 self._on_audio(tag)
+        except UnsupportedCodec as exc:
+            raise PipelineError(str(exc)) from exc
         except FlvError as exc:
             log.warning("stream %s: skipping bad tag at %d ms: %s", self.job.stream_id, tag.timestamp_ms, exc)
         except av.error.InvalidDataError as exc:
@@ -80,8 +79,6 @@ class Pipeline:
 
     def _on_video(self, tag: FlvTag) -> None:
         info = parse_video_body(tag.body)
-        if info.codec_id != AVC_CODEC_ID:
-            raise PipelineError(f"video codec id {info.codec_id} is not H.264; set the encoder to x264/H.264")
         if info.packet_type == 0:
             record = avcc_record(info.data)
             if self._video_decoder is None:
@@ -118,8 +115,6 @@ class Pipeline:
 
     def _on_audio(self, tag: FlvTag) -> None:
         info = parse_audio_body(tag.body)
-        if info.sound_format != AAC_SOUND_FORMAT:
-            raise PipelineError(f"audio format {info.sound_format} is not AAC; set the encoder's audio to AAC")
         if info.packet_type == 0:
             if self._audio is None:
                 self._audio = AudioTranscoder(
@@ -182,10 +177,15 @@ class Pipeline:
                 r.queue.put(item)
 
     def _measure_frame_rate(self) -> float:
-        deltas = [b - a for a, b in zip(self._packet_dts, self._packet_dts[1:]) if b > a]
-        if not deltas:
+        stamps = sorted(set(self._packet_dts))
+        if len(stamps) < 2 or stamps[-1] <= stamps[0]:
             return 30.0
-        return max(1.0, min(120.0, 1000.0 / statistics.median(deltas)))
+        measured = (len(stamps) - 1) * 1000.0 / (stamps[-1] - stamps[0])
+        # FLV timestamps are whole milliseconds: snap to the standard rate they approximate.
+        for rate in (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0):
+            if abs(measured - rate) / rate < 0.01:
+                return rate
+        return max(1.0, min(120.0, measured))
 
     def _start_renditions(self) -> None:
         first = self._held_frames[0]

@@ -1,0 +1,132 @@
+"""Sans-IO FLV: the tag stream RTMP carries (and our ingest hands the transcoder), and the AVC/AAC tag bodies.
+
+No sockets here: bytes in, FlvTag objects out, FlvError on anything malformed.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+TAG_AUDIO = 8
+TAG_VIDEO = 9
+TAG_SCRIPT = 18
+_KNOWN_TAGS = (TAG_AUDIO, TAG_VIDEO, TAG_SCRIPT)
+_HEADER_SIZE = 9
+
+
+class FlvError(ValueError):
+    """Malformed FLV; the message names the offending value."""
+
+
+class UnsupportedCodec(FlvError):
+    """Well-formed FLV carrying a codec we don't take (we take H.264 and AAC)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlvTag:
+    kind: int
+    timestamp_ms: int
+    body: bytes
+
+
+def flv_header(has_audio: bool = True, has_video: bool = True) -> bytes:
+    flags = (4 if has_audio else 0) | (1 if has_video else 0)
+    return b"FLV\x01" + bytes([flags]) + struct.pack(">I", _HEADER_SIZE) + b"\x00\x00\x00\x00"
+
+
+def encode_tag(tag: FlvTag) -> bytes:
+    size = len(tag.body)
+    if size >= 1 << 24:
+        raise FlvError(f"tag body of {size} bytes does not fit FLV's 24-bit size")
+    ts = tag.timestamp_ms & 0xFFFFFFFF
+    header = bytes([tag.kind]) + size.to_bytes(3, "big") + (ts & 0xFFFFFF).to_bytes(3, "big") + bytes([ts >> 24]) + b"\x00\x00\x00"
+    return header + tag.body + struct.pack(">I", 11 + size)
+
+
+class FlvReader:
+    """Incremental parser of an FLV byte stream (header first, then tags)."""
+
+    def __init__(self, max_tag_size: int = 16 * 1024 * 1024) -> None:
+        self.max_tag_size = max_tag_size
+        self._buffer = bytearray()
+        self._header_done = False
+
+    def feed(self, data: bytes) -> list[FlvTag]:
+        self._buffer += data
+        tags: list[FlvTag] = []
+        buf = self._buffer
+        pos = 0
+        if not self._header_done:
+            if len(buf) < _HEADER_SIZE + 4:
+                if buf[:3] != b"FLV"[: len(buf)]:
+                    raise FlvError(f"not an FLV stream: starts with {bytes(buf[:3])!r}")
+                return tags
+            if buf[:3] != b"FLV":
+                raise FlvError(f"not an FLV stream: starts with {bytes(buf[:3])!r}")
+            offset = struct.unpack(">I", buf[5:9])[0]
+            if offset < _HEADER_SIZE or offset > 1024:
+                raise FlvError(f"FLV header size {offset} is invalid")
+            if len(buf) < offset + 4:
+                return tags
+            pos = offset + 4
+            self._header_done = True
+        while len(buf) - pos >= 11:
+            kind = buf[pos] & 0x1F
+            if buf[pos] & 0x20:
+                raise FlvError("encrypted FLV tags are not supported")
+            if kind not in _KNOWN_TAGS:
+                raise FlvError(f"unknown FLV tag type {kind}")
+            size = int.from_bytes(buf[pos + 1 : pos + 4], "big")
+            if size > self.max_tag_size:
+                raise FlvError(f"FLV tag of {size} bytes exceeds the {self.max_tag_size} byte limit")
+            total = 11 + size + 4
+            if len(buf) - pos < total:
+                break
+            ts = int.from_bytes(buf[pos + 4 : pos + 7], "big") | (buf[pos + 7] << 24)
+            tags.append(FlvTag(kind, ts, bytes(buf[pos + 11 : pos + 11 + size])))
+            pos += total
+        del buf[:pos]
+        return tags
+
+
+@dataclass(frozen=True, slots=True)
+class VideoTagInfo:
+    keyframe: bool
+    codec_id: int          # 7 = AVC
+    packet_type: int       # 0 sequence header, 1 NALUs, 2 end of sequence
+    composition_time_ms: int
+    data: bytes
+
+
+def parse_video_body(body: bytes) -> VideoTagInfo:
+    if len(body) < 1:
+        raise FlvError("empty video tag")
+    frame_type, codec_id = body[0] >> 4, body[0] & 0x0F
+    if body[0] & 0x80:
+        raise UnsupportedCodec("enhanced-RTMP video (HEVC/AV1) is not supported; set the encoder to H.264")
+    if codec_id != 7:
+        raise UnsupportedCodec(f"video codec id {codec_id} is not H.264 (7); set the encoder to H.264")
+    if len(body) < 5:
+        raise FlvError(f"AVC video tag of {len(body)} bytes is too short")
+    cts = int.from_bytes(body[2:5], "big", signed=False)
+    if cts & 0x800000:
+        cts -= 1 << 24
+    return VideoTagInfo(frame_type == 1, codec_id, body[1], cts, bytes(body[5:]))
+
+
+@dataclass(frozen=True, slots=True)
+class AudioTagInfo:
+    sound_format: int      # 10 = AAC
+    packet_type: int       # 0 AudioSpecificConfig, 1 raw frame
+    data: bytes
+
+
+def parse_audio_body(body: bytes) -> AudioTagInfo:
+    if len(body) < 1:
+        raise FlvError("empty audio tag")
+    sound_format = body[0] >> 4
+    if sound_format != 10:
+        raise UnsupportedCodec(f"audio format {sound_format} is not AAC (10); set the encoder's audio to AAC")
+    if len(body) < 2:
+        raise FlvError("AAC audio tag is too short")
+    return AudioTagInfo(sound_format, body[1], bytes(body[2:]))
