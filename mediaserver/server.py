@@ -84,6 +84,8 @@ async def start_server(config: Config) -> RunningServer:
         max_connections=config.rtmp.max_connections,
     )
     await rtmp.start()
+    # Ports asked as 0 (tests) are known now; URLs built from the config must show the real ones.
+    config.server.http_port, config.server.rtmp_port = http_port, rtmp.port
     log.info("HTTP on %s:%d, RTMP on %s:%d, data in %s", config.server.host, http_port,
              config.server.host, rtmp.port, config.data_path.resolve())
     return RunningServer(config, db, manager, runner, rtmp, http_port)

@@ -12,7 +12,7 @@ import av
 import pytest
 
 from tests.hls_reader import decode_segment, parse_master, parse_media
-from tests.media_source import publish, start_publisher
+from tests.media_source import PublishError, publish, start_publisher
 from tests.server_fixture import ServerHandle, run_server, small_config
 
 pytestmark = pytest.mark.media
@@ -179,7 +179,7 @@ def test_reconnect_inside_window_continues_the_broadcast(tmp_path: Path) -> None
 
 
 def test_wrong_key_is_refused_and_server_goes_on(server: ServerHandle) -> None:
-    with pytest.raises(av.error.FFmpegError):
+    with pytest.raises(PublishError):
         publish(server.rtmp_url("sk_not-a-real-key"), seconds=1.0)
     stream = server.create_stream()
     publish(server.rtmp_url(stream["stream_key"]), seconds=1.5)
@@ -191,7 +191,7 @@ def test_second_publisher_on_a_live_key_is_refused(server: ServerHandle) -> None
     url = server.rtmp_url(stream["stream_key"])
     first = start_publisher(url, seconds=4.0)
     wait_for(lambda: stream_status(server, stream["id"])["status"] == "LIVE", 15, "LIVE")
-    with pytest.raises(av.error.FFmpegError):
+    with pytest.raises(PublishError):
         publish(url, seconds=1.0)
     first.join(20)
     assert first.error is None

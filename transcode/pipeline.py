@@ -180,11 +180,11 @@ class Pipeline:
         stamps = sorted(set(self._packet_dts))
         if len(stamps) < 2 or stamps[-1] <= stamps[0]:
             return 30.0
-        measured = (len(stamps) - 1) * 1000.0 / (stamps[-1] - stamps[0])
-        # FLV timestamps are whole milliseconds: snap to the standard rate they approximate.
-        for rate in (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0):
-            if abs(measured - rate) / rate < 0.01:
+        # FLV timestamps are whole milliseconds: take the standard rate whose frame times they round to.
+        for rate in (30.0, 29.97, 25.0, 24.0, 23.976, 60.0, 59.94, 50.0, 48.0):
+            if all(abs((ts - stamps[0]) - i * 1000.0 / rate) <= 1.01 for i, ts in enumerate(stamps)):
                 return rate
+        measured = (len(stamps) - 1) * 1000.0 / (stamps[-1] - stamps[0])
         return max(1.0, min(120.0, measured))
 
     def _start_renditions(self) -> None:

@@ -6,12 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Awaitable, Callable
 
 from transcode.job import TranscodeJob, WorkerEvent
 
 log = logging.getLogger(__name__)
+
+# The folder holding the transcode package, so the worker imports the same code as the server.
+_CODE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_CODE_ROOT, env.get("PYTHONPATH", "")) if p)
+    return env
 
 EventHandler = Callable[[WorkerEvent], Awaitable[None]]
 
@@ -35,6 +46,7 @@ class WorkerProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             limit=1 << 20,
+            env=_worker_env(),
         )
         self._readers = [
             asyncio.create_task(self._read_events(), name=f"worker-events-{self.job.stream_id}"),

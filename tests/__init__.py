@@ -1,0 +1,1 @@
+"""mediaserver tests."""

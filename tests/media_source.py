@@ -1,0 +1,134 @@
+"""A real RTMP publisher for tests: synthetic frames (numpy) and a tone, encoded by PyAV, sent as FLV.
+
+It runs in a child process: PyAV holds the GIL while it writes to the network, which would starve a
+server running in the test's own process.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import time
+from fractions import Fraction
+
+import av
+import numpy as np
+
+
+def _frame_image(i: int, width: int, height: int) -> np.ndarray:
+    img = np.empty((height, width, 3), dtype=np.uint8)
+    img[:, :, 0] = (i * 3) % 256
+    img[:, :, 1] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
+    img[:, :, 2] = 96
+    x = (i * 4) % max(1, width - 16)
+    img[height // 3 : height // 3 + 16, x : x + 16] = 255  # a moving square
+    return img
+
+
+class PublishError(RuntimeError):
+    """The publish failed (refused, dropped); the message is PyAV's error."""
+
+
+def publish_here(url: str, *, seconds: float, width: int = 320, height: int = 180, fps: int = 30,
+                 gop_seconds: float = 1.0, realtime: bool = True, audio: bool = True,
+                 started_at: "multiprocessing.sharedctypes.Synchronized[float] | None" = None) -> int:
+    """Publish `seconds` of video (+ a 440 Hz tone) to url from this process; returns the video frames sent."""
+    container = av.open(url, "w", format="flv", timeout=10)
+    sent = 0
+    try:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(max(1, int(fps * gop_seconds)))}
+        astream = container.add_stream("aac", rate=48000, layout="stereo") if audio else None
+        frames = int(round(seconds * fps))
+        samples_per_frame = 48000 // fps
+        t = np.arange(samples_per_frame, dtype=np.float32)
+        audio_pts = 0
+        start = time.perf_counter()
+        for i in range(frames):
+            if realtime:
+                delay = start + i / fps - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            if i == 0 and started_at is not None:
+                started_at.value = time.time()
+            frame = av.VideoFrame.from_ndarray(_frame_image(i, width, height), format="rgb24")
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            for packet in video.encode(frame):
+                container.mux(packet)
+            sent += 1
+            if astream is not None:
+                wave = (0.2 * np.sin(2 * np.pi * 440 * (t + audio_pts) / 48000)).astype(np.float32)
+                aframe = av.AudioFrame.from_ndarray(np.stack([wave, wave]), format="fltp", layout="stereo")
+                aframe.sample_rate = 48000
+                aframe.pts = audio_pts
+                aframe.time_base = Fraction(1, 48000)
+                audio_pts += samples_per_frame
+                for packet in astream.encode(aframe):
+                    container.mux(packet)
+        for packet in video.encode(None):
+            container.mux(packet)
+        if astream is not None:
+            for packet in astream.encode(None):
+                container.mux(packet)
+    finally:
+        try:
+            container.close()
+        except av.error.FFmpegError:
+            pass
+    return sent
+
+
+def _child(url: str, kwargs: dict[str, object], result: "multiprocessing.Queue[tuple[int, str | None]]",
+           started_at: "multiprocessing.sharedctypes.Synchronized[float]") -> None:
+    try:
+        result.put((publish_here(url, started_at=started_at, **kwargs), None))  # type: ignore[arg-type]
+    except BaseException as exc:
+        result.put((0, f"{type(exc).__name__}: {exc}"))
+
+
+class Publisher:
+    """A publish running in a child process; .frames and .error once joined, .started_at (unix time of frame 0)."""
+
+    def __init__(self, url: str, **kwargs: object) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._result: multiprocessing.Queue[tuple[int, str | None]] = ctx.Queue()
+        self._started_at = ctx.Value("d", 0.0)
+        self._process = ctx.Process(target=_child, args=(url, kwargs, self._result, self._started_at), daemon=True)
+        self.frames = 0
+        self.error: str | None = None
+        self._done = False
+
+    def start(self) -> "Publisher":
+        self._process.start()
+        return self
+
+    @property
+    def started_at(self) -> float:
+        return float(self._started_at.value)
+
+    def is_alive(self) -> bool:
+        return self._process.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._done:
+            try:
+                remaining = None if deadline is None else max(0.1, deadline - time.monotonic())
+                self.frames, self.error = self._result.get(timeout=remaining)
+                self._done = True
+            except Exception:
+                return  # still running
+        self._process.join(None if deadline is None else max(0.1, deadline - time.monotonic()))
+
+
+def start_publisher(url: str, **kwargs: object) -> Publisher:
+    return Publisher(url, **kwargs).start()
+
+
+def publish(url: str, **kwargs: object) -> int:
+    """Publish in a child process and wait; raises PublishError if the server refused or dropped it."""
+    publisher = start_publisher(url, **kwargs)
+    publisher.join(timeout=float(kwargs.get("seconds", 10)) * 3 + 30)  # type: ignore[arg-type]
+    if publisher.error is not None:
+        raise PublishError(publisher.error)
+    return publisher.frames
