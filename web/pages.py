@@ -24,6 +24,7 @@ async def watch(request: web.Request) -> web.Response:
         "title": row["title"],
         "playback_url": f"/hls/{row['id']}/master.m3u8",
         "dvr_window_seconds": request.app[CONFIG].hls.dvr_window,
+        "segment_duration": request.app[CONFIG].hls.segment_duration,
         "status": row["status"],
     }
     # '<' escaped so a title can never close the <script> element it sits in.
