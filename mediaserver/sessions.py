@@ -255,7 +255,7 @@ class StreamManager:
                 await self._finalize_locked(broadcast, "ENDED")
                 return
             loop = asyncio.get_running_loop()
-            broadcast.end_timer = loop.call_later(window_s, self._spawn, self._window_closed(broadcast))
+            broadcast.end_timer = loop.call_later(window_s, lambda: self._spawn(self._window_closed(broadcast)))
 
     async def _window_closed(self, broadcast: Broadcast) -> None:
         async with broadcast.lock:

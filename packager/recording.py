@@ -92,6 +92,8 @@ def write_mp4(store: LocalStore, key_prefix: str, track: RenditionTrack) -> str:
     out = av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"})
     try:
         out_streams: dict[str, av.stream.Stream] = {}
+        last_dts: dict[str, int] = {}
+        dropped = 0
         for init_uri, entries in periods(track):
             paths = [store.path_for(f"{key_prefix}/{init_uri}")] + [
                 store.path_for(f"{key_prefix}/{e.uri}") for e in entries
@@ -102,15 +104,23 @@ def write_mp4(store: LocalStore, key_prefix: str, track: RenditionTrack) -> str:
                     if stream.type not in out_streams:
                         out_streams[stream.type] = out.add_stream_from_template(stream)
                 for packet in source.demux():
-                    if packet.dts is None or packet.stream.type not in out_streams:
+                    kind = packet.stream.type
+                    if packet.dts is None or kind not in out_streams:
                         continue
-                    packet.stream = out_streams[packet.stream.type]
+                    # A reconnect can overlap the previous connection by a frame; MP4 needs rising DTS.
+                    if kind in last_dts and packet.dts <= last_dts[kind]:
+                        dropped += 1
+                        continue
+                    last_dts[kind] = packet.dts
+                    packet.stream = out_streams[kind]
                     out.mux(packet)
     except Exception:
         out.close()
         tmp.unlink(missing_ok=True)
         raise
     out.close()
+    if dropped:
+        log.info("%s: %d overlapping packets left out of the MP4", key, dropped)
     os.replace(tmp, final)
     return key
 

@@ -13,8 +13,11 @@ from transcode.rendition import AudioItem
 
 
 class AudioTranscoder:
-    def __init__(self, source_config: bytes, *, sample_rate: int, bitrate: int) -> None:
+    def __init__(self, source_config: bytes, *, sample_rate: int, bitrate: int, start_floor: float = 0.0) -> None:
         self.sample_rate = sample_rate
+        # Audio may precede the first video tag; it must still not start before this connection's
+        # place on the timeline, or it would overlap the previous connection's audio.
+        self._floor = int(round(start_floor * sample_rate))
         self._decoder = av.CodecContext.create("aac", "r")
         self._decoder.extradata = source_config
         self._resampler = AudioResampler(format="fltp", layout="stereo", rate=sample_rate)
@@ -37,7 +40,7 @@ class AudioTranscoder:
         out: list[AudioItem] = []
         for frame in self._decoder.decode(packet):
             if self._next_pts is None:
-                self._next_pts = int(round(time_seconds * self.sample_rate))
+                self._next_pts = max(int(round(time_seconds * self.sample_rate)), self._floor)
             for resampled in self._resampler.resample(frame):
                 out.extend(self._encode(resampled))
         return out

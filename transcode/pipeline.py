@@ -118,7 +118,8 @@ class Pipeline:
         if info.packet_type == 0:
             if self._audio is None:
                 self._audio = AudioTranscoder(
-                    info.data, sample_rate=self.job.audio_sample_rate, bitrate=self.job.audio_bitrate
+                    info.data, sample_rate=self.job.audio_sample_rate, bitrate=self.job.audio_bitrate,
+                    start_floor=self.job.time_offset,
                 )
             return
         if self._audio is None or not info.data:
