@@ -1,0 +1,104 @@
+"""FLV parsing: round trips, real PyAV output, truncated and random input (only FlvError may escape)."""
+from __future__ import annotations
+
+import io
+import random
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from ingest.flv import (
+    TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, FlvError, FlvReader, FlvTag, UnsupportedCodec,
+    encode_tag, flv_header, parse_audio_body, parse_video_body,
+)
+
+
+def sample_tags() -> list[FlvTag]:
+    rng = random.Random(1)
+    return [FlvTag(rng.choice([TAG_AUDIO, TAG_VIDEO, TAG_SCRIPT]), rng.randrange(0, 2**32), rng.randbytes(rng.randrange(0, 3000)))
+            for _ in range(50)]
+
+
+def test_round_trip_in_random_chunks() -> None:
+    tags = sample_tags()
+    stream = flv_header() + b"".join(encode_tag(t) for t in tags)
+    rng = random.Random(2)
+    reader, out, pos = FlvReader(), [], 0
+    while pos < len(stream):
+        step = rng.randrange(1, 500)
+        out += reader.feed(stream[pos : pos + step])
+        pos += step
+    assert out == tags
+
+
+def pyav_flv() -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="flv") as c:
+        v = c.add_stream("libx264", rate=30, options={"preset": "ultrafast", "g": "10"})
+        v.width, v.height, v.pix_fmt = 160, 90, "yuv420p"
+        a = c.add_stream("aac", rate=48000, layout="stereo")
+        for i in range(20):
+            f = av.VideoFrame.from_ndarray(np.full((90, 160, 3), i * 10, np.uint8), format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, 30)
+            for p in v.encode(f):
+                c.mux(p)
+            af = av.AudioFrame.from_ndarray(np.zeros((2, 1600), np.float32), format="fltp", layout="stereo")
+            af.sample_rate, af.pts = 48000, i * 1600
+            for p in a.encode(af):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    return buf.getvalue()
+
+
+def test_parses_real_pyav_output() -> None:
+    tags = FlvReader().feed(pyav_flv())
+    videos = [parse_video_body(t.body) for t in tags if t.kind == TAG_VIDEO]
+    audios = [parse_audio_body(t.body) for t in tags if t.kind == TAG_AUDIO]
+    assert videos[0].packet_type == 0 and videos[0].data[0] == 1  # AVC sequence header (avcC record)
+    assert videos[1].keyframe and videos[1].packet_type == 1
+    assert sum(v.keyframe for v in videos if v.packet_type == 1) == 2  # g=10 over 20 frames
+    assert audios[0].packet_type == 0 and all(a.sound_format == 10 for a in audios)
+    stamps = [t.timestamp_ms for t in tags if t.kind == TAG_VIDEO]
+    assert stamps == sorted(stamps)
+
+
+def test_bad_input_raises_flv_error() -> None:
+    with pytest.raises(FlvError):
+        FlvReader().feed(b"GIF89a" + bytes(20))
+    with pytest.raises(FlvError):
+        FlvReader().feed(flv_header() + bytes([7]) + bytes(14))  # unknown tag type
+    with pytest.raises(FlvError):
+        FlvReader(max_tag_size=100).feed(flv_header() + encode_tag(FlvTag(TAG_VIDEO, 0, bytes(200))))
+    with pytest.raises(UnsupportedCodec):
+        parse_video_body(bytes([0x12, 0, 0, 0, 0]))  # Sorenson H.263
+    with pytest.raises(UnsupportedCodec):
+        parse_audio_body(bytes([0x2F, 0]))  # MP3
+    with pytest.raises(FlvError):
+        parse_video_body(bytes([0x17, 1]))
+    # Truncated: nothing is returned until the rest arrives.
+    whole = flv_header() + encode_tag(FlvTag(TAG_VIDEO, 5, b"abc"))
+    reader = FlvReader()
+    assert reader.feed(whole[:-3]) == []
+    assert reader.feed(whole[-3:]) == [FlvTag(TAG_VIDEO, 5, b"abc")]
+
+
+def test_fuzz_only_flv_error_escapes() -> None:
+    rng = random.Random(7)
+    base = pyav_flv()
+    for _ in range(400):
+        data = bytearray(base if rng.random() < 0.7 else rng.randbytes(rng.randrange(0, 400)))
+        for _ in range(rng.randrange(1, 12)):
+            if data:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        data = data[: rng.randrange(len(data) + 1)]
+        try:
+            for tag in FlvReader().feed(bytes(data)):
+                if tag.kind == TAG_VIDEO:
+                    parse_video_body(tag.body)
+                elif tag.kind == TAG_AUDIO:
+                    parse_audio_body(tag.body)
+        except FlvError:
+            pass
