@@ -81,12 +81,20 @@ class StreamConfig:
 
 
 @dataclass
+class StorageConfig:
+    # Media writes stop (reported as "disk full") when less than this is free, so the database
+    # and the recordings of what was already streamed can still be saved.
+    reserve_mb: float = 256.0
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
     transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
     hls: HlsConfig = field(default_factory=HlsConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     @property
     def data_path(self) -> Path:
@@ -103,6 +111,8 @@ class Config:
             raise ConfigError(f"hls.dvr_window must be >= 0, got {self.hls.dvr_window}")
         if self.stream.reconnect_window < 0:
             raise ConfigError(f"stream.reconnect_window must be >= 0, got {self.stream.reconnect_window}")
+        if self.storage.reserve_mb < 0:
+            raise ConfigError(f"storage.reserve_mb must be >= 0, got {self.storage.reserve_mb}")
         if not self.transcode.renditions:
             raise ConfigError("transcode.renditions must list at least one rendition")
         names = [r.name for r in self.transcode.renditions]

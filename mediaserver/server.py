@@ -63,7 +63,7 @@ class RunningServer:
 async def start_server(config: Config) -> RunningServer:
     config.data_path.mkdir(parents=True, exist_ok=True)
     db = Database(database_path(config))
-    store = LocalStore(config.data_path)
+    store = LocalStore(config.data_path, int(config.storage.reserve_mb * 1024 * 1024))
     bus = LocalEventBus()
     manager = StreamManager(config, db, store, bus)
     await manager.recover()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from ingest.flv import TAG_AUDIO, TAG_VIDEO, FlvTag, encode_tag, flv_header, parse_video_body
 from ingest.rtmp import PublishRefused
@@ -190,6 +192,7 @@ class StreamManager:
             tune=tc.tune,
             audio_bitrate=tc.audio_bitrate,
             audio_sample_rate=tc.audio_sample_rate,
+            reserve_bytes=int(self.config.storage.reserve_mb * 1024 * 1024),
         )
         period = broadcast.period
 
@@ -219,14 +222,14 @@ class StreamManager:
                 if stream is not None and (stream["actual_start"] is None or stream["status"] in ("ENDED", "FAILED", "SCHEDULED")):
                     fields["actual_start"] = entry.program_date_time
                     fields["actual_end"] = None
-                await asyncio.to_thread(self.db.update_stream, broadcast.stream_id, **fields)
-                await asyncio.to_thread(self.db.update_broadcast, broadcast.id, status="LIVE")
+                await self._write(self.db.update_stream, broadcast.stream_id, **fields)
+                await self._write(self.db.update_broadcast, broadcast.id, status="LIVE")
                 self.bus.publish(Event("stream.live", broadcast.stream_id, {"broadcast": broadcast.id}))
                 log.info("stream %s: LIVE", broadcast.stream_id)
         elif event.event == "warning":
             message = str(data.get("message"))
             broadcast.error = message
-            await asyncio.to_thread(self.db.update_stream, broadcast.stream_id, error=message)
+            await self._write(self.db.update_stream, broadcast.stream_id, error=message)
             self.bus.publish(Event("stream.warning", broadcast.stream_id, dict(data)))
         elif event.event == "error":
             log.error("stream %s: worker error: %s", broadcast.stream_id, data.get("message"))
@@ -289,14 +292,22 @@ class StreamManager:
                 await self._finalize_locked(broadcast, "FAILED")
 
     # -- ending --------------------------------------------------------------------------------
+    async def _write(self, fn: Any, *args: Any, **fields: Any) -> None:
+        """A state write that must not stop the lifecycle: on a full disk the broadcast still ends
+        and its recording is still attempted; the error is logged."""
+        try:
+            await asyncio.to_thread(fn, *args, **fields)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("database write %s failed: %s", getattr(fn, "__name__", fn), exc)
+
     async def _set_status(self, broadcast: Broadcast, status: str, **fields: object) -> None:
-        await asyncio.to_thread(self.db.update_stream, broadcast.stream_id, status=status, **fields)
+        await self._write(self.db.update_stream, broadcast.stream_id, status=status, **fields)
 
     async def _finalize_locked(self, broadcast: Broadcast, status: str) -> None:
         broadcast.status = status
         now = time.time()
         await self._set_status(broadcast, status, actual_end=now, error=broadcast.error)
-        await asyncio.to_thread(self.db.update_broadcast, broadcast.id, status=status, ended_at=now)
+        await self._write(self.db.update_broadcast, broadcast.id, status=status, ended_at=now)
         self.bus.publish(Event(f"stream.{status.lower()}", broadcast.stream_id, {"broadcast": broadcast.id}))
         broadcast.finalizing = self._spawn(self._record(broadcast))
 

@@ -27,9 +27,9 @@ def write_vod(store: LocalStore, key_prefix: str, tracks: list[RenditionTrack], 
         text = render_media(
             track.entries, all_entries=track.entries, configured_target=segment_duration, ended=True, vod=True
         )
-        store.write(f"{key_prefix}/{track.name}.m3u8", text.encode())
+        store.write(f"{key_prefix}/{track.name}.m3u8", text.encode(), use_reserve=True)
         variants.append(track.variant(f"{track.name}.m3u8"))
-    store.write(f"{key_prefix}/master.m3u8", render_master(variants).encode())
+    store.write(f"{key_prefix}/master.m3u8", render_master(variants).encode(), use_reserve=True)
 
 
 class ConcatReader(io.RawIOBase):

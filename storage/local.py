@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from pathlib import Path
 
 from storage.store import InvalidKeyError, StorageError, StorageFullError
@@ -24,16 +25,21 @@ def check_key(key: str) -> list[str]:
 class LocalStore:
     """Files under `root`; keys map to relative paths."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], reserve_bytes: int = 0) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        # Free space kept back for the database and for finishing recordings.
+        self.reserve_bytes = reserve_bytes
 
     def path_for(self, key: str) -> Path:
         return self.root.joinpath(*check_key(key))
 
-    def write(self, key: str, data: bytes) -> None:
+    def write(self, key: str, data: bytes, *, use_reserve: bool = False) -> None:
+        """use_reserve: this write finishes a recording and may dip into the reserved space."""
         path = self.path_for(key)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        if not use_reserve and self.reserve_bytes and shutil.disk_usage(self.root).free - len(data) < self.reserve_bytes:
+            raise StorageFullError(errno.ENOSPC, f"disk full writing {key}: less than the reserved space is free")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:

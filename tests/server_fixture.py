@@ -28,6 +28,7 @@ def small_config(data_dir: Path, **overrides: Any) -> Config:
     config.hls.dvr_window = overrides.pop("dvr_window", 3600.0)
     config.stream.reconnect_window = overrides.pop("reconnect_window", 2.0)
     config.rtmp.handshake_timeout = overrides.pop("handshake_timeout", 3.0)
+    config.storage.reserve_mb = overrides.pop("reserve_mb", 0.0)
     config.transcode.preset = "ultrafast"
     config.transcode.renditions = overrides.pop(
         "renditions",

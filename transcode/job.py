@@ -30,6 +30,7 @@ class TranscodeJob:
     tune: str = "zerolatency"
     audio_bitrate: int = 128_000
     audio_sample_rate: int = 48_000
+    reserve_bytes: int = 0     # free space the store keeps back (see storage.reserve_mb)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -51,7 +51,7 @@ class Worker:
     def __init__(self, job: TranscodeJob, events: EventWriter) -> None:
         self.job = job
         self.events = events
-        self.store = LocalStore(job.store_root)
+        self.store = LocalStore(job.store_root, job.reserve_bytes)
         self._wall_start: float | None = None  # wall clock of the first segment's start
         self._timeline_start = job.time_offset
         self.pipeline = Pipeline(job, self._on_init, self._on_segment)
