@@ -43,16 +43,16 @@ class Database:
     def _migrate(self) -> None:
         with self._lock:
             if "streams" not in self.db.table_names():
-                self.db["streams"].create(
+                self.db.table("streams").create(
                     {
                         "id": str, "title": str, "key_hash": str, "status": str, "created_at": float,
                         "actual_start": float, "actual_end": float, "error": str, "enabled": int,
                     },
                     pk="id",
                 )
-                self.db["streams"].create_index(["key_hash"], unique=True)
+                self.db.table("streams").create_index(["key_hash"], unique=True)
             if "broadcasts" not in self.db.table_names():
-                self.db["broadcasts"].create(
+                self.db.table("broadcasts").create(
                     {
                         "id": str, "stream_id": str, "started_at": float, "ended_at": float,
                         "status": str, "key_prefix": str, "connections": int,
@@ -61,7 +61,7 @@ class Database:
                     foreign_keys=[("stream_id", "streams", "id")],
                 )
             if "recordings" not in self.db.table_names():
-                self.db["recordings"].create(
+                self.db.table("recordings").create(
                     {
                         "id": str, "stream_id": str, "broadcast_id": str, "created_at": float,
                         "duration": float, "size": int, "mp4_size": int, "playlist_key": str, "mp4_key": str,
@@ -80,28 +80,28 @@ class Database:
             "created_at": time.time(), "actual_start": None, "actual_end": None, "error": None, "enabled": 1,
         }
         with self._lock:
-            self.db["streams"].insert(row)
+            self.db.table("streams").insert(row)
         return row, key
 
     def stream(self, stream_id: str) -> dict[str, Any] | None:
         with self._lock:
-            rows = list(self.db["streams"].rows_where("id = ?", [stream_id]))
+            rows = list(self.db.table("streams").rows_where("id = ?", [stream_id]))
         return rows[0] if rows else None
 
     def stream_by_key(self, key: str) -> dict[str, Any] | None:
         with self._lock:
-            rows = list(self.db["streams"].rows_where("key_hash = ?", [hash_key(key)]))
+            rows = list(self.db.table("streams").rows_where("key_hash = ?", [hash_key(key)]))
         return rows[0] if rows else None
 
     def streams(self) -> list[dict[str, Any]]:
         with self._lock:
-            return list(self.db["streams"].rows_where(order_by="created_at desc"))
+            return list(self.db.table("streams").rows_where(order_by="created_at desc"))
 
     def update_stream(self, stream_id: str, **fields: Any) -> None:
         if "status" in fields and fields["status"] not in STATUSES:
             raise ValueError(f"unknown status {fields['status']!r}")
         with self._lock:
-            self.db["streams"].update(stream_id, fields)
+            self.db.table("streams").update(stream_id, fields)
 
     # -- broadcasts --------------------------------------------------------------------------------
     def create_broadcast(self, stream_id: str, key_prefix_root: str) -> dict[str, Any]:
@@ -111,41 +111,41 @@ class Database:
             "status": "STARTING", "key_prefix": f"{key_prefix_root}/{stream_id}/{broadcast_id}", "connections": 1,
         }
         with self._lock:
-            self.db["broadcasts"].insert(row)
+            self.db.table("broadcasts").insert(row)
         return row
 
     def update_broadcast(self, broadcast_id: str, **fields: Any) -> None:
         with self._lock:
-            self.db["broadcasts"].update(broadcast_id, fields)
+            self.db.table("broadcasts").update(broadcast_id, fields)
 
     def broadcast(self, broadcast_id: str) -> dict[str, Any] | None:
         with self._lock:
-            rows = list(self.db["broadcasts"].rows_where("id = ?", [broadcast_id]))
+            rows = list(self.db.table("broadcasts").rows_where("id = ?", [broadcast_id]))
         return rows[0] if rows else None
 
     def open_broadcasts(self) -> list[dict[str, Any]]:
         with self._lock:
-            return list(self.db["broadcasts"].rows_where("ended_at is null"))
+            return list(self.db.table("broadcasts").rows_where("ended_at is null"))
 
     # -- recordings --------------------------------------------------------------------------------
     def add_recording(self, **fields: Any) -> dict[str, Any]:
         row = {"id": new_id(), "created_at": time.time(), **fields}
         with self._lock:
-            self.db["recordings"].insert(row, alter=True)
+            self.db.table("recordings").insert(row, alter=True)
         return row
 
     def update_recording(self, recording_id: str, **fields: Any) -> None:
         with self._lock:
-            self.db["recordings"].update(recording_id, fields)
+            self.db.table("recordings").update(recording_id, fields)
 
     def latest_recording(self, stream_id: str) -> dict[str, Any] | None:
         with self._lock:
             rows = list(
-                self.db["recordings"].rows_where("stream_id = ?", [stream_id], order_by="created_at desc", limit=1)
+                self.db.table("recordings").rows_where("stream_id = ?", [stream_id], order_by="created_at desc", limit=1)
             )
         return rows[0] if rows else None
 
     def recording_for_broadcast(self, broadcast_id: str) -> dict[str, Any] | None:
         with self._lock:
-            rows = list(self.db["recordings"].rows_where("broadcast_id = ?", [broadcast_id]))
+            rows = list(self.db.table("recordings").rows_where("broadcast_id = ?", [broadcast_id]))
         return rows[0] if rows else None

@@ -208,9 +208,9 @@ class StreamManager:
         if event.event == "rendition":
             name = str(data["name"])
             track = broadcast.tracks.setdefault(name, RenditionTrack(name))
-            track.width, track.height = int(data["width"]), int(data["height"])  # type: ignore[arg-type]
-            track.codecs, track.frame_rate = str(data["codecs"]), float(data["frame_rate"])  # type: ignore[arg-type]
-            track.nominal_bitrate = int(data["bitrate"])  # type: ignore[arg-type]
+            track.width, track.height = int(data["width"]), int(data["height"])
+            track.codecs, track.frame_rate = str(data["codecs"]), float(data["frame_rate"])
+            track.nominal_bitrate = int(data["bitrate"])
         elif event.event == "segment":
             track = broadcast.tracks.setdefault(str(data["rendition"]), RenditionTrack(str(data["rendition"])))
             entry = entry_from_event(data, broadcast.key_prefix, period, track.entries[-1] if track.entries else None)

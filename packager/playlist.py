@@ -50,7 +50,6 @@ def window(entries: list[SegmentEntry], dvr_window: float, live_edge_segments: i
         return []
     if dvr_window <= 0:
         return entries[-live_edge_segments:]
-    edge = entries[-1].start + entries[-1].duration
     first = len(entries)
     covered = 0.0
     # Walk back from the edge while the window still has room for the whole segment.
@@ -58,7 +57,6 @@ def window(entries: list[SegmentEntry], dvr_window: float, live_edge_segments: i
         first -= 1
         covered += entries[first].duration
     first = min(first, len(entries) - 1)
-    del edge
     return entries[first:]
 
 

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -154,7 +155,7 @@ def load_index(store: LocalStore, key_prefix: str) -> list[RenditionTrack]:
 
 
 def entry_from_event(
-    event: dict[str, object], key_prefix: str, period: int, previous: SegmentEntry | None
+    event: dict[str, Any], key_prefix: str, period: int, previous: SegmentEntry | None
 ) -> SegmentEntry:
     """A playlist entry from a worker's segment event; a new init segment means a discontinuity."""
     rel = str(event["key"])[len(key_prefix) + 1 :]
@@ -162,12 +163,12 @@ def entry_from_event(
     init_uri = f"{name}/init-{period}.mp4"
     discontinuity = previous is not None and previous.init_uri != init_uri
     return SegmentEntry(
-        sequence=int(event["sequence"]),  # type: ignore[call-overload]
-        start=float(event["start"]),  # type: ignore[arg-type]
-        duration=float(event["duration"]),  # type: ignore[arg-type]
+        sequence=int(event["sequence"]),
+        start=float(event["start"]),
+        duration=float(event["duration"]),
         uri=rel,
         init_uri=init_uri,
-        program_date_time=float(event["pdt"]),  # type: ignore[arg-type]
-        size=int(event["size"]),  # type: ignore[call-overload]
+        program_date_time=float(event["pdt"]),
+        size=int(event["size"]),
         discontinuity=discontinuity,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -51,7 +52,7 @@ class TranscodeJob:
 @dataclass
 class WorkerEvent:
     event: str
-    data: dict[str, object] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, line: bytes) -> "WorkerEvent":
