@@ -10,57 +10,16 @@ import argparse
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
-from fractions import Fraction
 from pathlib import Path
-
-import av
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mediaserver.config import Config, Rendition  # noqa: E402
 from tests.server_fixture import ADMIN_TOKEN, run_server  # noqa: E402
 from tests.hls_reader import parse_media  # noqa: E402
-
-
-def publisher(url: str, seconds: float, width: int, height: int, fps: int, started: list[float]) -> None:
-    container = av.open(url, "w", format="flv")
-    video = container.add_stream("libx264", rate=fps, options={"preset": "veryfast", "tune": "zerolatency", "g": str(fps * 2)})
-    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-    audio = container.add_stream("aac", rate=48000, layout="stereo")
-    frames = int(seconds * fps)
-    samples_per_frame = 48000 // fps
-    t0 = time.perf_counter()
-    base = np.zeros((height, width, 3), dtype=np.uint8)
-    tone = (np.sin(2 * np.pi * 440 * np.arange(48000 * 2) / 48000) * 0.2).astype(np.float32)
-    audio_pts = 0
-    for i in range(frames):
-        # Pace in real time, as an encoder does.
-        delay = t0 + i / fps - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        if i == 0:
-            started.append(time.time())
-        img = base.copy()
-        img[:, (i * 8) % width : (i * 8) % width + 40] = (255, 200, 0)
-        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-        frame.pts = i
-        frame.time_base = Fraction(1, fps)
-        for packet in video.encode(frame):
-            container.mux(packet)
-        chunk = tone[(audio_pts % 48000) : (audio_pts % 48000) + samples_per_frame]
-        aframe = av.AudioFrame.from_ndarray(np.stack([chunk, chunk]), format="fltp", layout="stereo")
-        aframe.sample_rate = 48000
-        aframe.pts = audio_pts
-        audio_pts += samples_per_frame
-        for packet in audio.encode(aframe):
-            container.mux(packet)
-    for packet in video.encode(None):
-        container.mux(packet)
-    container.close()
+from tests.media_source import start_publisher  # noqa: E402
 
 
 def main() -> None:
@@ -84,17 +43,14 @@ def main() -> None:
         try:
             _, stream = server.api("POST", "/api/streams", {"title": "latency"})
             seconds = args.segments * args.segment_duration + 4
-            started: list[float] = []
-            thread = threading.Thread(
-                target=publisher,
-                args=(server.rtmp_url(stream["stream_key"]), seconds, args.width, args.height, args.fps, started),
-            )
-            thread.start()
+            # The publisher runs in its own process (PyAV holds the GIL while it writes to the network).
+            publisher = start_publisher(server.rtmp_url(stream["stream_key"]), seconds=seconds, width=args.width,
+                                        height=args.height, fps=args.fps, gop_seconds=args.segment_duration)
             top = config.transcode.renditions[0].name
             seen: dict[str, float] = {}
             latencies: list[float] = []
             url = f"{server.http}/hls/{stream['id']}/{top}.m3u8"
-            while thread.is_alive():
+            while publisher.is_alive():
                 try:
                     with urllib.request.urlopen(url, timeout=5) as response:
                         playlist = parse_media(response.read().decode())
@@ -105,12 +61,12 @@ def main() -> None:
                 # The DVR window holds the whole run, so a segment starts where the ones before it end.
                 start = 0.0
                 for uri, duration, _ in playlist.segments:
-                    if uri not in seen and started and playlist.media_sequence == 0:
+                    if uri not in seen and publisher.started_at and playlist.media_sequence == 0:
                         seen[uri] = now
-                        latencies.append(now - (started[0] + start))
+                        latencies.append(now - (publisher.started_at + start))
                     start += duration
                 time.sleep(0.02)
-            thread.join()
+            publisher.join(30)
         finally:
             server.stop()
     # The first segment includes encoder start-up; report it apart.
