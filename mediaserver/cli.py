@@ -80,6 +80,8 @@ def cmd_streams(args: argparse.Namespace, config: Config) -> int:
             print(f"  Stream key:  {key}   (shown only now; keep it secret)")
             print(f"  Watch:       {info['watch_url']}")
             print(f"  HLS:         {info['playback_url']}")
+            if not config.server.public_host:
+                print("  (Replace localhost with this machine's address, or set server.public_host in config.toml.)")
         return 0
     rows = db.streams()
     if args.json:

@@ -6,6 +6,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +95,7 @@ async def start_server(config: Config) -> RunningServer:
 async def serve_forever(config: Config) -> None:
     server = await start_server(config)
     # Tell the operator where to point OBS and where people watch.
-    host = config.server.public_host or "THIS-HOST"
+    host = config.server.public_host or socket.gethostname()
     print(f"mediaserver is running.\n  Watch & admin: http://{host}:{server.http_port}/\n"
           f"  OBS server:    rtmp://{host}:{server.rtmp_port}/{config.rtmp.app}\n"
           f"  Data:          {config.data_path.resolve()}\n"
