@@ -43,7 +43,8 @@ def split_annexb(data: bytes) -> list[bytes]:
 
 
 def to_avcc_sample(data: bytes) -> bytes:
-    """An access unit as MP4 wants it: 4-byte length before each NAL. Length-prefixed input passes unchanged."""
+    """An access unit as MP4 wants it: 4-byte length before each NAL. Input that doesn't start with a
+    start code passes unchanged; callers that already know their data is length-prefixed skip this."""
     if not is_annexb(data):
         return data
     return b"".join(struct.pack(">I", len(u)) + u for u in split_annexb(data))

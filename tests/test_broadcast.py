@@ -214,3 +214,39 @@ def test_admin_end_skips_the_reconnect_window(tmp_path: Path) -> None:
         assert status == 409
     finally:
         server.stop()
+
+
+def test_passthrough_rung_copies_the_source(tmp_path: Path) -> None:
+    from mediaserver.config import Rendition
+
+    ladder = [Rendition("source", 1080, 2_000_000, passthrough=True), Rendition("144p", 144, 200_000)]
+    server = run_server(small_config(tmp_path / "data", renditions=ladder, reconnect_window=0.0))
+    try:
+        stream = server.create_stream()
+        # A 2 s source GOP: the passthrough rung can only cut at the source's keyframes.
+        publish(server.rtmp_url(stream["stream_key"]), seconds=6.0, gop_seconds=2.0)
+        body = wait_recording(server, stream["id"])
+        base = body["recording"]["playback_url"].rsplit("/", 1)[0]
+        variants = dict((attrs["RESOLUTION"], uri) for attrs, uri in parse_master(fetch_text(server, body["recording"]["playback_url"])))
+        assert set(variants) == {"320x180", "256x144"}
+        starts = []
+        for resolution, uri in variants.items():
+            playlist = parse_media(fetch_text(server, f"{base}/{uri}"))
+            assert abs(playlist.duration - 6.0) <= 1.0
+            init = server.get(f"{base}/{playlist.segments[0][2]}")[2]
+            segs = [decode_segment(init, server.get(f"{base}/{u}")[2]) for u, _, _ in playlist.segments]
+            assert all(s.first_is_keyframe for s in segs)
+            assert all(1.9 <= d <= 2.1 for _, d, _ in playlist.segments[:-1])
+            starts.append([round(s.first_pts, 3) for s in segs])
+        # The encoded rung puts its keyframes where the source has them.
+        assert starts[0] == starts[1]
+        # The source rung is the publisher's own bitstream: x264 signs its settings (the publisher's
+        # 2 s GOP is keyint=60) into the first keyframe; our encoder's rung carries its own.
+        first_segments = {}
+        for resolution, uri in variants.items():
+            playlist = parse_media(fetch_text(server, f"{base}/{uri}"))
+            first_segments[resolution] = server.get(f"{base}/{playlist.segments[0][0]}")[2]
+        assert b"keyint=60 " in first_segments["320x180"]
+        assert b"keyint=60 " not in first_segments["256x144"]
+    finally:
+        server.stop()

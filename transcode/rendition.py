@@ -147,7 +147,9 @@ class RenditionEncoder(threading.Thread):
             self._emit(seg.add_audio(item.data, item.pts, item.duration))
         elif isinstance(item, EncodedVideoItem):
             self._last_dts = item.dts
-            self._emit(seg.add_video(to_avcc_sample(item.data), item.pts, item.dts, item.keyframe, item.boundary))
+            # FLV already carries length-prefixed NALs: copied as they are (sniffing could mistake a
+            # 0x000001xx length for an Annex B start code).
+            self._emit(seg.add_video(item.data, item.pts, item.dts, item.keyframe, item.boundary))
         else:
             self._encode(item)
 
