@@ -272,6 +272,10 @@ class StreamManager:
         broadcast = self.broadcasts.get(stream_id)
         if broadcast is None or broadcast.ended:
             return False
+        await self._end_now(broadcast, reason)
+        return True
+
+    async def _end_now(self, broadcast: Broadcast, reason: str) -> None:
         connection = broadcast.connection
         if connection is not None:
             connection.aborted = reason
@@ -282,7 +286,6 @@ class StreamManager:
                 broadcast.end_timer.cancel()
             if not broadcast.ended:
                 await self._finalize_locked(broadcast, "ENDED")
-        return True
 
     async def fail(self, broadcast: Broadcast, message: str) -> None:
         log.error("stream %s: FAILED: %s", broadcast.stream_id, message)
@@ -342,16 +345,7 @@ class StreamManager:
 
     async def shutdown(self) -> None:
         for broadcast in list(self.broadcasts.values()):
-            connection = broadcast.connection
-            if connection is not None:
-                connection.aborted = "server shutting down"
-                if connection.worker is not None:
-                    await connection.worker.finish()
-            async with broadcast.lock:
-                if broadcast.end_timer is not None:
-                    broadcast.end_timer.cancel()
-                if not broadcast.ended:
-                    await self._finalize_locked(broadcast, "ENDED")
+            await self._end_now(broadcast, "server shutting down")
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
