@@ -35,7 +35,63 @@ def build_parser() -> argparse.ArgumentParser:
     listing = streams_sub.add_parser("list", help="list streams")
     add_common(listing)
     listing.add_argument("--json", action="store_true", help="print JSON")
+    orgs = sub.add_parser("orgs", help="organizations (a church, or one campus)")
+    orgs_sub = orgs.add_subparsers(dest="action", required=True)
+    org_create = orgs_sub.add_parser("create", help="create an organization")
+    add_common(org_create)
+    org_create.add_argument("--slug", required=True)
+    org_create.add_argument("--name", required=True)
+    org_create.add_argument("--timezone", default="UTC")
+    org_list = orgs_sub.add_parser("list", help="list organizations")
+    add_common(org_list)
+    tokens = sub.add_parser("tokens", help="API tokens")
+    tokens_sub = tokens.add_subparsers(dest="action", required=True)
+    token_create = tokens_sub.add_parser("create", help="create an API token for an organization (shown once)")
+    add_common(token_create)
+    token_create.add_argument("--org", required=True, help="organization slug or id")
+    token_create.add_argument("--name", default="", help="a label, e.g. 'website'")
     return parser
+
+
+def cmd_orgs(args: argparse.Namespace, config: Config) -> int:
+    import re
+    from zoneinfo import ZoneInfo
+
+    from mediaserver.server import database_path
+
+    db = Database(database_path(config))
+    if args.action == "create":
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", args.slug):
+            print("mediaserver: --slug may use lowercase letters, digits and -", file=sys.stderr)
+            return 2
+        try:
+            ZoneInfo(args.timezone)
+        except (KeyError, ValueError):
+            print(f"mediaserver: unknown time zone {args.timezone!r}", file=sys.stderr)
+            return 2
+        if db.org(args.slug):
+            print(f"mediaserver: organization {args.slug!r} already exists", file=sys.stderr)
+            return 2
+        row = db.create_org(args.slug, args.name, args.timezone)
+        print(f"Created organization {row['slug']} ({row['id']}): {row['name']}")
+        return 0
+    for row in db.orgs():
+        print(f"{row['id']}  {row['slug']:<20} {row['name']}")
+    return 0
+
+
+def cmd_tokens(args: argparse.Namespace, config: Config) -> int:
+    from mediaserver.server import database_path
+
+    db = Database(database_path(config))
+    org = db.org(args.org)
+    if org is None:
+        print(f"mediaserver: no organization {args.org!r} (see: mediaserver orgs list)", file=sys.stderr)
+        return 2
+    _row, token = db.create_token(org["id"], args.name)
+    print(token)
+    print(f"(API token for {org['slug']}; shown only now. Send it as: Authorization: Bearer <token>)", file=sys.stderr)
+    return 0
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
@@ -104,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "streams":
         return cmd_streams(args, config)
+    if args.command == "orgs":
+        return cmd_orgs(args, config)
+    if args.command == "tokens":
+        return cmd_tokens(args, config)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

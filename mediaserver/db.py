@@ -5,6 +5,7 @@ Calls are short and synchronous; async code runs them with asyncio.to_thread so 
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import sqlite3
 import threading
@@ -15,6 +16,32 @@ from typing import Any
 import sqlite_utils
 
 STATUSES = ("SCHEDULED", "STARTING", "LIVE", "ENDING", "ENDED", "CANCELLED", "FAILED")
+DEFAULT_ORG = "default"
+
+# Stream columns added after the first release, with their types and defaults.
+STREAM_COLUMNS: dict[str, tuple[type, Any]] = {
+    "org_id": (str, DEFAULT_ORG),
+    "slug": (str, None),
+    "description": (str, ""),
+    "thumbnail_url": (str, None),
+    "scheduled_start": (float, None),
+    "scheduled_end": (float, None),
+    "timezone": (str, None),
+    "visibility": (str, "PUBLIC"),
+    "password_hash": (str, None),
+    "chat_enabled": (int, 1),
+    "reactions_enabled": (int, 1),
+    "giving_enabled": (int, 0),
+    "dvr_enabled": (int, 1),
+    "low_latency": (int, 0),
+    "recording_enabled": (int, 1),
+    "auto_publish": (int, 1),
+    "auto_rotate_key": (int, 0),
+    "series_id": (str, None),
+    "occurrence_index": (int, None),
+    "updated_at": (float, None),
+    "starting_soon_sent": (int, 0),
+}
 
 
 def new_id(nbytes: int = 8) -> str:
@@ -51,6 +78,29 @@ class Database:
                     pk="id",
                 )
                 self.db.table("streams").create_index(["key_hash"], unique=True)
+            streams = self.db.table("streams")
+            for name, (kind, _default) in STREAM_COLUMNS.items():
+                if name not in streams.columns_dict:
+                    streams.add_column(name, kind)
+            self.db.execute("UPDATE streams SET org_id = ? WHERE org_id IS NULL", [DEFAULT_ORG])
+            if "orgs" not in self.db.table_names():
+                self.db.table("orgs").create(
+                    {"id": str, "slug": str, "name": str, "timezone": str, "settings": str, "created_at": float},
+                    pk="id",
+                )
+                self.db.table("orgs").create_index(["slug"], unique=True)
+            if not list(self.db.table("orgs").rows_where("id = ?", [DEFAULT_ORG])):
+                self.db.table("orgs").insert(
+                    {"id": DEFAULT_ORG, "slug": DEFAULT_ORG, "name": "Default", "timezone": "UTC",
+                     "settings": "{}", "created_at": time.time()}
+                )
+            if "api_tokens" not in self.db.table_names():
+                self.db.table("api_tokens").create(
+                    {"id": str, "org_id": str, "token_hash": str, "name": str, "created_at": float,
+                     "last_used_at": float},
+                    pk="id",
+                )
+                self.db.table("api_tokens").create_index(["token_hash"], unique=True)
             if "broadcasts" not in self.db.table_names():
                 self.db.table("broadcasts").create(
                     {
@@ -72,12 +122,18 @@ class Database:
                 )
 
     # -- streams -----------------------------------------------------------------------------------
-    def create_stream(self, title: str) -> tuple[dict[str, Any], str]:
+    def create_stream(self, title: str, org_id: str = DEFAULT_ORG, **fields: Any) -> tuple[dict[str, Any], str]:
         """A new stream and its key (returned once; only its hash is stored)."""
         key = new_stream_key()
+        unknown = set(fields) - set(STREAM_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown stream fields {sorted(unknown)}")
+        now = time.time()
         row = {
             "id": new_id(), "title": title, "key_hash": hash_key(key), "status": "SCHEDULED",
-            "created_at": time.time(), "actual_start": None, "actual_end": None, "error": None, "enabled": 1,
+            "created_at": now, "actual_start": None, "actual_end": None, "error": None, "enabled": 1,
+            **{name: default for name, (_kind, default) in STREAM_COLUMNS.items()},
+            "org_id": org_id, "updated_at": now, **fields,
         }
         with self._lock:
             self.db.table("streams").insert(row)
@@ -93,9 +149,73 @@ class Database:
             rows = list(self.db.table("streams").rows_where("key_hash = ?", [hash_key(key)]))
         return rows[0] if rows else None
 
-    def streams(self) -> list[dict[str, Any]]:
+    def streams(self, org_id: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
-            return list(self.db.table("streams").rows_where(order_by="created_at desc"))
+            if org_id is None:
+                return list(self.db.table("streams").rows_where(order_by="created_at desc"))
+            return list(self.db.table("streams").rows_where("org_id = ?", [org_id], order_by="created_at desc"))
+
+    def query_streams(self, where: str, params: list[Any], order_by: str, limit: int, offset: int) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.db.table("streams").rows_where(where, params, order_by=order_by, limit=limit, offset=offset))
+
+    def count_streams(self, where: str, params: list[Any]) -> int:
+        with self._lock:
+            return int(self.db.table("streams").count_where(where, params))
+
+    def transition(self, stream_id: str, from_states: tuple[str, ...], to_state: str, **fields: Any) -> bool:
+        """Atomically move a stream to to_state if it is in one of from_states."""
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        sql = (f"UPDATE streams SET status = ?, updated_at = ?{', ' + sets if sets else ''} "
+               f"WHERE id = ? AND status IN ({','.join('?' * len(from_states))})")
+        with self._lock:
+            cursor = self.db.execute(sql, [to_state, time.time(), *fields.values(), stream_id, *from_states])
+            return cursor.rowcount == 1
+
+    def delete_stream(self, stream_id: str) -> None:
+        with self._lock:
+            self.db.table("streams").delete(stream_id)
+
+    def rotate_key(self, stream_id: str) -> str:
+        key = new_stream_key()
+        with self._lock:
+            self.db.table("streams").update(stream_id, {"key_hash": hash_key(key), "updated_at": time.time()})
+        return key
+
+    # -- organizations and API tokens --------------------------------------------------------------
+    def create_org(self, slug: str, name: str, timezone: str = "UTC", settings: dict[str, Any] | None = None) -> dict[str, Any]:
+        row = {"id": new_id(), "slug": slug, "name": name, "timezone": timezone,
+               "settings": json.dumps(settings or {}), "created_at": time.time()}
+        with self._lock:
+            self.db.table("orgs").insert(row)
+        return row
+
+    def org(self, org_id_or_slug: str) -> dict[str, Any] | None:
+        with self._lock:
+            rows = list(self.db.table("orgs").rows_where("id = ? or slug = ?", [org_id_or_slug, org_id_or_slug]))
+        return rows[0] if rows else None
+
+    def orgs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.db.table("orgs").rows_where(order_by="created_at"))
+
+    def update_org(self, org_id: str, **fields: Any) -> None:
+        with self._lock:
+            self.db.table("orgs").update(org_id, fields)
+
+    def create_token(self, org_id: str, name: str = "") -> tuple[dict[str, Any], str]:
+        """An API token for one organization; the token itself is returned once, only its hash kept."""
+        token = "mst_" + secrets.token_urlsafe(32)
+        row = {"id": new_id(), "org_id": org_id, "token_hash": hash_key(token), "name": name,
+               "created_at": time.time(), "last_used_at": None}
+        with self._lock:
+            self.db.table("api_tokens").insert(row)
+        return row, token
+
+    def token_org(self, token: str) -> str | None:
+        with self._lock:
+            rows = list(self.db.table("api_tokens").rows_where("token_hash = ?", [hash_key(token)]))
+        return rows[0]["org_id"] if rows else None
 
     def update_stream(self, stream_id: str, **fields: Any) -> None:
         if "status" in fields and fields["status"] not in STATUSES:

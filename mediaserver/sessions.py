@@ -48,6 +48,8 @@ class Broadcast:
     finalizing: asyncio.Task[None] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     error: str | None = None
+    auto_publish: bool = True
+    previewing: bool = False  # segments are coming but an admin has not put it live yet
 
     @property
     def ended(self) -> bool:
@@ -144,6 +146,8 @@ class StreamManager:
             raise PublishRefused("unknown stream key")
         if not stream["enabled"]:
             raise PublishRefused("stream is disabled")
+        if stream["status"] == "CANCELLED":
+            raise PublishRefused("this stream was cancelled")
         stream_id = stream["id"]
         broadcast = self.broadcasts.get(stream_id)
         if broadcast is not None and broadcast.connection is not None:
@@ -160,6 +164,7 @@ class StreamManager:
                 broadcast.end_timer.cancel()
                 broadcast.end_timer = None
             log.info("stream %s: encoder %s reconnected inside the window", stream_id, peer)
+        broadcast.auto_publish = bool(stream["auto_publish"])
         connection = PublishConnection(self, broadcast, peer)
         broadcast.connection = connection
         try:
@@ -215,17 +220,10 @@ class StreamManager:
             track = broadcast.tracks.setdefault(str(data["rendition"]), RenditionTrack(str(data["rendition"])))
             entry = entry_from_event(data, broadcast.key_prefix, period, track.entries[-1] if track.entries else None)
             track.entries.append(entry)
-            if broadcast.status == "STARTING":
-                broadcast.status = "LIVE"
-                stream = await asyncio.to_thread(self.db.stream, broadcast.stream_id)
-                fields: dict[str, object] = {"status": "LIVE"}
-                if stream is not None and (stream["actual_start"] is None or stream["status"] in ("ENDED", "FAILED", "SCHEDULED")):
-                    fields["actual_start"] = entry.program_date_time
-                    fields["actual_end"] = None
-                await self._write(self.db.update_stream, broadcast.stream_id, **fields)
-                await self._write(self.db.update_broadcast, broadcast.id, status="LIVE")
-                self.bus.publish(Event("stream.live", broadcast.stream_id, {"broadcast": broadcast.id}))
-                log.info("stream %s: LIVE", broadcast.stream_id)
+            if broadcast.status == "STARTING" and not broadcast.auto_publish:
+                broadcast.previewing = True
+            elif broadcast.status == "STARTING":
+                await self._go_live(broadcast, entry.program_date_time)
         elif event.event == "warning":
             message = str(data.get("message"))
             broadcast.error = message
@@ -233,6 +231,42 @@ class StreamManager:
             self.bus.publish(Event("stream.warning", broadcast.stream_id, dict(data)))
         elif event.event == "error":
             log.error("stream %s: worker error: %s", broadcast.stream_id, data.get("message"))
+
+    async def _go_live(self, broadcast: Broadcast, started_at: float) -> None:
+        broadcast.status = "LIVE"
+        broadcast.previewing = False
+        stream = await asyncio.to_thread(self.db.stream, broadcast.stream_id)
+        fields: dict[str, object] = {"status": "LIVE"}
+        if stream is not None and (stream["actual_start"] is None or stream["status"] in ("ENDED", "FAILED", "SCHEDULED", "STARTING")):
+            fields["actual_start"] = started_at
+            fields["actual_end"] = None
+        await self._write(self.db.update_stream, broadcast.stream_id, **fields)
+        await self._write(self.db.update_broadcast, broadcast.id, status="LIVE")
+        self.bus.publish(Event("stream.live", broadcast.stream_id, {"broadcast": broadcast.id}))
+        log.info("stream %s: LIVE", broadcast.stream_id)
+
+    async def go_live(self, stream_id: str) -> bool:
+        """Put a previewed broadcast (auto_publish off) live."""
+        broadcast = self.broadcasts.get(stream_id)
+        if broadcast is None or broadcast.status != "STARTING" or not broadcast.published_tracks():
+            return False
+        await self._go_live(broadcast, time.time())
+        return True
+
+    def has_broadcast(self, stream_id: str) -> bool:
+        broadcast = self.broadcasts.get(stream_id)
+        return broadcast is not None and not broadcast.ended
+
+    async def disconnect(self, stream_id: str, reason: str) -> bool:
+        """Cut the encoder (e.g. after a key rotation); the reconnect window then runs as usual."""
+        broadcast = self.broadcasts.get(stream_id)
+        if broadcast is None or broadcast.connection is None:
+            return False
+        broadcast.connection.aborted = reason
+        return True
+
+    def bus_publish(self, name: str, stream_id: str, data: dict[str, Any]) -> None:
+        self.bus.publish(Event(name, stream_id, data))
 
     async def connection_closed(self, connection: PublishConnection, reason: str) -> None:
         broadcast = connection.broadcast
@@ -352,13 +386,14 @@ class StreamManager:
     # -- playlists -----------------------------------------------------------------------------
     def live_master(self, stream_id: str) -> str | None:
         broadcast = self.broadcasts.get(stream_id)
-        if broadcast is None or not broadcast.published_tracks():
+        # A previewed broadcast (auto_publish off) stays hidden until an admin puts it live.
+        if broadcast is None or broadcast.previewing or not broadcast.published_tracks():
             return None
         return render_master([t.variant(f"{t.name}.m3u8") for t in broadcast.published_tracks()])
 
     def live_media(self, stream_id: str, rendition: str) -> str | None:
         broadcast = self.broadcasts.get(stream_id)
-        if broadcast is None:
+        if broadcast is None or broadcast.previewing:
             return None
         track = broadcast.tracks.get(rendition)
         if track is None or not track.entries:

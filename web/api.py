@@ -1,58 +1,149 @@
-"""The first slice of the admin REST API: create, list, read and end streams.
+"""The admin REST API under /api: streams (CRUD, lists, lifecycle actions, key rotation, playback tokens).
 
-Every route needs `Authorization: Bearer <admin token>`; errors are JSON {"error", "details"}.
+Bodies are checked against the OpenAPI schemas (web/openapi.py); errors are JSON {"error", "details"}.
+Anything outside the caller's organization is a 404, never a 403, so ids don't leak.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
+import re
+import secrets
+import time
+import unicodedata
+from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
 
-from web.keys import ADMIN_TOKEN, CONFIG, DB, MANAGER
+from mediaserver.db import DEFAULT_ORG
+from web.auth import SCOPE, error
+from web.keys import CONFIG, DB, MANAGER, SIGNER
+from web.openapi import DOCUMENT, FLAGS, body_errors
 
-MAX_TITLE = 200
-
-
-def error(status: int, message: str, details: Any = None) -> web.Response:
-    return web.json_response({"error": message, "details": details}, status=status)
-
-
-@web.middleware
-async def require_admin(request: web.Request, handler: Any) -> web.StreamResponse:
-    if request.path.startswith("/api/"):
-        header = request.headers.get("Authorization", "")
-        token = header[7:] if header.startswith("Bearer ") else ""
-        expected = request.app[ADMIN_TOKEN]
-        if not token or not hmac.compare_digest(token.encode(), expected.encode()):
-            response = error(401, "a valid admin token is required", "send Authorization: Bearer <token>")
-            response.headers["WWW-Authenticate"] = "Bearer"
-            return response
-    return await handler(request)
+LIVE_STATES = ("STARTING", "LIVE", "ENDING")
+PAST_STATES = ("ENDED", "CANCELLED", "FAILED")
+MAX_BODY = 64 * 1024
 
 
-def public_host(request: web.Request) -> str:
-    configured = request.app[CONFIG].server.public_host
-    if configured:
-        return configured
-    return request.url.host or "127.0.0.1"
+# -- helpers ---------------------------------------------------------------------------------------
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    dt = datetime.fromtimestamp(ts, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def parse_time(value: str) -> float:
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        raise ValueError("needs a time zone offset, e.g. 2026-12-06T16:30:00Z")
+    return dt.timestamp()
+
+
+def slugify(title: str) -> str:
+    text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode().lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:60]
+    return slug or "stream"
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        _, salt, digest = stored.split("$")
+        got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=2**14, r=8, p=1)
+    except ValueError:
+        return False
+    return hmac.compare_digest(got.hex(), digest)
+
+
+async def read_json(request: web.Request, schema: str | None, *, optional: bool = False) -> Any:
+    """The request's JSON body, validated; raises an HTTP 400 response on any problem."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise web.HTTPBadRequest(text=json.dumps({"error": "request body too large", "details": {"body": f"over {MAX_BODY} bytes"}}),
+                                 content_type="application/json")
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise web.HTTPBadRequest(text=json.dumps({"error": "request body too large", "details": {"body": f"over {MAX_BODY} bytes"}}),
+                                 content_type="application/json")
+    if not raw.strip() and optional:
+        return {}
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise web.HTTPBadRequest(text=json.dumps({"error": "request body must be JSON", "details": {"body": str(exc)}}),
+                                 content_type="application/json")
+    if schema is not None:
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text=json.dumps({"error": "request body must be a JSON object", "details": {"body": "not an object"}}),
+                                     content_type="application/json")
+        problems = body_errors(schema, body)
+        if problems:
+            raise web.HTTPBadRequest(text=json.dumps({"error": "invalid fields", "details": problems}),
+                                     content_type="application/json")
+    return body
+
+
+def stream_fields(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """API fields -> database columns, with the checks a schema can't express."""
+    fields: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    for name, value in body.items():
+        if name in ("scheduled_start", "scheduled_end"):
+            try:
+                fields[name] = None if value is None else parse_time(value)
+            except ValueError as exc:
+                problems[name] = f"not an ISO 8601 date-time: {exc}"
+        elif name == "password":
+            fields["password_hash"] = None if value is None else hash_password(value)
+        elif name == "timezone" and value is not None:
+            try:
+                from zoneinfo import ZoneInfo
+
+                ZoneInfo(value)
+                fields[name] = value
+            except (KeyError, ValueError):
+                problems[name] = f"unknown time zone {value!r}"
+        elif name in FLAGS:
+            fields[name] = int(bool(value))
+        else:
+            fields[name] = value
+    start, end = fields.get("scheduled_start"), fields.get("scheduled_end")
+    if start is not None and end is not None and end <= start:
+        problems["scheduled_end"] = "must be after scheduled_start"
+    return fields, problems
+
+
+def bad_fields(problems: dict[str, str]) -> web.Response:
+    return error(400, "invalid fields", problems)
 
 
 def stream_view(request: web.Request, row: dict[str, Any], recording: dict[str, Any] | None) -> dict[str, Any]:
     config = request.app[CONFIG]
     base = f"{request.scheme}://{request.host}"
+    host = config.server.public_host or request.url.host or "127.0.0.1"
     rtmp_port = config.server.rtmp_port
-    host = public_host(request)
     view: dict[str, Any] = {
-        "id": row["id"],
-        "title": row["title"],
+        "id": row["id"], "org_id": row["org_id"], "title": row["title"], "slug": row["slug"],
+        "description": row["description"] or "", "thumbnail_url": row["thumbnail_url"],
+        "scheduled_start": iso(row["scheduled_start"]), "scheduled_end": iso(row["scheduled_end"]),
+        "timezone": row["timezone"], "visibility": row["visibility"] or "PUBLIC",
+        "has_password": bool(row["password_hash"]),
+        **{flag: bool(row[flag]) for flag in FLAGS},
         "status": row["status"],
-        "created_at": row["created_at"],
-        "actual_start": row["actual_start"],
-        "actual_end": row["actual_end"],
-        "error": row["error"],
+        "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
+        "actual_start": iso(row["actual_start"]), "actual_end": iso(row["actual_end"]),
+        "error": row["error"], "series_id": row["series_id"],
         "rtmp_url": f"rtmp://{host}{'' if rtmp_port == 1935 else f':{rtmp_port}'}/{config.rtmp.app}",
         "playback_url": f"{base}/hls/{row['id']}/master.m3u8",
         "watch_url": f"{base}/watch/{row['id']}",
@@ -61,72 +152,213 @@ def stream_view(request: web.Request, row: dict[str, Any], recording: dict[str, 
     if recording is not None:
         prefix = f"{base}/hls/{row['id']}/{recording['broadcast_id']}"
         view["recording"] = {
-            "id": recording["id"],
-            "status": recording["status"],
+            "id": recording["id"], "status": recording["status"],
             "playback_url": f"{prefix}/master.m3u8",
             "mp4_url": f"{prefix}/recording.mp4" if recording["mp4_key"] else None,
             "duration": recording["duration"],
             "size": recording["mp4_size"] if recording["mp4_size"] is not None else recording["size"],
-            "hls_size": recording["size"],
-            "error": recording["error"],
+            "hls_size": recording["size"], "error": recording["error"],
         }
     return view
 
 
+async def find_stream(request: web.Request) -> dict[str, Any]:
+    """The stream in the path, if the caller's organization owns it; else an HTTP 404."""
+    row = await asyncio.to_thread(request.app[DB].stream, request.match_info["stream_id"])
+    scope = request[SCOPE]
+    if row is None or (scope is not None and row["org_id"] != scope):
+        raise web.HTTPNotFound(text=json.dumps({"error": "stream not found", "details": None}), content_type="application/json")
+    return row
+
+
+async def respond_stream(request: web.Request, stream_id: str, status: int = 200, **extra: Any) -> web.Response:
+    db = request.app[DB]
+    row = await asyncio.to_thread(db.stream, stream_id)
+    assert row is not None
+    recording = await asyncio.to_thread(db.latest_recording, stream_id)
+    return web.json_response({**stream_view(request, row, recording), **extra}, status=status)
+
+
+async def slug_taken(request: web.Request, org_id: str, slug: str, except_id: str | None = None) -> bool:
+    rows = await asyncio.to_thread(request.app[DB].query_streams, "org_id = ? and slug = ?", [org_id, slug], "created_at", 2, 0)
+    return any(r["id"] != except_id for r in rows)
+
+
+# -- streams ---------------------------------------------------------------------------------------
 async def create_stream(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return error(400, "request body must be JSON", None)
-    if not isinstance(body, dict):
-        return error(400, "request body must be a JSON object", None)
-    unknown = sorted(set(body) - {"title"})
-    if unknown:
-        return error(400, "unknown fields", {f: "not allowed" for f in unknown})
-    title = body.get("title")
-    if not isinstance(title, str) or not title.strip() or len(title) > MAX_TITLE:
-        return error(400, "invalid fields", {"title": f"a non-empty string of at most {MAX_TITLE} characters"})
-    row, key = await asyncio.to_thread(request.app[DB].create_stream, title.strip())
-    view = stream_view(request, row, None)
-    view["stream_key"] = key  # shown once: only its hash is stored
-    return web.json_response(view, status=201)
+    body = await read_json(request, "StreamCreate")
+    fields, problems = stream_fields(body)
+    if problems:
+        return bad_fields(problems)
+    org_id = request[SCOPE] or DEFAULT_ORG
+    title = fields.pop("title").strip()
+    if not title:
+        return bad_fields({"title": "must not be blank"})
+    slug = fields.get("slug") or slugify(title)
+    if "slug" in fields and await slug_taken(request, org_id, slug):
+        return bad_fields({"slug": f"{slug!r} is already used in this organization"})
+    base, n = slug, 2
+    while await slug_taken(request, org_id, slug):
+        slug, n = f"{base}-{n}", n + 1
+    fields["slug"] = slug
+    row, key = await asyncio.to_thread(request.app[DB].create_stream, title, org_id, **fields)
+    request.app[MANAGER].bus_publish("stream.created", row["id"], {"org_id": org_id, "title": title})
+    return await respond_stream(request, row["id"], 201, stream_key=key)
 
 
 async def list_streams(request: web.Request) -> web.Response:
+    query = request.query
+    state = query.get("state", "all")
+    problems: dict[str, str] = {}
+    if state not in ("live", "upcoming", "past", "all"):
+        problems["state"] = "one of live, upcoming, past, all"
+    try:
+        limit = int(query.get("limit", "20"))
+        if not 1 <= limit <= 100:
+            raise ValueError
+    except ValueError:
+        problems["limit"] = "an integer from 1 to 100"
+        limit = 20
+    try:
+        offset = int(query.get("offset", "0"))
+        if offset < 0:
+            raise ValueError
+    except ValueError:
+        problems["offset"] = "an integer >= 0"
+        offset = 0
+    unknown = set(query) - {"state", "limit", "offset"}
+    for name in unknown:
+        problems[name] = "unknown parameter"
+    if problems:
+        return bad_fields(problems)
+    where, params = ("1 = 1", []) if request[SCOPE] is None else ("org_id = ?", [request[SCOPE]])
+    order = "created_at desc"
+    if state == "live":
+        where += f" and status in ({','.join('?' * len(LIVE_STATES))})"
+        params += list(LIVE_STATES)
+    elif state == "upcoming":
+        where += " and status = 'SCHEDULED'"
+        order = "coalesce(scheduled_start, created_at) asc"
+    elif state == "past":
+        where += f" and status in ({','.join('?' * len(PAST_STATES))})"
+        params += list(PAST_STATES)
+        order = "coalesce(actual_end, scheduled_start, created_at) desc"
     db = request.app[DB]
-    rows = await asyncio.to_thread(db.streams)
+    rows = await asyncio.to_thread(db.query_streams, where, params, order, limit, offset)
+    total = await asyncio.to_thread(db.count_streams, where, params)
     views = []
     for row in rows:
         recording = await asyncio.to_thread(db.latest_recording, row["id"])
         views.append(stream_view(request, row, recording))
-    return web.json_response({"streams": views})
+    next_offset = offset + limit if offset + limit < total else None
+    return web.json_response({"streams": views, "total": total, "limit": limit, "offset": offset, "next_offset": next_offset})
 
 
 async def get_stream(request: web.Request) -> web.Response:
-    db = request.app[DB]
-    row = await asyncio.to_thread(db.stream, request.match_info["stream_id"])
-    if row is None:
-        return error(404, "stream not found", None)
-    recording = await asyncio.to_thread(db.latest_recording, row["id"])
-    return web.json_response(stream_view(request, row, recording))
+    row = await find_stream(request)
+    return await respond_stream(request, row["id"])
+
+
+async def update_stream(request: web.Request) -> web.Response:
+    row = await find_stream(request)
+    body = await read_json(request, "StreamUpdate")
+    fields, problems = stream_fields(body)
+    start = fields.get("scheduled_start", row["scheduled_start"])
+    end = fields.get("scheduled_end", row["scheduled_end"])
+    if start is not None and end is not None and end <= start:
+        problems["scheduled_end"] = "must be after scheduled_start"
+    if "slug" in fields and await slug_taken(request, row["org_id"], fields["slug"], row["id"]):
+        problems["slug"] = f"{fields['slug']!r} is already used in this organization"
+    if "title" in fields and not fields["title"].strip():
+        problems["title"] = "must not be blank"
+    if problems:
+        return bad_fields(problems)
+    if "scheduled_start" in fields:
+        fields["starting_soon_sent"] = 0
+    await asyncio.to_thread(request.app[DB].update_stream, row["id"], updated_at=time.time(), **fields)
+    return await respond_stream(request, row["id"])
+
+
+async def delete_stream(request: web.Request) -> web.Response:
+    row = await find_stream(request)
+    if request.app[MANAGER].has_broadcast(row["id"]):
+        return error(409, "the stream is on air; end it first", {"status": row["status"]})
+    await asyncio.to_thread(request.app[DB].delete_stream, row["id"])
+    return web.Response(status=204)
+
+
+# -- lifecycle actions -----------------------------------------------------------------------------
+def conflict(row: dict[str, Any], action: str, allowed: tuple[str, ...]) -> web.Response:
+    return error(409, f"cannot {action} a {row['status']} stream", {"status": row["status"], "allowed_from": list(allowed)})
+
+
+async def start_stream(request: web.Request) -> web.Response:
+    row = await find_stream(request)
+    if not await asyncio.to_thread(request.app[DB].transition, row["id"], ("SCHEDULED",), "STARTING"):
+        return conflict(row, "start", ("SCHEDULED",))
+    return await respond_stream(request, row["id"])
+
+
+async def go_live(request: web.Request) -> web.Response:
+    row = await find_stream(request)
+    if not await request.app[MANAGER].go_live(row["id"]):
+        return error(409, "nothing to put live: the encoder has not sent a segment yet, or the stream is already live",
+                     {"status": row["status"]})
+    return await respond_stream(request, row["id"])
 
 
 async def end_stream(request: web.Request) -> web.Response:
-    db = request.app[DB]
-    stream_id = request.match_info["stream_id"]
-    row = await asyncio.to_thread(db.stream, stream_id)
-    if row is None:
-        return error(404, "stream not found", None)
-    ended = await request.app[MANAGER].end(stream_id)
-    if not ended:
-        return error(409, "the stream has no broadcast to end", {"status": row["status"]})
-    row = await asyncio.to_thread(db.stream, stream_id)
-    assert row is not None
-    return web.json_response(stream_view(request, row, None))
+    row = await find_stream(request)
+    if await request.app[MANAGER].end(row["id"]):
+        return await respond_stream(request, row["id"])
+    # Started by hand but no encoder ever came: ending just closes it.
+    if await asyncio.to_thread(request.app[DB].transition, row["id"], ("STARTING",), "ENDED", actual_end=time.time()):
+        request.app[MANAGER].bus_publish("stream.ended", row["id"], {})
+        return await respond_stream(request, row["id"])
+    return conflict(row, "end", LIVE_STATES)
+
+
+async def cancel_stream(request: web.Request) -> web.Response:
+    row = await find_stream(request)
+    if request.app[MANAGER].has_broadcast(row["id"]):
+        return conflict(row, "cancel", ("SCHEDULED", "STARTING"))
+    if not await asyncio.to_thread(request.app[DB].transition, row["id"], ("SCHEDULED", "STARTING"), "CANCELLED"):
+        return conflict(row, "cancel", ("SCHEDULED", "STARTING"))
+    request.app[MANAGER].bus_publish("stream.cancelled", row["id"], {})
+    return await respond_stream(request, row["id"])
+
+
+async def rotate_key(request: web.Request) -> web.Response:
+    row = await find_stream(request)
+    body = await read_json(request, "RotateKey", optional=True)
+    key = await asyncio.to_thread(request.app[DB].rotate_key, row["id"])
+    if body.get("disconnect"):
+        await request.app[MANAGER].disconnect(row["id"], "stream key rotated")
+    return await respond_stream(request, row["id"], stream_key=key)
+
+
+async def playback_token(request: web.Request) -> web.Response:
+    row = await find_stream(request)
+    body = await read_json(request, "PlaybackTokenRequest", optional=True)
+    token, expires = request.app[SIGNER].issue(row["id"], float(body.get("ttl", 6 * 3600)), body.get("viewer_id"))
+    url = f"{request.scheme}://{request.host}/hls/{row['id']}/master.m3u8?token={token}"
+    return web.json_response({"token": token, "expires_at": iso(expires), "playback_url": url}, status=201)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(DOCUMENT)
 
 
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/openapi.json", openapi)
     app.router.add_post("/api/streams", create_stream)
     app.router.add_get("/api/streams", list_streams)
     app.router.add_get("/api/streams/{stream_id}", get_stream)
+    app.router.add_patch("/api/streams/{stream_id}", update_stream)
+    app.router.add_delete("/api/streams/{stream_id}", delete_stream)
+    app.router.add_post("/api/streams/{stream_id}/start", start_stream)
+    app.router.add_post("/api/streams/{stream_id}/go-live", go_live)
     app.router.add_post("/api/streams/{stream_id}/end", end_stream)
+    app.router.add_post("/api/streams/{stream_id}/cancel", cancel_stream)
+    app.router.add_post("/api/streams/{stream_id}/rotate-key", rotate_key)
+    app.router.add_post("/api/streams/{stream_id}/playback-tokens", playback_token)

@@ -7,15 +7,19 @@ from mediaserver.config import Config
 from mediaserver.db import Database
 from mediaserver.sessions import StreamManager
 from storage.local import LocalStore
+from mediaserver.playback_tokens import PlaybackSigner
 from web import api, media, pages
-from web.keys import ADMIN_TOKEN, CONFIG, DB, MANAGER, STORE
+from web.auth import THROTTLE, BadTokenThrottle, require_token
+from web.keys import ADMIN_TOKEN, CONFIG, DB, MANAGER, SIGNER, STORE
 
 # JSON bodies of the admin API are small; anything bigger is refused before it is read.
 MAX_REQUEST_BODY = 64 * 1024
 
 
 def build_app(config: Config, db: Database, store: LocalStore, manager: StreamManager, admin_token: str) -> web.Application:
-    app = web.Application(middlewares=[api.require_admin], client_max_size=MAX_REQUEST_BODY)
+    app = web.Application(middlewares=[require_token], client_max_size=MAX_REQUEST_BODY)
+    app[THROTTLE] = BadTokenThrottle()
+    app[SIGNER] = PlaybackSigner.from_data_dir(config.data_path)
     app[CONFIG] = config
     app[DB] = db
     app[STORE] = store

@@ -5,6 +5,7 @@ from aiohttp import web
 
 from mediaserver.config import Config
 from mediaserver.db import Database
+from mediaserver.playback_tokens import PlaybackSigner
 from mediaserver.sessions import StreamManager
 from storage.local import LocalStore
 
@@ -13,3 +14,4 @@ DB = web.AppKey("db", Database)
 STORE = web.AppKey("store", LocalStore)
 MANAGER = web.AppKey("manager", StreamManager)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
+SIGNER = web.AppKey("playback_signer", PlaybackSigner)

@@ -9,8 +9,9 @@ import re
 
 from aiohttp import web
 
+from mediaserver.playback_tokens import TokenError
 from storage.store import InvalidKeyError
-from web.keys import DB, MANAGER, STORE
+from web.keys import DB, MANAGER, SIGNER, STORE
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -28,9 +29,10 @@ def cors(response: web.StreamResponse) -> web.StreamResponse:
     return response
 
 
-def playlist_response(text: str, cache: str) -> web.Response:
+def playlist_response(text: str, cache: str, token: str | None = None) -> web.Response:
     response = web.Response(text=text, content_type=PLAYLIST_TYPE, charset=None)
-    response.headers["Cache-Control"] = cache
+    # A playlist carrying a viewer's token must not be shared by a CDN.
+    response.headers["Cache-Control"] = cache.replace("public", "private") if token else cache
     cors(response)
     return response
 
@@ -40,6 +42,45 @@ def not_found(what: str) -> web.Response:
     response.headers["Cache-Control"] = "no-cache"
     cors(response)
     return response
+
+
+def denied(status: int, message: str) -> web.Response:
+    response = web.Response(status=status, text=message + "\n")
+    response.headers["Cache-Control"] = "no-store"
+    cors(response)
+    return response
+
+
+async def access(request: web.Request, stream_id: str) -> str | web.Response | None:
+    """None for a public stream, the checked token for a private one, or the refusal to send."""
+    row = await asyncio.to_thread(request.app[DB].stream, stream_id)
+    if row is None:
+        return not_found("stream")
+    if (row["visibility"] or "PUBLIC") == "PUBLIC":
+        return None
+    token = request.query.get("token", "")
+    if not token:
+        return denied(401, "this stream needs a playback token")
+    try:
+        request.app[SIGNER].check(token, stream_id)
+    except TokenError as exc:
+        return denied(403, str(exc))
+    return token
+
+
+def with_token(text: str, token: str | None) -> str:
+    """Carry the viewer's token on every URI a playlist points at, so segments are checked too."""
+    if not token:
+        return text
+    out = []
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            line = f"{line}{'&' if '?' in line else '?'}token={token}"
+        elif line.startswith('#EXT-X-MAP:URI="'):
+            uri = line[len('#EXT-X-MAP:URI="'):].split('"', 1)[0]
+            line = f'#EXT-X-MAP:URI="{uri}?token={token}"'
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 async def _latest_recording_prefix(request: web.Request, stream_id: str) -> tuple[str, str] | None:
@@ -67,10 +108,13 @@ async def master_playlist(request: web.Request) -> web.Response:
     stream_id = request.match_info["stream_id"]
     if not NAME_RE.match(stream_id):
         return not_found("stream")
+    token = await access(request, stream_id)
+    if isinstance(token, web.Response):
+        return token
     live = request.app[MANAGER].live_master(stream_id)
     if live is not None:
-        return playlist_response(live, LIVE_PLAYLIST_CACHE)
-    return await _recorded_playlist(request, stream_id, "master.m3u8")
+        return playlist_response(with_token(live, token), LIVE_PLAYLIST_CACHE, token)
+    return await _recorded_playlist(request, stream_id, "master.m3u8", token)
 
 
 async def media_playlist(request: web.Request) -> web.Response:
@@ -78,13 +122,16 @@ async def media_playlist(request: web.Request) -> web.Response:
     rendition = request.match_info["rendition"]
     if not NAME_RE.match(stream_id) or not NAME_RE.match(rendition):
         return not_found("playlist")
+    token = await access(request, stream_id)
+    if isinstance(token, web.Response):
+        return token
     live = request.app[MANAGER].live_media(stream_id, rendition)
     if live is not None:
-        return playlist_response(live, LIVE_PLAYLIST_CACHE)
-    return await _recorded_playlist(request, stream_id, f"{rendition}.m3u8")
+        return playlist_response(with_token(live, token), LIVE_PLAYLIST_CACHE, token)
+    return await _recorded_playlist(request, stream_id, f"{rendition}.m3u8", token)
 
 
-async def _recorded_playlist(request: web.Request, stream_id: str, name: str) -> web.Response:
+async def _recorded_playlist(request: web.Request, stream_id: str, name: str, token: str | None) -> web.Response:
     found = await _latest_recording_prefix(request, stream_id)
     if found is None:
         return not_found("stream is offline; playlist")
@@ -93,7 +140,7 @@ async def _recorded_playlist(request: web.Request, stream_id: str, name: str) ->
         text = await asyncio.to_thread(request.app[STORE].read, f"{prefix}/{name}")
     except (FileNotFoundError, InvalidKeyError):
         return not_found("playlist")
-    return playlist_response(_prefixed(text.decode(), f"{broadcast_id}/"), VOD_PLAYLIST_CACHE)
+    return playlist_response(with_token(_prefixed(text.decode(), f"{broadcast_id}/"), token), VOD_PLAYLIST_CACHE, token)
 
 
 async def broadcast_file(request: web.Request) -> web.StreamResponse:
@@ -104,6 +151,9 @@ async def broadcast_file(request: web.Request) -> web.StreamResponse:
     parts = tail.split("/")
     if not NAME_RE.match(stream_id) or not NAME_RE.match(broadcast_id):
         return not_found("file")
+    token = await access(request, stream_id)
+    if isinstance(token, web.Response):
+        return token
     content_type: str
     cache = IMMUTABLE_CACHE
     if len(parts) == 1 and parts[0].endswith(".m3u8") and NAME_RE.match(parts[0][:-5]):
@@ -126,6 +176,11 @@ async def broadcast_file(request: web.Request) -> web.StreamResponse:
         return not_found("file")
     if path is None or not await asyncio.to_thread(path.is_file):
         return not_found("file")
+    if content_type == PLAYLIST_TYPE:
+        text = await asyncio.to_thread(path.read_text)
+        return playlist_response(with_token(text, token), cache, token)
+    if token:
+        cache = cache.replace("public", "private")
     response = web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": cache})
     if parts[-1] == "recording.mp4" and "download" in request.query:
         response.headers["Content-Disposition"] = f'attachment; filename="{stream_id}-{broadcast_id}.mp4"'

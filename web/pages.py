@@ -8,7 +8,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from web.keys import CONFIG, DB
+from mediaserver.playback_tokens import TokenError
+from web.keys import CONFIG, DB, SIGNER
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -19,10 +20,21 @@ async def watch(request: web.Request) -> web.Response:
     if row is None:
         raise web.HTTPNotFound(text="No such stream.\n")
     template = await asyncio.to_thread((STATIC_DIR / "watch.html").read_text)
+    playback_url = f"/hls/{row['id']}/master.m3u8"
+    private = (row["visibility"] or "PUBLIC") != "PUBLIC"
+    token = request.query.get("token", "")
+    if private and token:
+        try:
+            request.app[SIGNER].check(token, row["id"])
+            playback_url += f"?token={token}"
+        except TokenError:
+            token = ""
     config = {
         "stream_id": row["id"],
         "title": row["title"],
-        "playback_url": f"/hls/{row['id']}/master.m3u8",
+        "playback_url": playback_url,
+        "locked": private and not token,
+        "has_password": bool(row["password_hash"]),
         "dvr_window_seconds": request.app[CONFIG].hls.dvr_window,
         "segment_duration": request.app[CONFIG].hls.segment_duration,
         "status": row["status"],
@@ -52,7 +64,29 @@ async def home(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/html")
 
 
+async def unlock(request: web.Request) -> web.Response:
+    """A viewer trades a password-protected stream's password for a playback token."""
+    from web.api import check_password, iso
+
+    row = await asyncio.to_thread(request.app[DB].stream, request.match_info["stream_id"])
+    if row is None:
+        raise web.HTTPNotFound(text="No such stream.\n")
+    try:
+        body = await request.json()
+        password = body["password"]
+        if not isinstance(password, str):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        return web.json_response({"error": "send {\"password\": \"...\"}", "details": None}, status=400)
+    if not row["password_hash"] or not await asyncio.to_thread(check_password, password, row["password_hash"]):
+        await asyncio.sleep(0.5)  # slows guessing
+        return web.json_response({"error": "wrong password", "details": None}, status=403)
+    token, expires = request.app[SIGNER].issue(row["id"], 12 * 3600)
+    return web.json_response({"token": token, "expires_at": iso(expires)})
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_post("/watch/{stream_id}/unlock", unlock)
     app.router.add_get("/", home)
     app.router.add_get("/watch/{stream_id}", watch)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)

@@ -170,5 +170,28 @@
   for (const name of ["timeupdate", "play", "pause", "volumechange", "seeked"]) video.addEventListener(name, render);
   video.addEventListener("playing", () => setStatus(""));
   setInterval(render, 500);
-  start();
+  if (cfg.locked) {
+    // Private stream: only a password (exchanged for a playback token) or a token link opens it.
+    const form = $("unlock");
+    if (cfg.has_password) {
+      form.hidden = false;
+      form.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        const reply = await fetch(`/watch/${encodeURIComponent(cfg.stream_id)}/unlock`, {
+          method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ password: $("password").value }),
+        });
+        if (reply.ok) {
+          const { token } = await reply.json();
+          location.search = "?token=" + encodeURIComponent(token);
+        } else {
+          setStatus("That password is not right.");
+        }
+      });
+    } else {
+      setStatus("This stream is private. Open it with the link you were given.");
+    }
+  } else {
+    start();
+  }
 })();

@@ -1,0 +1,81 @@
+"""Who is calling the admin API: the server's admin token (every organization) or an organization's token.
+
+Repeated bad tokens from one address are answered ever more slowly, then refused for a while.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections import defaultdict, deque
+from typing import Any
+
+from aiohttp import web
+
+from web.keys import ADMIN_TOKEN, DB
+
+# The caller's reach: None = every organization (the server admin), else one organization id.
+SCOPE: web.RequestKey[str | None] = web.RequestKey("org_scope", object)  # type: ignore[arg-type]
+ALL_ORGS = None
+
+
+class BadTokenThrottle:
+    """Counts failed token checks per address over a sliding window."""
+
+    def __init__(self, window: float = 600.0, free_failures: int = 5, block_after: int = 30, max_delay: float = 5.0) -> None:
+        self.window, self.free_failures, self.block_after, self.max_delay = window, free_failures, block_after, max_delay
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+
+    def _recent(self, address: str) -> deque[float]:
+        q = self._failures[address]
+        cutoff = time.monotonic() - self.window
+        while q and q[0] < cutoff:
+            q.popleft()
+        return q
+
+    def blocked(self, address: str) -> bool:
+        return len(self._recent(address)) >= self.block_after
+
+    def failed(self, address: str) -> float:
+        """Record a failure; returns how long to wait before answering."""
+        q = self._recent(address)
+        q.append(time.monotonic())
+        if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
+            for key in list(self._failures)[:5000]:
+                del self._failures[key]
+        extra = len(q) - self.free_failures
+        return 0.0 if extra <= 0 else min(self.max_delay, 0.1 * 2 ** extra)
+
+
+THROTTLE = web.AppKey("bad_token_throttle", BadTokenThrottle)
+
+
+def error(status: int, message: str, details: Any = None) -> web.Response:
+    return web.json_response({"error": message, "details": details}, status=status)
+
+
+@web.middleware
+async def require_token(request: web.Request, handler: Any) -> web.StreamResponse:
+    if not request.path.startswith("/api/") or request.path == "/api/openapi.json":
+        return await handler(request)
+    throttle = request.app[THROTTLE]
+    address = request.remote or "?"
+    if throttle.blocked(address):
+        return error(429, "too many bad tokens from this address; try again later", None)
+    header = request.headers.get("Authorization", "")
+    token = header[7:].strip() if header.startswith("Bearer ") else ""
+    scope: str | None
+    if token and hmac.compare_digest(token.encode(), request.app[ADMIN_TOKEN].encode()):
+        scope = ALL_ORGS
+    else:
+        org_id = await asyncio.to_thread(request.app[DB].token_org, token) if token else None
+        if org_id is None:
+            delay = throttle.failed(address)
+            if delay:
+                await asyncio.sleep(delay)
+            response = error(401, "a valid API token is required", "send Authorization: Bearer <token>")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        scope = org_id
+    request[SCOPE] = scope
+    return await handler(request)

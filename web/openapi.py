@@ -1,0 +1,207 @@
+"""The OpenAPI 3.1 description of the admin API, served at /api/openapi.json.
+
+Request bodies are validated against these same schemas, so the document can't drift from the code.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+ISO = {"type": "string", "format": "date-time"}
+NULLABLE_ISO = {"type": ["string", "null"], "format": "date-time"}
+STATUS = {"type": "string", "enum": ["SCHEDULED", "STARTING", "LIVE", "ENDING", "ENDED", "CANCELLED", "FAILED"]}
+VISIBILITY = {"type": "string", "enum": ["PUBLIC", "MEMBERS_ONLY", "PRIVATE"]}
+FLAGS = ["chat_enabled", "reactions_enabled", "giving_enabled", "dvr_enabled", "low_latency",
+         "recording_enabled", "auto_publish", "auto_rotate_key"]
+
+EDITABLE_STREAM_FIELDS: dict[str, Any] = {
+    "title": {"type": "string", "minLength": 1, "maxLength": 200},
+    "slug": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,79}$"},
+    "description": {"type": "string", "maxLength": 5000},
+    "thumbnail_url": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^(https?://|/)"},
+    "scheduled_start": NULLABLE_ISO,
+    "scheduled_end": NULLABLE_ISO,
+    "timezone": {"type": ["string", "null"], "maxLength": 64},
+    "visibility": VISIBILITY,
+    "password": {"type": ["string", "null"], "minLength": 4, "maxLength": 200, "writeOnly": True},
+    **{flag: {"type": "boolean"} for flag in FLAGS},
+}
+
+RECORDING = {
+    "type": "object",
+    "required": ["id", "status", "playback_url", "mp4_url", "duration", "size"],
+    "properties": {
+        "id": {"type": "string"}, "status": {"type": "string", "enum": ["PROCESSING", "READY"]},
+        "playback_url": {"type": "string"}, "mp4_url": {"type": ["string", "null"]},
+        "duration": {"type": "number"}, "size": {"type": "integer"}, "hls_size": {"type": "integer"},
+        "error": {"type": ["string", "null"]},
+    },
+    "additionalProperties": False,
+}
+
+STREAM = {
+    "type": "object",
+    "required": ["id", "org_id", "title", "status", "visibility", "rtmp_url", "playback_url", "watch_url", "recording"],
+    "properties": {
+        "id": {"type": "string"}, "org_id": {"type": "string"},
+        **{k: v for k, v in EDITABLE_STREAM_FIELDS.items() if k != "password"},
+        "slug": {"type": ["string", "null"]},
+        "status": STATUS,
+        "has_password": {"type": "boolean"},
+        "created_at": ISO, "updated_at": NULLABLE_ISO,
+        "actual_start": NULLABLE_ISO, "actual_end": NULLABLE_ISO,
+        "error": {"type": ["string", "null"]},
+        "series_id": {"type": ["string", "null"]},
+        "rtmp_url": {"type": "string"}, "playback_url": {"type": "string"}, "watch_url": {"type": "string"},
+        "stream_key": {"type": "string", "description": "only in the answers to create and rotate-key"},
+        "recording": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Recording"}]},
+    },
+    "additionalProperties": False,
+}
+
+ERROR = {
+    "type": "object",
+    "required": ["error", "details"],
+    "properties": {"error": {"type": "string"}, "details": {}},
+    "additionalProperties": False,
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": ERROR,
+    "Recording": RECORDING,
+    "Stream": STREAM,
+    "StreamList": {
+        "type": "object",
+        "required": ["streams", "total", "limit", "offset", "next_offset"],
+        "properties": {
+            "streams": {"type": "array", "items": {"$ref": "#/components/schemas/Stream"}},
+            "total": {"type": "integer"}, "limit": {"type": "integer"}, "offset": {"type": "integer"},
+            "next_offset": {"type": ["integer", "null"]},
+        },
+        "additionalProperties": False,
+    },
+    "StreamCreate": {
+        "type": "object", "required": ["title"], "properties": EDITABLE_STREAM_FIELDS, "additionalProperties": False,
+    },
+    "StreamUpdate": {
+        "type": "object", "minProperties": 1, "properties": EDITABLE_STREAM_FIELDS, "additionalProperties": False,
+    },
+    "RotateKey": {
+        "type": "object",
+        "properties": {"disconnect": {"type": "boolean", "description": "also cut a live broadcast on the old key"}},
+        "additionalProperties": False,
+    },
+    "PlaybackTokenRequest": {
+        "type": "object",
+        "properties": {"ttl": {"type": "integer", "minimum": 60, "maximum": 7 * 86400},
+                       "viewer_id": {"type": "string", "maxLength": 200}},
+        "additionalProperties": False,
+    },
+    "PlaybackToken": {
+        "type": "object", "required": ["token", "expires_at", "playback_url"],
+        "properties": {"token": {"type": "string"}, "expires_at": ISO, "playback_url": {"type": "string"}},
+        "additionalProperties": False,
+    },
+}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema_name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema_name)}}}
+
+
+ERRORS = {
+    "400": _json("Error", "invalid request: details names the failing fields"),
+    "401": _json("Error", "missing or invalid API token"),
+    "404": _json("Error", "not found in the caller's organization"),
+    "409": _json("Error", "the stream's state forbids this"),
+    "429": _json("Error", "too many bad tokens from this address"),
+}
+STREAM_ID = [{"name": "stream_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _action(summary: str, body: str | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "parameters": STREAM_ID,
+                          "responses": {"200": _json("Stream", "the stream after the action"), **ERRORS}}
+    if body:
+        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": _ref(body)}}}
+    return {"post": op}
+
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "mediaserver admin API", "version": "1"},
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/api/streams": {
+            "get": {
+                "summary": "List streams",
+                "parameters": [
+                    {"name": "state", "in": "query", "schema": {"type": "string", "enum": ["live", "upcoming", "past", "all"]}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                ],
+                "responses": {"200": _json("StreamList", "a page of streams"), **ERRORS},
+            },
+            "post": {
+                "summary": "Create a stream",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("StreamCreate")}}},
+                "responses": {"201": _json("Stream", "the new stream, with its stream_key (shown once)"), **ERRORS},
+            },
+        },
+        "/api/streams/{stream_id}": {
+            "get": {"summary": "Read a stream", "parameters": STREAM_ID,
+                    "responses": {"200": _json("Stream", "the stream"), **ERRORS}},
+            "patch": {"summary": "Update a stream", "parameters": STREAM_ID,
+                      "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("StreamUpdate")}}},
+                      "responses": {"200": _json("Stream", "the updated stream"), **ERRORS}},
+            "delete": {"summary": "Delete a stream (not while an encoder is connected)", "parameters": STREAM_ID,
+                       "responses": {"204": {"description": "deleted"}, **ERRORS}},
+        },
+        "/api/streams/{stream_id}/start": _action("SCHEDULED → STARTING: open the stream for its encoder"),
+        "/api/streams/{stream_id}/go-live": _action("Publish a previewed broadcast (auto_publish off)"),
+        "/api/streams/{stream_id}/end": _action("End the broadcast now, skipping the reconnect window"),
+        "/api/streams/{stream_id}/cancel": _action("Cancel a stream that has not started"),
+        "/api/streams/{stream_id}/rotate-key": _action("Issue a new stream key; the old one stops working", "RotateKey"),
+        "/api/streams/{stream_id}/playback-tokens": {
+            "post": {"summary": "A signed playback token for a private or members-only stream", "parameters": STREAM_ID,
+                     "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("PlaybackTokenRequest")}}},
+                     "responses": {"201": _json("PlaybackToken", "the token and a playback URL carrying it"), **ERRORS}},
+        },
+    },
+}
+
+_registry: Registry = Registry().with_resource("urn:mediaserver:api", Resource.from_contents(
+    {"$schema": "https://json-schema.org/draft/2020-12/schema", **DOCUMENT}))
+
+
+def validator(schema_name: str) -> Draft202012Validator:
+    return Draft202012Validator({"$ref": f"urn:mediaserver:api#/components/schemas/{schema_name}"}, registry=_registry)
+
+
+def body_errors(schema_name: str, body: Any) -> dict[str, str]:
+    """Failing fields of a request body, as {"field": "what is wrong"} ({} when valid)."""
+    errors: dict[str, str] = {}
+    for error in validator(schema_name).iter_errors(body):
+        if error.validator == "additionalProperties":
+            extra = set(body) - set(error.schema.get("properties", {})) if isinstance(body, dict) else set()
+            for name in sorted(extra):
+                errors[name] = "unknown field"
+            continue
+        if error.validator == "required":
+            for name in error.validator_value:
+                if isinstance(body, dict) and name not in body:
+                    errors[name] = "required"
+            continue
+        field = ".".join(str(p) for p in error.absolute_path) or "body"
+        errors.setdefault(field, error.message)
+    return errors
