@@ -35,6 +35,8 @@ def flv_header(has_audio: bool = True, has_video: bool = True) -> bytes:
 
 
 def encode_tag(tag: FlvTag) -> bytes:
+    if tag.kind not in _KNOWN_TAGS:
+        raise FlvError(f"unknown FLV tag type {tag.kind}")
     size = len(tag.body)
     if size >= 1 << 24:
         raise FlvError(f"tag body of {size} bytes does not fit FLV's 24-bit size")

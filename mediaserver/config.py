@@ -81,6 +81,18 @@ class StreamConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    # Occurrences of recurring series exist as streams this many weeks ahead.
+    materialize_weeks: int = 8
+    # "Starting soon" (event and webhook) this many minutes before a scheduled start.
+    starting_soon_minutes: float = 15.0
+    # A stream still SCHEDULED this long after its start is CANCELLED.
+    auto_cancel_minutes: float = 30.0
+    # Seconds between scheduler passes.
+    interval: float = 30.0
+
+
+@dataclass
 class StorageConfig:
     # Media writes stop (reported as "disk full") when less than this is free, so the database
     # and the recordings of what was already streamed can still be saved.
@@ -95,6 +107,7 @@ class Config:
     hls: HlsConfig = field(default_factory=HlsConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     @property
     def data_path(self) -> Path:

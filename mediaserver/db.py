@@ -77,8 +77,13 @@ class Database:
                     },
                     pk="id",
                 )
-                self.db.table("streams").create_index(["key_hash"], unique=True)
+                self.db.table("streams").create_index(["key_hash"])
             streams = self.db.table("streams")
+            # Occurrences of a recurring series share their series' key, so the key index isn't unique.
+            for index in streams.indexes:
+                if index.unique and index.columns == ["key_hash"]:
+                    self.db.execute(f"DROP INDEX [{index.name}]")
+                    streams.create_index(["key_hash"])
             for name, (kind, _default) in STREAM_COLUMNS.items():
                 if name not in streams.columns_dict:
                     streams.add_column(name, kind)
@@ -101,6 +106,12 @@ class Database:
                     pk="id",
                 )
                 self.db.table("api_tokens").create_index(["token_hash"], unique=True)
+            if "series" not in self.db.table_names():
+                self.db.table("series").create(
+                    {"id": str, "org_id": str, "title": str, "key_hash": str, "rrule": str, "start_time": str, "duration": int,
+                     "timezone": str, "dtstart_date": str, "until_date": str, "template": str, "created_at": float},
+                    pk="id",
+                )
             if "broadcasts" not in self.db.table_names():
                 self.db.table("broadcasts").create(
                     {
@@ -122,15 +133,17 @@ class Database:
                 )
 
     # -- streams -----------------------------------------------------------------------------------
-    def create_stream(self, title: str, org_id: str = DEFAULT_ORG, **fields: Any) -> tuple[dict[str, Any], str]:
-        """A new stream and its key (returned once; only its hash is stored)."""
-        key = new_stream_key()
+    def create_stream(self, title: str, org_id: str = DEFAULT_ORG, key_hash: str | None = None,
+                      **fields: Any) -> tuple[dict[str, Any], str]:
+        """A new stream and its key (returned once; only its hash is stored). With key_hash (a series'
+        occurrence), the stream shares that key and no new key is returned."""
+        key = "" if key_hash else new_stream_key()
         unknown = set(fields) - set(STREAM_COLUMNS)
         if unknown:
             raise ValueError(f"unknown stream fields {sorted(unknown)}")
         now = time.time()
         row = {
-            "id": new_id(), "title": title, "key_hash": hash_key(key), "status": "SCHEDULED",
+            "id": new_id(), "title": title, "key_hash": key_hash or hash_key(key), "status": "SCHEDULED",
             "created_at": now, "actual_start": None, "actual_end": None, "error": None, "enabled": 1,
             **{name: default for name, (_kind, default) in STREAM_COLUMNS.items()},
             "org_id": org_id, "updated_at": now, **fields,
@@ -144,9 +157,15 @@ class Database:
             rows = list(self.db.table("streams").rows_where("id = ?", [stream_id]))
         return rows[0] if rows else None
 
-    def stream_by_key(self, key: str) -> dict[str, Any] | None:
+    def stream_by_key(self, key: str, now: float | None = None) -> dict[str, Any] | None:
+        """The stream a key publishes to. A series' key is shared by its occurrences: the one on air wins,
+        then the scheduled occurrence nearest to now."""
+        now = time.time() if now is None else now
+        sql = ("SELECT * FROM streams WHERE key_hash = ? ORDER BY "
+               "CASE WHEN status IN ('STARTING','LIVE','ENDING') THEN 0 WHEN status = 'SCHEDULED' THEN 1 ELSE 2 END, "
+               "abs(coalesce(scheduled_start, created_at) - ?) LIMIT 1")
         with self._lock:
-            rows = list(self.db.table("streams").rows_where("key_hash = ?", [hash_key(key)]))
+            rows = list(self.db.query(sql, [hash_key(key), now]))
         return rows[0] if rows else None
 
     def streams(self, org_id: str | None = None) -> list[dict[str, Any]]:
@@ -181,6 +200,38 @@ class Database:
         with self._lock:
             self.db.table("streams").update(stream_id, {"key_hash": hash_key(key), "updated_at": time.time()})
         return key
+
+    # -- recurring series ---------------------------------------------------------------------------
+    def create_series(self, **fields: Any) -> dict[str, Any]:
+        row = {"id": new_id(), "created_at": time.time(), "until_date": None, "template": "{}", **fields}
+        with self._lock:
+            self.db.table("series").insert(row)
+        return row
+
+    def series(self, series_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            rows = list(self.db.table("series").rows_where("id = ?", [series_id]))
+        return rows[0] if rows else None
+
+    def all_series(self, org_id: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            if org_id is None:
+                return list(self.db.table("series").rows_where(order_by="created_at"))
+            return list(self.db.table("series").rows_where("org_id = ?", [org_id], order_by="created_at"))
+
+    def update_series(self, series_id: str, **fields: Any) -> None:
+        with self._lock:
+            self.db.table("series").update(series_id, fields)
+
+    def delete_series(self, series_id: str) -> None:
+        with self._lock:
+            self.db.table("series").delete(series_id)
+
+    def series_occurrence_indexes(self, series_id: str) -> set[int]:
+        """Occurrences already materialized (or edited, or cancelled) as streams."""
+        with self._lock:
+            return {r["occurrence_index"] for r in self.db.table("streams").rows_where(
+                "series_id = ?", [series_id], select="occurrence_index")}
 
     # -- organizations and API tokens --------------------------------------------------------------
     def create_org(self, slug: str, name: str, timezone: str = "UTC", settings: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -16,6 +16,9 @@ from ingest.rtmp import RtmpServer
 from mediaserver.config import Config
 from mediaserver.db import Database
 from mediaserver.events import LocalEventBus
+from mediaserver.scheduler import Scheduler
+from mediaserver.webhook_bridge import WebhookBridge
+from mediaserver.webhooks import WebhookSender, WebhookStore
 from mediaserver.sessions import StreamManager
 from storage.local import LocalStore
 from web.app import build_app
@@ -50,14 +53,20 @@ class RunningServer:
     runner: web.AppRunner
     rtmp: RtmpServer
     http_port: int
+    scheduler: Scheduler
+    webhook_sender: WebhookSender
+    webhook_bridge: WebhookBridge
 
     @property
     def rtmp_port(self) -> int:
         return self.rtmp.port
 
     async def stop(self) -> None:
+        await self.scheduler.stop()
         await self.rtmp.stop()
         await self.manager.shutdown()
+        await self.webhook_bridge.stop()
+        await self.webhook_sender.stop()
         await self.runner.cleanup()
 
 
@@ -66,10 +75,16 @@ async def start_server(config: Config) -> RunningServer:
     db = Database(database_path(config))
     store = LocalStore(config.data_path, int(config.storage.reserve_mb * 1024 * 1024))
     bus = LocalEventBus()
+    # Webhooks first, so events from recovering an interrupted broadcast are delivered too.
+    webhook_store = WebhookStore(database_path(config))
+    webhook_sender = WebhookSender(webhook_store)
+    webhook_bridge = WebhookBridge(db, webhook_store, webhook_sender, bus)
+    await webhook_sender.start()
+    await webhook_bridge.start()
     manager = StreamManager(config, db, store, bus)
     await manager.recover()
     token = admin_token(config)
-    app = build_app(config, db, store, manager, token)
+    app = build_app(config, db, store, manager, token, webhook_store)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.http_port)
@@ -89,7 +104,9 @@ async def start_server(config: Config) -> RunningServer:
     config.server.http_port, config.server.rtmp_port = http_port, rtmp.port
     log.info("HTTP on %s:%d, RTMP on %s:%d, data in %s", config.server.host, http_port,
              config.server.host, rtmp.port, config.data_path.resolve())
-    return RunningServer(config, db, manager, runner, rtmp, http_port)
+    scheduler = Scheduler(config.schedule, db, bus)
+    await scheduler.start()
+    return RunningServer(config, db, manager, runner, rtmp, http_port, scheduler, webhook_sender, webhook_bridge)
 
 
 async def serve_forever(config: Config) -> None:

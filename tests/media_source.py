@@ -6,6 +6,7 @@ server running in the test's own process.
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import time
 from fractions import Fraction
 
@@ -24,7 +25,7 @@ def _frame_image(i: int, width: int, height: int) -> np.ndarray:
 
 
 class PublishError(RuntimeError):
-    """The publish failed (refused, dropped); the message is PyAV's error."""
+    """The publish failed (refused, dropped); the message is PyAV's error, as "ErrorType: text"."""
 
 
 def publish_here(url: str, *, seconds: float, width: int = 320, height: int = 180, fps: int = 30,
@@ -87,7 +88,8 @@ def _child(url: str, kwargs: dict[str, object], result: "multiprocessing.Queue[t
 
 
 class Publisher:
-    """A publish running in a child process; .frames and .error once joined, .started_at (unix time of frame 0)."""
+    """A publish running in a child process, used like a thread: .join(timeout), then .frames (video frames
+    sent) and .error (a PublishError, or None); .started_at is the unix time of frame 0."""
 
     def __init__(self, url: str, **kwargs: object) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -95,7 +97,7 @@ class Publisher:
         self._started_at = ctx.Value("d", 0.0)
         self._process = ctx.Process(target=_child, args=(url, kwargs, self._result, self._started_at), daemon=True)
         self.frames = 0
-        self.error: str | None = None
+        self.error: PublishError | None = None
         self._done = False
 
     def start(self) -> "Publisher":
@@ -109,26 +111,53 @@ class Publisher:
     def is_alive(self) -> bool:
         return self._process.is_alive()
 
+    @property
+    def finished(self) -> bool:
+        """The result (.frames, .error) is in."""
+        return self._done
+
+    def kill(self) -> None:
+        self._process.kill()
+
     def join(self, timeout: float | None = None) -> None:
+        """Waits for the result; returns early (still running) when timeout passes."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._done:
+        while not self._done:
+            exited = not self._process.is_alive()
             try:
-                remaining = None if deadline is None else max(0.1, deadline - time.monotonic())
-                self.frames, self.error = self._result.get(timeout=remaining)
-                self._done = True
-            except Exception:
-                return  # still running
+                # Once the child has exited its result is already in the pipe: allow a moment to read it.
+                frames, error = self._result.get(timeout=0.5 if exited else 0.1)
+            except queue.Empty:
+                if exited:  # died without reporting (killed, crashed in FFmpeg)
+                    self.error = PublishError(f"publisher process died, exit code {self._process.exitcode}")
+                    self._done = True
+                elif deadline is not None and time.monotonic() >= deadline:
+                    return
+                continue
+            self.frames, self.error = frames, None if error is None else PublishError(error)
+            self._done = True
         self._process.join(None if deadline is None else max(0.1, deadline - time.monotonic()))
 
 
-def start_publisher(url: str, **kwargs: object) -> Publisher:
-    return Publisher(url, **kwargs).start()
+def start_publisher(url: str, *, seconds: float, width: int = 320, height: int = 180, fps: int = 30,
+                    gop_seconds: float = 1.0, realtime: bool = True, audio: bool = True) -> Publisher:
+    """Starts publish() in a child process and returns its handle at once."""
+    return Publisher(url, seconds=seconds, width=width, height=height, fps=fps, gop_seconds=gop_seconds,
+                     realtime=realtime, audio=audio).start()
 
 
-def publish(url: str, **kwargs: object) -> int:
-    """Publish in a child process and wait; raises PublishError if the server refused or dropped it."""
-    publisher = start_publisher(url, **kwargs)
-    publisher.join(timeout=float(kwargs.get("seconds", 10)) * 3 + 30)  # type: ignore[arg-type]
+def publish(url: str, *, seconds: float, width: int = 320, height: int = 180, fps: int = 30,
+            gop_seconds: float = 1.0, realtime: bool = True, audio: bool = True) -> int:
+    """Publish synthetic video (a moving square, frame-dependent colour) and a 440 Hz tone as H.264
+    (libx264 ultrafast, zerolatency) + AAC 48 kHz stereo in FLV to url (rtmp://HOST:PORT/live/KEY), paced
+    at real time if realtime. Returns the video frames sent; raises PublishError if the server refused or
+    dropped the publish."""
+    publisher = start_publisher(url, seconds=seconds, width=width, height=height, fps=fps,
+                                gop_seconds=gop_seconds, realtime=realtime, audio=audio)
+    publisher.join(timeout=seconds * 3 + 30)
+    if not publisher.finished:
+        publisher.kill()
+        raise PublishError(f"publisher still running {seconds * 3 + 30:.0f} s after start")
     if publisher.error is not None:
-        raise PublishError(publisher.error)
+        raise publisher.error
     return publisher.frames

@@ -85,20 +85,64 @@ def test_bad_input_raises_flv_error() -> None:
     assert reader.feed(whole[-3:]) == [FlvTag(TAG_VIDEO, 5, b"abc")]
 
 
+def test_truncated_and_corrupted_input_raise_flv_error_naming_the_value() -> None:
+    with pytest.raises(FlvError, match="'FLX'"):
+        FlvReader().feed(b"FLX\x01")  # caught before the header is complete
+    with pytest.raises(FlvError, match="header size 3"):
+        FlvReader().feed(b"FLV\x01\x05" + (3).to_bytes(4, "big") + bytes(4))
+    good = flv_header() + encode_tag(FlvTag(TAG_AUDIO, 0, b"\xaf\x01xyz"))
+    corrupted = bytearray(good)
+    corrupted[13] = 0x0C  # the tag type byte
+    with pytest.raises(FlvError, match="tag type 12"):
+        FlvReader().feed(bytes(corrupted))
+    corrupted = bytearray(good)
+    corrupted[14:17] = b"\xff\xff\xff"  # tag size
+    with pytest.raises(FlvError, match="16777215 bytes"):
+        FlvReader(max_tag_size=1 << 20).feed(bytes(corrupted))
+    for body in (b"", b"\x17", b"\x17\x01\x00"):  # video bodies cut short
+        with pytest.raises(FlvError):
+            parse_video_body(body)
+    for body in (b"", b"\xaf"):
+        with pytest.raises(FlvError):
+            parse_audio_body(body)
+    with pytest.raises(FlvError, match="codec id 12"):
+        parse_video_body(bytes([0x1C, 1, 0, 0, 0]))  # HEVC in the legacy FLV codec slot
+    with pytest.raises(FlvError, match="tag type 7"):
+        encode_tag(FlvTag(7, 0, b""))
+    with pytest.raises(FlvError, match="24-bit"):
+        encode_tag(FlvTag(TAG_VIDEO, 0, bytes(1 << 24)))
+
+
+def test_video_and_audio_bodies() -> None:
+    info = parse_video_body(bytes([0x27, 1, 0xFF, 0xFF, 0xFE]) + b"nal")  # inter frame, composition time -2
+    assert (info.keyframe, info.codec_id, info.packet_type) == (False, 7, 1)
+    assert (info.composition_time_ms, info.data) == (-2, b"nal")
+    audio = parse_audio_body(b"\xaf\x00\x11\x90")
+    assert (audio.sound_format, audio.packet_type, audio.data) == (10, 0, b"\x11\x90")
+    stamp = encode_tag(FlvTag(TAG_SCRIPT, 0x12345678, b""))
+    assert stamp[4:8] == bytes([0x34, 0x56, 0x78, 0x12])  # lower 24 bits, then the extended byte
+    assert FlvReader().feed(flv_header() + stamp) == [FlvTag(TAG_SCRIPT, 0x12345678, b"")]
+
+
 def test_fuzz_only_flv_error_escapes() -> None:
     rng = random.Random(7)
     base = pyav_flv()
-    for _ in range(400):
+    for _ in range(500):
         data = bytearray(base if rng.random() < 0.7 else rng.randbytes(rng.randrange(0, 400)))
         for _ in range(rng.randrange(1, 12)):
             if data:
                 data[rng.randrange(len(data))] = rng.randrange(256)
         data = data[: rng.randrange(len(data) + 1)]
+        reader = FlvReader(max_tag_size=rng.choice([64, 4096, 16 << 20]))
         try:
-            for tag in FlvReader().feed(bytes(data)):
-                if tag.kind == TAG_VIDEO:
-                    parse_video_body(tag.body)
-                elif tag.kind == TAG_AUDIO:
-                    parse_audio_body(tag.body)
+            pos = 0
+            while pos < len(data):  # fed in random pieces, as a socket delivers it
+                step = rng.randrange(1, 2000)
+                for tag in reader.feed(bytes(data[pos : pos + step])):
+                    if tag.kind == TAG_VIDEO:
+                        parse_video_body(tag.body)
+                    elif tag.kind == TAG_AUDIO:
+                        parse_audio_body(tag.body)
+                pos += step
         except FlvError:
             pass

@@ -8,7 +8,8 @@ from mediaserver.db import Database
 from mediaserver.sessions import StreamManager
 from storage.local import LocalStore
 from mediaserver.playback_tokens import PlaybackSigner
-from web import api, media, pages
+from mediaserver.webhooks import WebhookStore
+from web import api, media, pages, series_api, webhooks_api
 from web.auth import THROTTLE, BadTokenThrottle, require_token
 from web.keys import ADMIN_TOKEN, CONFIG, DB, MANAGER, SIGNER, STORE
 
@@ -16,7 +17,8 @@ from web.keys import ADMIN_TOKEN, CONFIG, DB, MANAGER, SIGNER, STORE
 MAX_REQUEST_BODY = 64 * 1024
 
 
-def build_app(config: Config, db: Database, store: LocalStore, manager: StreamManager, admin_token: str) -> web.Application:
+def build_app(config: Config, db: Database, store: LocalStore, manager: StreamManager, admin_token: str,
+              webhooks: WebhookStore) -> web.Application:
     app = web.Application(middlewares=[require_token], client_max_size=MAX_REQUEST_BODY)
     app[THROTTLE] = BadTokenThrottle()
     app[SIGNER] = PlaybackSigner.from_data_dir(config.data_path)
@@ -25,7 +27,10 @@ def build_app(config: Config, db: Database, store: LocalStore, manager: StreamMa
     app[STORE] = store
     app[MANAGER] = manager
     app[ADMIN_TOKEN] = admin_token
+    app[webhooks_api.WEBHOOKS] = webhooks
     api.add_routes(app)
+    series_api.add_routes(app)
+    webhooks_api.add_routes(app)
     media.add_routes(app)
     pages.add_routes(app)
     return app

@@ -56,7 +56,8 @@ def error(status: int, message: str, details: Any = None) -> web.Response:
 
 @web.middleware
 async def require_token(request: web.Request, handler: Any) -> web.StreamResponse:
-    if not request.path.startswith("/api/") or request.path == "/api/openapi.json":
+    # The API description and calendar feeds (subscribed to by calendar apps) are public.
+    if not request.path.startswith("/api/") or request.path == "/api/openapi.json" or request.path.endswith("/calendar.ics"):
         return await handler(request)
     throttle = request.app[THROTTLE]
     address = request.remote or "?"

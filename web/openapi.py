@@ -93,6 +93,85 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"disconnect": {"type": "boolean", "description": "also cut a live broadcast on the old key"}},
         "additionalProperties": False,
     },
+    "SeriesCreate": {
+        "type": "object",
+        "required": ["title", "rrule", "start_time", "duration", "timezone"],
+        "properties": {
+            "title": {"type": "string", "minLength": 1, "maxLength": 200},
+            "rrule": {"type": "string", "minLength": 5, "maxLength": 500, "examples": ["FREQ=WEEKLY;BYDAY=SU"]},
+            "start_time": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$", "description": "local HH:MM"},
+            "duration": {"type": "integer", "minimum": 1, "maximum": 1440, "description": "minutes"},
+            "timezone": {"type": "string", "maxLength": 64, "examples": ["America/Chicago"]},
+            "dtstart": {"type": "string", "format": "date", "description": "first day of the series (default today)"},
+            **{k: v for k, v in EDITABLE_STREAM_FIELDS.items()
+               if k in ("description", "visibility", "chat_enabled", "reactions_enabled", "giving_enabled",
+                        "dvr_enabled", "low_latency", "recording_enabled", "auto_publish")},
+        },
+        "additionalProperties": False,
+    },
+    "SeriesUpdate": {
+        "type": "object",
+        "required": ["from"],
+        "properties": {
+            "from": {"type": "string", "format": "date", "description": "the change applies from this local date on"},
+            "title": {"type": "string", "minLength": 1, "maxLength": 200},
+            "rrule": {"type": "string", "minLength": 5, "maxLength": 500},
+            "start_time": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+            "duration": {"type": "integer", "minimum": 1, "maximum": 1440},
+            "timezone": {"type": "string", "maxLength": 64},
+        },
+        "additionalProperties": False,
+    },
+    "Series": {
+        "type": "object",
+        "required": ["id", "org_id", "title", "rrule", "start_time", "duration", "timezone", "dtstart"],
+        "properties": {
+            "id": {"type": "string"}, "org_id": {"type": "string"}, "title": {"type": "string"},
+            "rrule": {"type": "string"}, "start_time": {"type": "string"}, "duration": {"type": "integer"},
+            "timezone": {"type": "string"}, "dtstart": {"type": "string"}, "until": {"type": ["string", "null"]},
+            "template": {"type": "object"}, "created_at": ISO,
+            "stream_key": {"type": "string", "description": "only when the series is created; its occurrences share it"},
+        },
+        "additionalProperties": False,
+    },
+    "SeriesList": {
+        "type": "object", "required": ["series"],
+        "properties": {"series": {"type": "array", "items": {"$ref": "#/components/schemas/Series"}}},
+        "additionalProperties": False,
+    },
+    "Occurrences": {
+        "type": "object", "required": ["series_id", "timezone", "occurrences"],
+        "properties": {
+            "series_id": {"type": "string"}, "timezone": {"type": "string"},
+            "occurrences": {"type": "array", "items": {
+                "type": "object",
+                "required": ["index", "start", "end", "local_start", "local_time", "stream_id", "status", "title"],
+                "properties": {
+                    "index": {"type": "integer"}, "start": ISO, "end": ISO, "local_start": {"type": "string"},
+                    "local_time": {"type": "string"}, "stream_id": {"type": ["string", "null"]},
+                    "status": {"type": "string"}, "title": {"type": "string"},
+                },
+                "additionalProperties": False,
+            }},
+        },
+        "additionalProperties": False,
+    },
+    "WebhookCreate": {
+        "type": "object", "required": ["url", "secret", "events"],
+        "properties": {
+            "url": {"type": "string", "maxLength": 2000},
+            "secret": {"type": "string", "minLength": 16, "maxLength": 200},
+            "events": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        },
+        "additionalProperties": False,
+    },
+    "Webhook": {"type": "object", "required": ["id", "url", "events"],
+                "properties": {"id": {"type": "string"}, "url": {"type": "string"},
+                               "events": {"type": "array", "items": {"type": "string"}}}},
+    "WebhookList": {"type": "object", "required": ["webhooks"],
+                    "properties": {"webhooks": {"type": "array", "items": {"$ref": "#/components/schemas/Webhook"}}}},
+    "DeliveryList": {"type": "object", "required": ["deliveries"],
+                     "properties": {"deliveries": {"type": "array", "items": {"type": "object"}}}},
     "PlaybackTokenRequest": {
         "type": "object",
         "properties": {"ttl": {"type": "integer", "minimum": 60, "maximum": 7 * 86400},
@@ -123,6 +202,8 @@ ERRORS = {
     "429": _json("Error", "too many bad tokens from this address"),
 }
 STREAM_ID = [{"name": "stream_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+WEBHOOK_ID = [{"name": "webhook_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+SERIES_ID = [{"name": "series_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
 def _action(summary: str, body: str | None = None) -> dict[str, Any]:
@@ -172,6 +253,49 @@ DOCUMENT: dict[str, Any] = {
         "/api/streams/{stream_id}/end": _action("End the broadcast now, skipping the reconnect window"),
         "/api/streams/{stream_id}/cancel": _action("Cancel a stream that has not started"),
         "/api/streams/{stream_id}/rotate-key": _action("Issue a new stream key; the old one stops working", "RotateKey"),
+        "/api/series": {
+            "get": {"summary": "List recurring series", "responses": {"200": _json("SeriesList", "the series"), **ERRORS}},
+            "post": {"summary": "Create a recurring series (RRULE + local start time + zone)",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SeriesCreate")}}},
+                     "responses": {"201": _json("Series", "the series, with the stream key its occurrences share"), **ERRORS}},
+        },
+        "/api/series/{series_id}": {
+            "get": {"summary": "Read a series", "parameters": SERIES_ID, "responses": {"200": _json("Series", "the series"), **ERRORS}},
+            "patch": {"summary": "Change the series from a date on", "parameters": SERIES_ID,
+                      "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SeriesUpdate")}}},
+                      "responses": {"200": _json("Series", "the series that carries on from that date"), **ERRORS}},
+            "delete": {"summary": "Cancel the series (from ?from=YYYY-MM-DD on)", "parameters": SERIES_ID + [
+                {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}}],
+                "responses": {"204": {"description": "cancelled"}, **ERRORS}},
+        },
+        "/api/series/{series_id}/occurrences": {
+            "get": {"summary": "Occurrences in a date range, materialized or not", "parameters": SERIES_ID + [
+                {"name": "from", "in": "query", "required": True, "schema": {"type": "string"}},
+                {"name": "to", "in": "query", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json("Occurrences", "UTC instants and local times"), **ERRORS}},
+        },
+        "/api/orgs/{org}/calendar.ics": {
+            "get": {"summary": "iCalendar feed of the organization's upcoming public services (no token needed)",
+                    "security": [],
+                    "parameters": [{"name": "org", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "text/calendar",
+                                          "content": {"text/calendar": {"schema": {"type": "string"}}}}}},
+        },
+        "/api/webhooks": {
+            "get": {"summary": "List webhook subscriptions", "responses": {"200": _json("WebhookList", "subscriptions"), **ERRORS}},
+            "post": {"summary": "Subscribe a URL to events; deliveries are signed with the secret (Webhook-Signature)",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("WebhookCreate")}}},
+                     "responses": {"201": _json("Webhook", "the subscription"), **ERRORS}},
+        },
+        "/api/webhooks/{webhook_id}": {
+            "get": {"summary": "Read a subscription", "parameters": WEBHOOK_ID, "responses": {"200": _json("Webhook", "it"), **ERRORS}},
+            "delete": {"summary": "Delete a subscription", "parameters": WEBHOOK_ID,
+                       "responses": {"204": {"description": "deleted"}, **ERRORS}},
+        },
+        "/api/webhooks/{webhook_id}/deliveries": {
+            "get": {"summary": "The delivery log", "parameters": WEBHOOK_ID,
+                    "responses": {"200": _json("DeliveryList", "newest first, with attempts"), **ERRORS}},
+        },
         "/api/streams/{stream_id}/playback-tokens": {
             "post": {"summary": "A signed playback token for a private or members-only stream", "parameters": STREAM_ID,
                      "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("PlaybackTokenRequest")}}},

@@ -1,0 +1,228 @@
+"""Recurring services under /api/series, and each organization's public iCalendar feed.
+
+Occurrences are computed from the RRULE in the series' own time zone (see mediaserver/schedule.py) and
+materialized as streams by the scheduler; editing or cancelling one occurrence is done on its stream.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from mediaserver.db import DEFAULT_ORG, hash_key, new_stream_key
+from mediaserver.ical import CalendarEvent, render_calendar
+from mediaserver.schedule import ScheduleError, SeriesRule, occurrences
+from mediaserver.scheduler import materialize, rule_of
+from web.api import iso, parse_time, read_json, stream_fields
+from web.auth import SCOPE, error
+from web.keys import CONFIG, DB
+
+TEMPLATE_FIELDS = ("description", "visibility", "chat_enabled", "reactions_enabled", "giving_enabled",
+                   "dvr_enabled", "low_latency", "recording_enabled", "auto_publish")
+
+
+def series_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"], "org_id": row["org_id"], "title": row["title"], "rrule": row["rrule"],
+        "start_time": row["start_time"], "duration": row["duration"], "timezone": row["timezone"],
+        "dtstart": row["dtstart_date"], "until": row["until_date"],
+        "template": json.loads(row["template"] or "{}"), "created_at": iso(row["created_at"]),
+    }
+
+
+def checked_rule(fields: dict[str, Any]) -> SeriesRule | dict[str, str]:
+    try:
+        rule = SeriesRule(
+            rrule=fields["rrule"], start_time=fields["start_time"], duration_minutes=int(fields["duration"]),
+            timezone=fields["timezone"], dtstart_date=date.fromisoformat(fields["dtstart_date"]),
+        )
+        rule.validate()
+    except ScheduleError as exc:
+        field = str(exc).split(":", 1)[0].strip()
+        return {field if field in ("rrule", "start_time", "timezone", "duration") else "rrule": str(exc)}
+    except ValueError as exc:
+        return {"dtstart": str(exc)}
+    return rule
+
+
+async def find_series(request: web.Request) -> dict[str, Any]:
+    row = await asyncio.to_thread(request.app[DB].series, request.match_info["series_id"])
+    scope = request[SCOPE]
+    if row is None or (scope is not None and row["org_id"] != scope):
+        raise web.HTTPNotFound(text=json.dumps({"error": "series not found", "details": None}), content_type="application/json")
+    return row
+
+
+async def create_series(request: web.Request) -> web.Response:
+    body = await read_json(request, "SeriesCreate")
+    today = datetime.now(ZoneInfo(body["timezone"])).date() if _known_zone(body["timezone"]) else date.today()
+    fields = {"rrule": body["rrule"], "start_time": body["start_time"], "duration": body["duration"],
+              "timezone": body["timezone"], "dtstart_date": body.get("dtstart", today.isoformat())}
+    rule = checked_rule(fields)
+    if isinstance(rule, dict):
+        return error(400, "invalid fields", rule)
+    template_body = {k: v for k, v in body.items() if k in TEMPLATE_FIELDS}
+    template, problems = stream_fields(template_body)
+    if problems:
+        return error(400, "invalid fields", problems)
+    key = new_stream_key()
+    db = request.app[DB]
+    row = await asyncio.to_thread(
+        db.create_series, org_id=request[SCOPE] or DEFAULT_ORG, title=body["title"].strip(), key_hash=hash_key(key),
+        template=json.dumps(template), **fields,
+    )
+    await asyncio.to_thread(materialize, db, row, time.time(), request.app[CONFIG].schedule.materialize_weeks)
+    return web.json_response({**series_view(row), "stream_key": key}, status=201)
+
+
+def _known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+        return True
+    except (KeyError, ValueError):
+        return False
+
+
+async def list_series(request: web.Request) -> web.Response:
+    rows = await asyncio.to_thread(request.app[DB].all_series, request[SCOPE])
+    return web.json_response({"series": [series_view(r) for r in rows]})
+
+
+async def get_series(request: web.Request) -> web.Response:
+    return web.json_response(series_view(await find_series(request)))
+
+
+async def series_occurrences(request: web.Request) -> web.Response:
+    row = await find_series(request)
+    problems: dict[str, str] = {}
+    bounds: dict[str, datetime] = {}
+    for name in ("from", "to"):
+        value = request.query.get(name)
+        if value is None:
+            problems[name] = "required (a date like 2026-03-01 or an ISO 8601 date-time)"
+            continue
+        try:
+            if len(value) == 10:
+                bounds[name] = datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=ZoneInfo(row["timezone"]))
+            else:
+                bounds[name] = datetime.fromtimestamp(parse_time(value), tz=timezone.utc)
+        except ValueError as exc:
+            problems[name] = str(exc)
+    if not problems and bounds["to"] - bounds["from"] > timedelta(days=3 * 366):
+        problems["to"] = "at most three years after from"
+    if problems:
+        return error(400, "invalid query", problems)
+    occ = occurrences(rule_of(row), bounds["from"].astimezone(timezone.utc), bounds["to"].astimezone(timezone.utc))
+    if row["until_date"]:
+        until = date.fromisoformat(row["until_date"])
+        occ = [o for o in occ if o.local_start.date() < until]
+    streams = await asyncio.to_thread(
+        request.app[DB].query_streams, "series_id = ?", [row["id"]], "occurrence_index", 100_000, 0)
+    by_index = {s["occurrence_index"]: s for s in streams}
+    items = []
+    for o in occ:
+        stream = by_index.get(o.index)
+        items.append({
+            "index": o.index, "start": iso(o.start.timestamp()), "end": iso(o.end.timestamp()),
+            "local_start": o.local_start.isoformat(), "local_time": o.local_start.strftime("%H:%M"),
+            "stream_id": stream["id"] if stream else None, "status": stream["status"] if stream else "UNSCHEDULED",
+            "title": stream["title"] if stream else row["title"],
+        })
+    return web.json_response({"series_id": row["id"], "timezone": row["timezone"], "occurrences": items})
+
+
+async def update_series(request: web.Request) -> web.Response:
+    """Change the series from a date on: the old rule ends the day before, a new series carries on."""
+    row = await find_series(request)
+    body = await read_json(request, "SeriesUpdate")
+    try:
+        from_date = date.fromisoformat(body["from"])
+    except ValueError as exc:
+        return error(400, "invalid fields", {"from": str(exc)})
+    if from_date < date.fromisoformat(row["dtstart_date"]):
+        return error(400, "invalid fields", {"from": "before the series begins"})
+    fields = {"rrule": body.get("rrule", row["rrule"]), "start_time": body.get("start_time", row["start_time"]),
+              "duration": body.get("duration", row["duration"]), "timezone": body.get("timezone", row["timezone"]),
+              "dtstart_date": from_date.isoformat()}
+    rule = checked_rule(fields)
+    if isinstance(rule, dict):
+        return error(400, "invalid fields", rule)
+    db = request.app[DB]
+    await asyncio.to_thread(db.update_series, row["id"], until_date=from_date.isoformat())
+    await asyncio.to_thread(_drop_future_occurrences, db, row, from_date)
+    new = await asyncio.to_thread(
+        db.create_series, org_id=row["org_id"], title=body.get("title", row["title"]), key_hash=row["key_hash"],
+        template=row["template"], **fields,
+    )
+    await asyncio.to_thread(materialize, db, new, time.time(), request.app[CONFIG].schedule.materialize_weeks)
+    return web.json_response(series_view(new))
+
+
+def _drop_future_occurrences(db: Any, row: dict[str, Any], from_date: date) -> int:
+    """Scheduled occurrences on or after from_date (local) are removed; ones that ran are history."""
+    zone = ZoneInfo(row["timezone"])
+    cutoff = datetime.combine(from_date, datetime.min.time(), tzinfo=zone).timestamp()
+    rows = db.query_streams("series_id = ? and status = 'SCHEDULED' and scheduled_start >= ?", [row["id"], cutoff],
+                            "scheduled_start", 100_000, 0)
+    for stream in rows:
+        db.delete_stream(stream["id"])
+    return len(rows)
+
+
+async def delete_series(request: web.Request) -> web.Response:
+    """Cancel the series from a date on (?from=YYYY-MM-DD), or entirely (its past streams stay)."""
+    row = await find_series(request)
+    db = request.app[DB]
+    value = request.query.get("from")
+    try:
+        from_date = date.fromisoformat(value) if value else date.fromisoformat(row["dtstart_date"])
+    except ValueError as exc:
+        return error(400, "invalid query", {"from": str(exc)})
+    await asyncio.to_thread(db.update_series, row["id"], until_date=from_date.isoformat())
+    await asyncio.to_thread(_drop_future_occurrences, db, row, from_date)
+    return web.Response(status=204)
+
+
+async def calendar_feed(request: web.Request) -> web.Response:
+    """Public: the organization's upcoming PUBLIC services, for Google/Apple Calendar subscriptions."""
+    db = request.app[DB]
+    org = await asyncio.to_thread(db.org, request.match_info["org"])
+    if org is None:
+        raise web.HTTPNotFound(text="No such organization.\n")
+    now = time.time()
+    rows = await asyncio.to_thread(
+        db.query_streams,
+        "org_id = ? and visibility = 'PUBLIC' and scheduled_start is not null and scheduled_start > ? "
+        "and status in ('SCHEDULED', 'STARTING', 'LIVE', 'CANCELLED')",
+        [org["id"], now - 86400], "scheduled_start", 1000, 0,
+    )
+    base = f"{request.scheme}://{request.host}"
+    events = [
+        CalendarEvent(
+            uid=f"{r['id']}@mediaserver", title=r["title"],
+            start=datetime.fromtimestamp(r["scheduled_start"], tz=timezone.utc),
+            end=datetime.fromtimestamp(r["scheduled_end"] or r["scheduled_start"] + 3600, tz=timezone.utc),
+            description=(r["description"] or "") + f"\nWatch: {base}/watch/{r['id']}",
+            url=f"{base}/watch/{r['id']}", status="CANCELLED" if r["status"] == "CANCELLED" else "CONFIRMED",
+        )
+        for r in rows
+    ]
+    text = render_calendar(org["name"], events)
+    response = web.Response(text=text, content_type="text/calendar", charset="utf-8")
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/series", create_series)
+    app.router.add_get("/api/series", list_series)
+    app.router.add_get("/api/series/{series_id}", get_series)
+    app.router.add_patch("/api/series/{series_id}", update_series)
+    app.router.add_delete("/api/series/{series_id}", delete_series)
+    app.router.add_get("/api/series/{series_id}/occurrences", series_occurrences)
+    app.router.add_get("/api/orgs/{org}/calendar.ics", calendar_feed)
