@@ -44,6 +44,7 @@ class ServerHandle:
     server: RunningServer
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
+    checker: Any = None  # every /api answer is checked against the server's OpenAPI document
 
     @property
     def http(self) -> str:
@@ -65,9 +66,16 @@ class ServerHandle:
             request.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"null")
+                status, body = response.status, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
+            status, body = exc.code, json.loads(exc.read() or b"null")
+        if self.checker is None:
+            from tests.openapi_check import OpenApiChecker
+
+            with urllib.request.urlopen(self.http + "/api/openapi.json", timeout=10) as response:
+                self.checker = OpenApiChecker(json.loads(response.read()))
+        self.checker.check(method, path, status, body)
+        return status, body
 
     def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
         url = path if path.startswith("http") else self.http + path

@@ -268,3 +268,27 @@ def test_go_live_publishes_a_previewed_broadcast(tmp_path: Path) -> None:
         publisher.join(30)
     finally:
         server.stop()
+
+
+def test_organization_settings_are_stream_defaults(server: ServerHandle, checker: OpenApiChecker) -> None:
+    api = org_client(server, checker, "settings")
+    status, org = api.call("GET", "/api/orgs/settings")
+    assert status == 200 and org["settings"] == {}
+    status, org = api.call("PATCH", "/api/orgs/settings", {"timezone": "America/Denver", "settings": {
+        "auto_publish": False, "dvr_enabled": False, "latency_mode": "LOW",
+        "chat": {"blocked_words": ["spam"], "link_filter": True, "slow_mode_seconds": 5},
+        "branding": {"watermark_position": "TOP_RIGHT", "pre_stream_image": "/static/pre.png"},
+        "default_ladder": [{"name": "720p", "height": 720, "video_bitrate": 2800000}]}})
+    assert status == 200 and org["timezone"] == "America/Denver" and org["settings"]["chat"]["slow_mode_seconds"] == 5
+    _, stream = api.call("POST", "/api/streams", {"title": "Defaults"})
+    assert (stream["auto_publish"], stream["dvr_enabled"], stream["low_latency"], stream["timezone"]) == \
+        (False, False, True, "America/Denver")
+    _, explicit = api.call("POST", "/api/streams", {"title": "Explicit", "auto_publish": True})
+    assert explicit["auto_publish"] is True
+    for bad, field in [({"settings": {"latency_mode": "WARP"}}, "settings.latency_mode"),
+                       ({"settings": {"chat": {"slow_mode_seconds": -1}}}, "settings.chat.slow_mode_seconds"),
+                       ({"timezone": "Mars/Base"}, "timezone"), ({"colour": "red"}, "colour")]:
+        status, body = api.call("PATCH", "/api/orgs/settings", bad)
+        assert status == 400 and field in body["details"], (bad, body)
+    other = org_client(server, checker, "other-church")
+    assert other.call("GET", "/api/orgs/settings")[0] == 404

@@ -201,6 +201,10 @@ async def create_stream(request: web.Request) -> web.Response:
     while await slug_taken(request, org_id, slug):
         slug, n = f"{base}-{n}", n + 1
     fields["slug"] = slug
+    from web.orgs_api import stream_defaults
+
+    org = await asyncio.to_thread(request.app[DB].org, org_id)
+    fields = {**stream_defaults(org), **fields}
     row, key = await asyncio.to_thread(request.app[DB].create_stream, title, org_id, **fields)
     request.app[MANAGER].bus_publish("stream.created", row["id"], {"org_id": org_id, "title": title})
     return await respond_stream(request, row["id"], 201, stream_key=key)

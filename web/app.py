@@ -9,7 +9,7 @@ from mediaserver.sessions import StreamManager
 from storage.local import LocalStore
 from mediaserver.playback_tokens import PlaybackSigner
 from mediaserver.webhooks import WebhookStore
-from web import api, media, pages, series_api, webhooks_api
+from web import api, media, orgs_api, pages, series_api, webhooks_api
 from web.auth import THROTTLE, BadTokenThrottle, require_token
 from web.keys import ADMIN_TOKEN, CONFIG, DB, MANAGER, SIGNER, STORE
 
@@ -30,6 +30,7 @@ def build_app(config: Config, db: Database, store: LocalStore, manager: StreamMa
     app[webhooks_api.WEBHOOKS] = webhooks
     api.add_routes(app)
     series_api.add_routes(app)
+    orgs_api.add_routes(app)
     webhooks_api.add_routes(app)
     media.add_routes(app)
     pages.add_routes(app)

@@ -156,6 +156,49 @@ SCHEMAS: dict[str, Any] = {
         },
         "additionalProperties": False,
     },
+    "OrgSettings": {
+        "type": "object",
+        "properties": {
+            "default_ladder": {"type": "array", "maxItems": 8, "items": {
+                "type": "object", "required": ["name", "height", "video_bitrate"],
+                "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$"},
+                               "height": {"type": "integer", "minimum": 64, "maximum": 4320},
+                               "video_bitrate": {"type": "integer", "minimum": 50000, "maximum": 50000000},
+                               "passthrough": {"type": "boolean"}},
+                "additionalProperties": False}},
+            "latency_mode": {"type": "string", "enum": ["STANDARD", "LOW"]},
+            "dvr_enabled": {"type": "boolean"},
+            "dvr_window_minutes": {"type": "integer", "minimum": 0, "maximum": 720},
+            "recording_enabled": {"type": "boolean"},
+            "auto_publish": {"type": "boolean"},
+            "chat": {"type": "object", "properties": {
+                "blocked_words": {"type": "array", "maxItems": 500, "items": {"type": "string", "minLength": 1, "maxLength": 100}},
+                "link_filter": {"type": "boolean"},
+                "slow_mode_seconds": {"type": "integer", "minimum": 0, "maximum": 3600}},
+                "additionalProperties": False},
+            "branding": {"type": "object", "properties": {
+                "pre_stream_image": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^(https?://|/)"},
+                "post_stream_image": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^(https?://|/)"},
+                "watermark_image": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^(https?://|/)"},
+                "watermark_position": {"type": "string", "enum": ["TOP_LEFT", "TOP_RIGHT", "BOTTOM_LEFT", "BOTTOM_RIGHT"]}},
+                "additionalProperties": False},
+        },
+        "additionalProperties": False,
+    },
+    "Org": {
+        "type": "object", "required": ["id", "slug", "name", "timezone", "settings"],
+        "properties": {"id": {"type": "string"}, "slug": {"type": "string"}, "name": {"type": "string"},
+                       "timezone": {"type": "string"}, "settings": {"$ref": "#/components/schemas/OrgSettings"},
+                       "calendar_url": {"type": "string"}},
+        "additionalProperties": False,
+    },
+    "OrgUpdate": {
+        "type": "object", "minProperties": 1,
+        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200},
+                       "timezone": {"type": "string", "maxLength": 64},
+                       "settings": {"$ref": "#/components/schemas/OrgSettings"}},
+        "additionalProperties": False,
+    },
     "WebhookCreate": {
         "type": "object", "required": ["url", "secret", "events"],
         "properties": {
@@ -273,6 +316,15 @@ DOCUMENT: dict[str, Any] = {
                 {"name": "from", "in": "query", "required": True, "schema": {"type": "string"}},
                 {"name": "to", "in": "query", "required": True, "schema": {"type": "string"}}],
                 "responses": {"200": _json("Occurrences", "UTC instants and local times"), **ERRORS}},
+        },
+        "/api/orgs/{org}": {
+            "get": {"summary": "An organization and its settings (defaults for its streams)",
+                    "parameters": [{"name": "org", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {"200": _json("Org", "the organization"), **ERRORS}},
+            "patch": {"summary": "Change the organization's name, time zone or settings (settings merge by key)",
+                      "parameters": [{"name": "org", "in": "path", "required": True, "schema": {"type": "string"}}],
+                      "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("OrgUpdate")}}},
+                      "responses": {"200": _json("Org", "the organization"), **ERRORS}},
         },
         "/api/orgs/{org}/calendar.ics": {
             "get": {"summary": "iCalendar feed of the organization's upcoming public services (no token needed)",

@@ -1,0 +1,72 @@
+"""Organizations under /api/orgs: their time zone and the settings new streams start from."""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from web.api import read_json
+from web.auth import SCOPE, error
+from web.keys import DB
+
+
+def org_view(request: web.Request, row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "slug": row["slug"], "name": row["name"], "timezone": row["timezone"],
+            "settings": json.loads(row["settings"] or "{}"),
+            "calendar_url": f"{request.scheme}://{request.host}/api/orgs/{row['slug']}/calendar.ics"}
+
+
+async def find_org(request: web.Request) -> dict[str, Any]:
+    row = await asyncio.to_thread(request.app[DB].org, request.match_info["org"])
+    scope = request[SCOPE]
+    if row is None or (scope is not None and row["id"] != scope):
+        raise web.HTTPNotFound(text=json.dumps({"error": "organization not found", "details": None}),
+                               content_type="application/json")
+    return row
+
+
+async def get_org(request: web.Request) -> web.Response:
+    return web.json_response(org_view(request, await find_org(request)))
+
+
+async def update_org(request: web.Request) -> web.Response:
+    row = await find_org(request)
+    body = await read_json(request, "OrgUpdate")
+    fields: dict[str, Any] = {}
+    if "timezone" in body:
+        try:
+            ZoneInfo(body["timezone"])
+        except (KeyError, ValueError):
+            return error(400, "invalid fields", {"timezone": f"unknown time zone {body['timezone']!r}"})
+        fields["timezone"] = body["timezone"]
+    if "name" in body:
+        fields["name"] = body["name"].strip()
+    if "settings" in body:
+        settings = {**json.loads(row["settings"] or "{}"), **body["settings"]}
+        fields["settings"] = json.dumps(settings)
+    await asyncio.to_thread(request.app[DB].update_org, row["id"], **fields)
+    updated = await asyncio.to_thread(request.app[DB].org, row["id"])
+    assert updated is not None
+    return web.json_response(org_view(request, updated))
+
+
+def stream_defaults(org: dict[str, Any] | None) -> dict[str, Any]:
+    """Stream columns a new stream takes from its organization's settings."""
+    if org is None:
+        return {}
+    settings = json.loads(org["settings"] or "{}")
+    defaults: dict[str, Any] = {"timezone": org["timezone"]}
+    for flag in ("dvr_enabled", "recording_enabled", "auto_publish"):
+        if flag in settings:
+            defaults[flag] = int(bool(settings[flag]))
+    if settings.get("latency_mode") == "LOW":
+        defaults["low_latency"] = 1
+    return defaults
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/orgs/{org}", get_org)
+    app.router.add_patch("/api/orgs/{org}", update_org)
