@@ -346,6 +346,11 @@ class StreamManager:
         await self._set_status(broadcast, status, actual_end=now, error=broadcast.error)
         await self._write(self.db.update_broadcast, broadcast.id, status=status, ended_at=now)
         self.bus.publish(Event(f"stream.{status.lower()}", broadcast.stream_id, {"broadcast": broadcast.id}))
+        stream = await asyncio.to_thread(self.db.stream, broadcast.stream_id)
+        if stream is not None and stream["auto_rotate_key"]:
+            # The used key dies with the broadcast; an admin takes a fresh one with rotate-key.
+            await self._write(self.db.rotate_key, broadcast.stream_id)
+            log.info("stream %s: key rotated after the broadcast (auto_rotate_key)", broadcast.stream_id)
         broadcast.finalizing = self._spawn(self._record(broadcast))
 
     async def _record(self, broadcast: Broadcast) -> None:

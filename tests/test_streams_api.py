@@ -292,3 +292,18 @@ def test_organization_settings_are_stream_defaults(server: ServerHandle, checker
         assert status == 400 and field in body["details"], (bad, body)
     other = org_client(server, checker, "other-church")
     assert other.call("GET", "/api/orgs/settings")[0] == 404
+
+
+@pytest.mark.media
+def test_auto_rotate_retires_the_key_after_a_broadcast(tmp_path: Path) -> None:
+    server = run_server(small_config(tmp_path / "data", reconnect_window=0.0))
+    try:
+        _, stream = server.api("POST", "/api/streams", {"title": "One-off", "auto_rotate_key": True})
+        publish(server.rtmp_url(stream["stream_key"]), seconds=2.0)
+        wait_for(lambda: stream_status(server, stream["id"])["status"] == "ENDED", 20, "ENDED")
+        with pytest.raises(PublishError):
+            publish(server.rtmp_url(stream["stream_key"]), seconds=1.0)
+        _, rotated = server.api("POST", f"/api/streams/{stream['id']}/rotate-key")
+        assert publish(server.rtmp_url(rotated["stream_key"]), seconds=1.5) > 0
+    finally:
+        server.stop()
