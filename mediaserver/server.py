@@ -15,6 +15,7 @@ from aiohttp import web
 from ingest.rtmp import RtmpServer
 from mediaserver.config import Config
 from mediaserver.db import Database
+from mediaserver.chat_store import ChatStore
 from mediaserver.events import LocalEventBus
 from mediaserver.scheduler import Scheduler
 from mediaserver.webhook_bridge import WebhookBridge
@@ -22,6 +23,7 @@ from mediaserver.webhooks import WebhookSender, WebhookStore
 from mediaserver.sessions import StreamManager
 from storage.local import LocalStore
 from web.app import build_app
+from web.chat_ws import ChatHub
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class RunningServer:
     rtmp: RtmpServer
     http_port: int
     scheduler: Scheduler
+    chat: ChatHub
     webhook_sender: WebhookSender
     webhook_bridge: WebhookBridge
 
@@ -63,6 +66,7 @@ class RunningServer:
 
     async def stop(self) -> None:
         await self.scheduler.stop()
+        await self.chat.stop()
         await self.rtmp.stop()
         await self.manager.shutdown()
         await self.webhook_bridge.stop()
@@ -84,7 +88,10 @@ async def start_server(config: Config) -> RunningServer:
     manager = StreamManager(config, db, store, bus)
     await manager.recover()
     token = admin_token(config)
-    app = build_app(config, db, store, manager, token, webhook_store)
+    chat_store = ChatStore(database_path(config))
+    await chat_store.start()
+    chat = ChatHub(chat_store, bus)
+    app = build_app(config, db, store, manager, token, webhook_store, chat)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.http_port)
@@ -106,7 +113,7 @@ async def start_server(config: Config) -> RunningServer:
              config.server.host, rtmp.port, config.data_path.resolve())
     scheduler = Scheduler(config.schedule, db, bus)
     await scheduler.start()
-    return RunningServer(config, db, manager, runner, rtmp, http_port, scheduler, webhook_sender, webhook_bridge)
+    return RunningServer(config, db, manager, runner, rtmp, http_port, scheduler, chat, webhook_sender, webhook_bridge)
 
 
 async def serve_forever(config: Config) -> None:

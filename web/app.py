@@ -9,7 +9,7 @@ from mediaserver.sessions import StreamManager
 from storage.local import LocalStore
 from mediaserver.playback_tokens import PlaybackSigner
 from mediaserver.webhooks import WebhookStore
-from web import api, media, orgs_api, pages, series_api, webhooks_api
+from web import api, chat_ws, media, orgs_api, pages, series_api, webhooks_api
 from web.auth import THROTTLE, BadTokenThrottle, require_token
 from web.keys import ADMIN_TOKEN, CONFIG, DB, MANAGER, SIGNER, STORE
 
@@ -18,7 +18,7 @@ MAX_REQUEST_BODY = 64 * 1024
 
 
 def build_app(config: Config, db: Database, store: LocalStore, manager: StreamManager, admin_token: str,
-              webhooks: WebhookStore) -> web.Application:
+              webhooks: WebhookStore, chat: chat_ws.ChatHub) -> web.Application:
     app = web.Application(middlewares=[require_token], client_max_size=MAX_REQUEST_BODY)
     app[THROTTLE] = BadTokenThrottle()
     app[SIGNER] = PlaybackSigner.from_data_dir(config.data_path)
@@ -27,11 +27,13 @@ def build_app(config: Config, db: Database, store: LocalStore, manager: StreamMa
     app[STORE] = store
     app[MANAGER] = manager
     app[ADMIN_TOKEN] = admin_token
+    app[chat_ws.CHAT] = chat
     app[webhooks_api.WEBHOOKS] = webhooks
     api.add_routes(app)
     series_api.add_routes(app)
     orgs_api.add_routes(app)
     webhooks_api.add_routes(app)
+    chat_ws.add_routes(app)
     media.add_routes(app)
     pages.add_routes(app)
     return app

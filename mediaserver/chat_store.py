@@ -1,0 +1,105 @@
+"""Chat persistence: messages, reaction totals and the moderation audit log in SQLite, written in
+batches from a background task so the event loop never waits on the disk."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+log = logging.getLogger(__name__)
+
+
+class ChatStore:
+    def __init__(self, path: str | Path, flush_interval: float = 0.2) -> None:
+        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._lock = threading.RLock()
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        names = self.db.table_names()
+        if "chat_messages" not in names:
+            self.db.table("chat_messages").create(
+                {"id": str, "stream_id": str, "type": str, "text": str, "author": str, "role": str, "status": str,
+                 "pinned": int, "created_at": float, "prayer_team_only": int}, pk="id")
+            self.db.table("chat_messages").create_index(["stream_id", "created_at"])
+        if "chat_reactions" not in names:
+            self.db.table("chat_reactions").create({"stream_id": str, "type": str, "count": int}, pk=("stream_id", "type"))
+        if "chat_audit" not in names:
+            self.db.table("chat_audit").create(
+                {"id": int, "stream_id": str, "at": float, "moderator": str, "action": str, "target": str, "detail": str}, pk="id")
+        self._pending: list[tuple[str, Any]] = []
+        self.flush_interval = flush_interval
+        self._task: asyncio.Task[None] | None = None
+
+    # -- writes, queued ------------------------------------------------------------------------------
+    def save_message(self, message: dict[str, Any]) -> None:
+        self._pending.append(("message", message))
+
+    def update_message(self, message_id: str, **fields: Any) -> None:
+        self._pending.append(("update", (message_id, fields)))
+
+    def add_reactions(self, stream_id: str, counts: dict[str, int]) -> None:
+        self._pending.append(("reactions", (stream_id, counts)))
+
+    def audit(self, stream_id: str, at: float, moderator: str, action: str, target: str, detail: Any = None) -> None:
+        self._pending.append(("audit", {"stream_id": stream_id, "at": at, "moderator": moderator, "action": action,
+                                        "target": target, "detail": json.dumps(detail)}))
+
+    def _write(self, batch: list[tuple[str, Any]]) -> None:
+        with self._lock, self.db.conn:
+            for kind, item in batch:
+                if kind == "message":
+                    self.db.table("chat_messages").insert(item, replace=True)
+                elif kind == "update":
+                    self.db.table("chat_messages").update(item[0], item[1])
+                elif kind == "reactions":
+                    stream_id, counts = item
+                    for rtype, count in counts.items():
+                        self.db.execute(
+                            "INSERT INTO chat_reactions (stream_id, type, count) VALUES (?, ?, ?) "
+                            "ON CONFLICT(stream_id, type) DO UPDATE SET count = count + excluded.count",
+                            [stream_id, rtype, count])
+                else:
+                    self.db.table("chat_audit").insert(item)
+
+    async def flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            try:
+                await asyncio.to_thread(self._write, batch)
+            except (sqlite3.Error, OSError):
+                log.exception("chat: %d writes could not be saved", len(batch))
+
+    async def start(self) -> None:
+        async def run() -> None:
+            while True:
+                await asyncio.sleep(self.flush_interval)
+                await self.flush()
+        self._task = asyncio.get_running_loop().create_task(run(), name="chat-store")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.flush()
+
+    # -- reads -------------------------------------------------------------------------------------
+    def history(self, stream_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = list(self.db.table("chat_messages").rows_where(
+                "stream_id = ? and status = 'APPROVED'", [stream_id], order_by="created_at desc", limit=limit))
+        return list(reversed(rows))
+
+    def reaction_totals(self, stream_id: str) -> dict[str, int]:
+        with self._lock:
+            return {r["type"]: r["count"] for r in self.db.table("chat_reactions").rows_where("stream_id = ?", [stream_id])}
+
+    def audit_log(self, stream_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.db.table("chat_audit").rows_where("stream_id = ?", [stream_id], order_by="id"))

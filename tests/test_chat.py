@@ -1,0 +1,195 @@
+"""The live room with real WebSocket clients against a running server."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import aiohttp
+import pytest
+
+from tests.server_fixture import ADMIN_TOKEN, ServerHandle, run_server, small_config
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerHandle]:
+    handle = run_server(small_config(tmp_path / "data"))
+    handle.server.db.update_org("default", settings=json.dumps(
+        {"chat": {"blocked_words": ["ass", "heretic"], "link_filter": True, "slow_mode_seconds": 0}}))
+    yield handle
+    handle.stop()
+
+
+class Client:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.frames: list[dict[str, Any]] = []
+
+    async def send(self, event: str, data: dict[str, Any] | None = None) -> None:
+        await self.ws.send_str(json.dumps({"event": event, "data": data or {}}))
+
+    async def expect(self, event: str, match: Any = None, timeout: float = 5.0) -> dict[str, Any]:
+        for f in self.frames:
+            if f["event"] == event and (match is None or match(f["data"])):
+                self.frames.remove(f)
+                return f["data"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = await self.ws.receive(timeout=max(0.01, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                raise AssertionError(f"socket closed while waiting for {event}: {msg.type}")
+            f = json.loads(msg.data)
+            if f["event"] == event and (match is None or match(f["data"])):
+                return f["data"]
+            self.frames.append(f)
+        raise AssertionError(f"no {event} within {timeout} s; got {[f['event'] for f in self.frames]}")
+
+
+async def connect(session: aiohttp.ClientSession, server: ServerHandle, stream_id: str, **query: str) -> Client:
+    ws = await session.ws_connect(f"{server.http}/ws/streams/{stream_id}", params=query)
+    client = Client(ws)
+    await client.expect("chat:history")
+    return client
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def test_messages_history_and_order(server: ServerHandle) -> None:
+    stream = server.create_stream()
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            alice = await connect(session, server, stream["id"], name="Alice")
+            bob = await connect(session, server, stream["id"], name="Bob")
+            for n in range(5):
+                await alice.send("chat:message", {"text": f"Good morning {n} <b>church</b>"})
+            got = [(await bob.expect("chat:message"))["text"] for _ in range(5)]
+            assert got == [f"Good morning {n} <b>church</b>" for n in range(5)]  # stored as typed
+            await bob.send("chat:message", {"text": "Please pray for my mother", "type": "PRAYER_REQUEST"})
+            prayer = await alice.expect("chat:message", lambda d: d["author"] == "Bob")
+            assert prayer["type"] == "PRAYER_REQUEST"
+            late = await session.ws_connect(f"{server.http}/ws/streams/{stream['id']}", params={"name": "Carol"})
+            history = Client(late)
+            data = await history.expect("chat:history")
+            assert [m["author"] for m in data["messages"]] == ["Alice"] * 5 + ["Bob"]
+            count = await history.expect("stream:viewers", lambda d: d["count"] == 3)
+            assert count["peak"] >= 3
+
+    run(scenario())
+
+
+def test_moderation_rules(server: ServerHandle) -> None:
+    stream = server.create_stream()
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            guest = await connect(session, server, stream["id"], name="Dave")
+            mod = await connect(session, server, stream["id"], token=ADMIN_TOKEN, name="Pastor Jim")
+            # Word boundaries: "class" and "assembly" are fine; "ass" and "HÉRÉTIC" are held.
+            await guest.send("chat:message", {"text": "Welcome to Sunday class and the assembly"})
+            assert (await mod.expect("chat:message", lambda d: d["author"] == "Dave"))["text"].startswith("Welcome")
+            await guest.send("chat:message", {"text": "you HÉRÉTIC"})
+            held = await guest.expect("chat:moderated")
+            assert held["status"] == "HELD"
+            queue = await mod.expect("chat:moderated", lambda d: "held" in d)
+            assert queue["held"][0]["text"] == "you HÉRÉTIC"
+            await guest.send("chat:message", {"text": "free stuff at www.example.com"})
+            link = (await mod.expect("chat:moderated", lambda d: "held" in d))["held"][0]
+            await mod.send("chat:review", {"id": link["id"], "approve": True})
+            assert (await guest.expect("chat:message", lambda d: "example" in d["text"]))["author"] == "Dave"
+            await guest.send("chat:message", {"text": "x" * 501})
+            assert (await guest.expect("chat:error", lambda d: d["code"] == "rejected"))["message"].startswith("message longer")
+            # Pin and remove reach everybody.
+            await mod.send("chat:message", {"text": "Sermon notes at the welcome desk"})
+            mine = await guest.expect("chat:message", lambda d: d["author"] == "Pastor Jim")
+            await mod.send("chat:pin", {"id": mine["id"]})
+            assert (await guest.expect("chat:pinned"))["message"]["id"] == mine["id"]
+            await mod.send("chat:remove", {"id": mine["id"]})
+            assert (await guest.expect("chat:removed"))["id"] == mine["id"]
+            # Guests can't moderate, or pose as staff.
+            await guest.send("chat:remove", {"id": "x"})
+            assert (await guest.expect("chat:error", lambda d: d["code"] == "forbidden"))
+            fake = await connect(session, server, stream["id"], name="Moderator")
+            await fake.send("chat:message", {"text": "hi"})
+            assert (await guest.expect("chat:message", lambda d: d["text"] == "hi"))["author"].startswith("Guest")
+            # Timeout and ban.
+            await mod.send("chat:timeout", {"name": "Dave", "seconds": 60})
+            await asyncio.sleep(0.1)
+            await guest.send("chat:message", {"text": "still here"})
+            assert (await guest.expect("chat:error", lambda d: d["code"] == "muted"))
+        audit = server.server.chat.store
+        await audit.flush()
+        actions = [a["action"] for a in audit.audit_log(stream["id"])]
+        assert actions == ["approve", "pin", "remove", "timeout"]
+
+    run(scenario())
+
+
+def test_bad_frames_rate_limits_and_a_flood(server: ServerHandle) -> None:
+    stream = server.create_stream()
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            flooder = await connect(session, server, stream["id"], name="Eve")
+            calm = await connect(session, server, stream["id"], name="Frank")
+            listener = await connect(session, server, stream["id"], name="Grace")
+            await flooder.ws.send_str("{not json")
+            assert (await flooder.expect("chat:error"))["code"] == "bad_frame"
+            await flooder.send("chat:dance")
+            assert (await flooder.expect("chat:error"))["code"] == "unknown_event"
+            await flooder.ws.send_str(json.dumps({"event": "chat:message", "data": {"text": "y" * 10_000}}))
+            assert (await flooder.expect("chat:error"))["code"] == "too_large"
+            for n in range(200):
+                await flooder.send("chat:message", {"text": f"spam {n}"})
+            errors = 0
+            while True:
+                try:
+                    await flooder.expect("chat:error", lambda d: d["code"] == "rate_limited", timeout=0.5)
+                    errors += 1
+                except AssertionError:
+                    break
+            assert errors >= 190
+            t0 = time.monotonic()
+            await calm.send("chat:message", {"text": "Amen!"})
+            await listener.expect("chat:message", lambda d: d["text"] == "Amen!")
+            assert time.monotonic() - t0 < 5  # delivered, not stuck behind the flood
+            for _ in range(12):
+                await calm.send("stream:reaction", {"type": "AMEN"})
+            await calm.expect("chat:error", lambda d: d["code"] == "rate_limited")
+            counts = await listener.expect("stream:reactions", lambda d: d["counts"].get("AMEN"))
+            assert counts["counts"]["AMEN"] == 10 and counts["totals"]["AMEN"] == 10
+
+    run(scenario())
+
+
+def test_chat_survives_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = run_server(small_config(data))
+    stream = server.create_stream()
+
+    async def say() -> None:
+        async with aiohttp.ClientSession() as session:
+            c = await connect(session, server, stream["id"], name="Hannah")
+            await c.send("chat:message", {"text": "Peace be with you"})
+            await c.expect("chat:message")
+
+    run(say())
+    server.stop()
+    restarted = run_server(small_config(data))
+    try:
+        async def read() -> None:
+            async with aiohttp.ClientSession() as session:
+                ws = await session.ws_connect(f"{restarted.http}/ws/streams/{stream['id']}")
+                history = await Client(ws).expect("chat:history")
+                assert [m["text"] for m in history["messages"]] == ["Peace be with you"]
+
+        run(read())
+    finally:
+        restarted.stop()
