@@ -26,6 +26,18 @@ MAX_FRAME = 4096
 HISTORY = 50
 
 
+def device_and_browser(user_agent: str) -> tuple[str, str]:
+    """A coarse reading of the User-Agent, enough for "how many watched on phones"."""
+    ua = user_agent.lower()
+    device = "tablet" if ("ipad" in ua or "tablet" in ua) else "mobile" if ("mobi" in ua or "iphone" in ua or "android" in ua) \
+        else "tv" if ("smart-tv" in ua or "tizen" in ua or "roku" in ua) else "desktop" if ua else "unknown"
+    for name, token in (("Edge", "edg/"), ("Opera", "opr/"), ("Chrome", "chrome/"), ("Firefox", "firefox/"),
+                        ("Safari", "safari/")):
+        if token in ua:
+            return device, name
+    return device, "other" if ua else "unknown"
+
+
 def frame(event: str, data: dict[str, Any]) -> str:
     return json.dumps({"event": event, "data": data}, separators=(",", ":"), ensure_ascii=False)
 
@@ -118,7 +130,9 @@ class Room:
     # -- presence ----------------------------------------------------------------------------------
     def join(self, viewer: Viewer) -> None:
         self.viewers[viewer.id] = viewer
-        self.peak_viewers = max(self.peak_viewers, len(self.viewers))
+        if len(self.viewers) > self.peak_viewers:
+            self.peak_viewers = len(self.viewers)
+            self.store.peak_viewers(self.stream_id, self.peak_viewers)
         visible = [m for m in self.history if not m.get("prayer_team_only") or viewer.staff]
         self.send(viewer, "stream:join", {"viewer_id": viewer.id, "name": viewer.name, "role": viewer.role})
         self.send(viewer, "chat:history", {"messages": visible, "pinned": self.pinned})
@@ -130,6 +144,12 @@ class Room:
     def leave(self, viewer: Viewer) -> None:
         if self.viewers.pop(viewer.id, None) is not None:
             self._schedule_count()
+            left = time.time()
+            device, browser = device_and_browser(viewer.user_agent)
+            self.store.viewer_session({
+                "id": viewer.id, "stream_id": self.stream_id, "role": viewer.role, "joined_at": viewer.joined_at,
+                "left_at": left, "watch_seconds": round(left - viewer.joined_at, 3), "device": device, "browser": browser,
+            })
 
     def _schedule_count(self) -> None:
         # Debounced: a burst of joins costs one broadcast.

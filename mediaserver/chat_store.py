@@ -30,6 +30,11 @@ class ChatStore:
             self.db.table("chat_messages").create_index(["stream_id", "created_at"])
         if "chat_reactions" not in names:
             self.db.table("chat_reactions").create({"stream_id": str, "type": str, "count": int}, pk=("stream_id", "type"))
+        if "viewer_sessions" not in names:
+            self.db.table("viewer_sessions").create(
+                {"id": str, "stream_id": str, "role": str, "joined_at": float, "left_at": float, "watch_seconds": float,
+                 "device": str, "browser": str}, pk="id")
+            self.db.table("viewer_sessions").create_index(["stream_id"])
         if "chat_audit" not in names:
             self.db.table("chat_audit").create(
                 {"id": int, "stream_id": str, "at": float, "moderator": str, "action": str, "target": str, "detail": str}, pk="id")
@@ -46,6 +51,12 @@ class ChatStore:
 
     def add_reactions(self, stream_id: str, counts: dict[str, int]) -> None:
         self._pending.append(("reactions", (stream_id, counts)))
+
+    def viewer_session(self, row: dict[str, Any]) -> None:
+        self._pending.append(("session", row))
+
+    def peak_viewers(self, stream_id: str, peak: int) -> None:
+        self._pending.append(("peak", (stream_id, peak)))
 
     def audit(self, stream_id: str, at: float, moderator: str, action: str, target: str, detail: Any = None) -> None:
         self._pending.append(("audit", {"stream_id": stream_id, "at": at, "moderator": moderator, "action": action,
@@ -65,6 +76,12 @@ class ChatStore:
                             "INSERT INTO chat_reactions (stream_id, type, count) VALUES (?, ?, ?) "
                             "ON CONFLICT(stream_id, type) DO UPDATE SET count = count + excluded.count",
                             [stream_id, rtype, count])
+                elif kind == "session":
+                    self.db.table("viewer_sessions").insert(item, replace=True)
+                elif kind == "peak":
+                    # The streams table lives in the same database file.
+                    self.db.execute("UPDATE streams SET peak_viewers = max(coalesce(peak_viewers, 0), ?) WHERE id = ?",
+                                    [item[1], item[0]])
                 else:
                     self.db.table("chat_audit").insert(item)
 
@@ -99,6 +116,10 @@ class ChatStore:
     def reaction_totals(self, stream_id: str) -> dict[str, int]:
         with self._lock:
             return {r["type"]: r["count"] for r in self.db.table("chat_reactions").rows_where("stream_id = ?", [stream_id])}
+
+    def sessions(self, stream_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.db.table("viewer_sessions").rows_where("stream_id = ?", [stream_id], order_by="joined_at"))
 
     def audit_log(self, stream_id: str) -> list[dict[str, Any]]:
         with self._lock:

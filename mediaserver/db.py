@@ -41,6 +41,9 @@ STREAM_COLUMNS: dict[str, tuple[type, Any]] = {
     "occurrence_index": (int, None),
     "updated_at": (float, None),
     "starting_soon_sent": (int, 0),
+    "peak_viewers": (int, 0),
+    "giving_url": (str, None),
+    "giving_message": (str, None),
 }
 
 

@@ -193,3 +193,44 @@ def test_chat_survives_a_restart(tmp_path: Path) -> None:
         run(read())
     finally:
         restarted.stop()
+
+
+def test_presence_giving_moment_and_sse(server: ServerHandle) -> None:
+    status, stream = server.api("POST", "/api/streams", {"title": "Giving Sunday", "giving_enabled": True,
+                                                         "giving_url": "https://give.example.org/grace",
+                                                         "giving_message": "Support our mission"})
+    assert status == 201 and stream["giving_url"] == "https://give.example.org/grace"
+    phone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Version/17.0 Mobile/15E148 Safari/604.1"
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            sse = await session.get(f"{server.http}/sse/streams/{stream['id']}")
+            assert sse.headers["Content-Type"].startswith("text/event-stream")
+            mod = await connect(session, server, stream["id"], token=ADMIN_TOKEN)
+            ws = await session.ws_connect(f"{server.http}/ws/streams/{stream['id']}", params={"name": "Ivy"},
+                                          headers={"User-Agent": phone})
+            ivy = Client(ws)
+            await ivy.expect("chat:history")
+            await mod.send("stream:announcement", {"text": "Giving moment", "card": {
+                "title": "Give", "text": "Support our mission", "url": "https://give.example.org/grace"}})
+            card = await ivy.expect("stream:announcement")
+            assert card["card"]["url"] == "https://give.example.org/grace"
+            await ivy.send("stream:reaction", {"type": "PRAY"})
+            # SSE carries the viewer count and reactions without a socket.
+            seen = ""
+            deadline = time.monotonic() + 5
+            while "stream:reactions" not in seen or "stream:viewers" not in seen:
+                assert time.monotonic() < deadline, seen
+                seen += (await sse.content.readline()).decode()
+            sse.close()
+            await ivy.ws.close()
+            await mod.ws.close()
+        await asyncio.sleep(0.6)
+
+    run(scenario())
+    store = server.server.chat.store
+    server.call(store.flush())
+    sessions = store.sessions(stream["id"])
+    assert {(s["device"], s["browser"]) for s in sessions if s["role"] == "guest"} == {("mobile", "Safari")}
+    assert all(s["watch_seconds"] >= 0 for s in sessions)
+    assert server.api("GET", f"/api/streams/{stream['id']}")[1]["peak_viewers"] >= 2

@@ -26,6 +26,8 @@ EDITABLE_STREAM_FIELDS: dict[str, Any] = {
     "timezone": {"type": ["string", "null"], "maxLength": 64},
     "visibility": VISIBILITY,
     "password": {"type": ["string", "null"], "minLength": 4, "maxLength": 200, "writeOnly": True},
+    "giving_url": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^https?://"},
+    "giving_message": {"type": ["string", "null"], "maxLength": 200},
     **{flag: {"type": "boolean"} for flag in FLAGS},
 }
 
@@ -50,6 +52,7 @@ STREAM = {
         "slug": {"type": ["string", "null"]},
         "status": STATUS,
         "has_password": {"type": "boolean"},
+        "peak_viewers": {"type": "integer"},
         "created_at": ISO, "updated_at": NULLABLE_ISO,
         "actual_start": NULLABLE_ISO, "actual_end": NULLABLE_ISO,
         "error": {"type": ["string", "null"]},
