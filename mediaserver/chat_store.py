@@ -10,18 +10,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
+
+from mediaserver.db import open_sqlite
 
 log = logging.getLogger(__name__)
 
 
 class ChatStore:
     def __init__(self, path: str | Path, flush_interval: float = 0.2) -> None:
-        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._lock = threading.RLock()
-        self.db = sqlite_utils.Database(conn)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db = open_sqlite(path)
         names = self.db.table_names()
         if "chat_messages" not in names:
             self.db.table("chat_messages").create(

@@ -18,7 +18,7 @@ from ingest.rtmp import PublishRefused
 from mediaserver.config import Config
 from mediaserver.db import Database
 from mediaserver.events import Event, LocalEventBus
-from packager.playlist import RenditionTrack, SegmentEntry, render_master, render_media, window
+from packager.playlist import RenditionTrack, render_master, render_media, window
 from packager.recording import entry_from_event, load_index, write_mp4, write_vod
 from storage.local import LocalStore
 from transcode.job import RenditionSpec, TranscodeJob, WorkerEvent

@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
 import aiohttp
-import sqlite_utils
+
+from mediaserver.db import open_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +96,8 @@ class WebhookStore:
 
     def __init__(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._lock = threading.RLock()
-        self.db = sqlite_utils.Database(conn)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db = open_sqlite(path)
         self._migrate()
 
     def _migrate(self) -> None:

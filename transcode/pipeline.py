@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from fractions import Fraction
-from typing import Callable
 
 import av
 

@@ -1,52 +1,124 @@
-// The built-in player: hls.js with a LIVE badge, a DVR seek bar, "Go live" and a quality menu.
-// The DVR range comes from hls.js's level details, not video.seekable (Chromium reports 0..edge there).
+// The built-in player: hls.js (MSE) with a LIVE badge / "Go live", a DVR seek bar and a quality menu;
+// native HLS only where MSE is missing (iPhone Safari). Plain script, no build step.
+//
+// The DVR range comes from hls.js's level details (first fragment's start .. live edge), never from
+// video.seekable: Chromium reports 0..edge there, whatever the playlist covers.
 (function () {
   "use strict";
   const cfg = JSON.parse(document.getElementById("player-config").textContent);
   const $ = (id) => document.getElementById(id);
   const video = $("video"), seek = $("seek"), badge = $("live-badge"), goLive = $("go-live");
   const quality = $("quality"), statusLine = $("status"), position = $("position");
-  const playButton = $("play"), unmute = $("unmute");
-  const segment = cfg.segment_duration || 2;
-  const dvr = Math.max(0, cfg.dvr_window_seconds || 0);
-  let hls = null, details = null, dragging = false, retryTimer = null;
+  const playButton = $("play"), muteButton = $("mute"), unmute = $("unmute"), fullscreenButton = $("fullscreen");
 
-  document.title = cfg.title + " — Watch";
-  $("title").textContent = cfg.title;  // textContent: a title is never markup
+  const DVR_SECONDS = Math.max(0, Number(cfg.dvr_window_seconds) || 0);
+  const SEGMENT_SECONDS = Number(cfg.segment_duration) || 2;  // only a fallback: the playlist's target wins
+  const SYNC_COUNT = 3;       // play 3 target durations behind the newest segment (RFC 8216's hold-back)
+  const WINDOW_MARGIN = 3;    // target durations of slack past the DVR window before hls.js snaps to live
+  const EDGE_TOLERANCE = 2;   // target durations behind the sync point that still count as "live"
+  const RETRY_MS = 4000;
+  const OFFLINE = "Stream is offline — waiting for the broadcast to start…";
+
+  // Icons as inline SVG (no icon font, no emoji: neither is on every congregation's phone).
+  const ICONS = {
+    play: "M8 5v14l11-7z",
+    pause: "M6 5h4v14H6zm8 0h4v14h-4z",
+    sound: "M3 9v6h4l5 5V4L7 9H3zm13.5 3A4.5 4.5 0 0 0 14 8v8a4.5 4.5 0 0 0 2.5-4zM14 3.2v2.1a7 7 0 0 1 0 " +
+           "13.6v2.1a9 9 0 0 0 0-17.8z",
+    muted: "M16.5 12A4.5 4.5 0 0 0 14 8v2.2l2.45 2.45c.03-.2.05-.41.05-.65zm2.5 0c0 .94-.2 1.82-.54 2.64l1.51 " +
+           "1.51A8.8 8.8 0 0 0 21 12a9 9 0 0 0-7-8.77v2.06A7 7 0 0 1 19 12zM4.27 3 3 4.27 7.73 9H3v6h4l5 5v-6.73l4.25 " +
+           "4.25c-.67.52-1.42.93-2.25 1.18v2.06a9 9 0 0 0 3.69-1.81L19.73 21 21 19.73l-9-9L4.27 3zM12 4 9.91 6.09 " +
+           "12 8.18V4z",
+    fullscreen: "M7 14H5v5h5v-2H7v-3zm-2-4h2V7h3V5H5v5zm12 7h-3v2h5v-5h-2v3zM14 5v2h3v3h2V5h-5z",
+    exitFullscreen: "M5 16h3v3h2v-5H5v2zm3-8H5v2h5V5H8v3zm6 11h2v-3h3v-2h-5v5zm2-11V5h-2v5h5V8h-3z",
+  };
+
+  function setIcon(element, name) {
+    if (element.dataset.icon === name) return;
+    element.dataset.icon = name;
+    const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+    path.setAttribute("d", ICONS[name]);
+    svg.append(path);
+    element.replaceChildren(svg);
+  }
+
+  let hls = null, lastDetails = null, dragging = false, retryTimer = null, lastMediaRecovery = 0;
+
+  document.title = cfg.title ? cfg.title + " — Watch" : "Watch";
+  $("title").textContent = cfg.title || "";  // textContent: a title is never markup
 
   function setStatus(text) { statusLine.textContent = text || ""; }
 
   function clock(seconds) {
     seconds = Math.max(0, Math.round(seconds));
     const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
-    const mm = String(m).padStart(h ? 2 : 1, "0"), ss = String(s).padStart(2, "0");
+    const mm = String(m).padStart(2, "0"), ss = String(s).padStart(2, "0");
     return h ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
   }
 
-  // The rewindable window: first fragment's start to the live edge, from hls.js's own details.
+  // ---- where we are -------------------------------------------------------------------------------
+
+  function levelDetails() { return (hls && hls.latestLevelDetails) || lastDetails; }
+
+  function targetDuration() {
+    const d = levelDetails();
+    return (d && d.targetduration) || SEGMENT_SECONDS;
+  }
+
+  // The rewindable window: the first fragment's start to the live edge, from hls.js's own details.
   function windowRange() {
-    if (details && details.fragments && details.fragments.length) {
-      const frags = details.fragments, last = frags[frags.length - 1];
+    const d = levelDetails();
+    if (d && d.fragments && d.fragments.length) {
+      const frags = d.fragments, last = frags[frags.length - 1];
       const start = frags[0].start;
-      const end = typeof details.edge === "number" && details.edge > 0 ? details.edge : last.start + last.duration;
+      const end = typeof d.edge === "number" && d.edge > start ? d.edge : last.start + last.duration;
       return { start, end };
     }
-    if (video.duration && isFinite(video.duration)) return { start: 0, end: video.duration };
+    if (!hls && video.seekable.length) {  // native HLS (Safari reports the real DVR window here)
+      return { start: video.seekable.start(0), end: video.seekable.end(video.seekable.length - 1) };
+    }
     return null;
   }
 
-  function isLive() { return !!(details && details.live); }
+  function isLive() {
+    const d = levelDetails();
+    if (d) return !!d.live;
+    return !hls && video.duration === Infinity;
+  }
+
+  // Where "Go live" takes the viewer: hls.js's own sync point (edge minus the hold-back).
+  function liveSyncPosition() {
+    if (hls) return hls.liveSyncPosition;
+    const range = windowRange();
+    return range ? Math.max(range.start, range.end - SYNC_COUNT * targetDuration()) : null;
+  }
 
   function atLiveEdge() {
-    if (!isLive() || !hls) return false;
-    const sync = hls.liveSyncPosition;
-    const target = details.targetduration || segment;
+    if (!isLive()) return false;
+    const sync = liveSyncPosition();
     if (sync == null) return true;
-    return video.currentTime >= sync - 2 * target;
+    return video.currentTime >= sync - EDGE_TOLERANCE * targetDuration();
   }
+
+  // hls.js jumps back to live once the playhead is more than liveMaxLatencyDurationCount target durations
+  // behind the edge; keep that bound just past the rewindable window (the DVR window, or the playlist if
+  // it is longer), so scrubbing anywhere in the bar stays put and only falling off the window snaps to live.
+  function fitLatencyToWindow(d) {
+    if (!hls || !d || !d.live || !d.targetduration) return;
+    const windowSeconds = Math.max(DVR_SECONDS, d.totalduration || 0);
+    const count = Math.ceil(windowSeconds / d.targetduration) + WINDOW_MARGIN;
+    hls.config.liveMaxLatencyDurationCount = Math.max(SYNC_COUNT + 1, count);
+  }
+
+  // ---- drawing --------------------------------------------------------------------------------------
 
   function render() {
     const range = windowRange();
+    seek.disabled = !range;
     if (range) {
       seek.min = String(range.start);
       seek.max = String(range.end);
@@ -55,121 +127,183 @@
     const live = isLive(), edge = atLiveEdge();
     badge.hidden = !(live && edge);
     goLive.hidden = !(live && !edge);
-    if (live && range) {
-      position.textContent = edge ? "" : "-" + clock(range.end - video.currentTime) + " behind live";
-    } else if (range) {
-      position.textContent = clock(video.currentTime - range.start) + " / " + clock(range.end - range.start);
-    } else {
-      position.textContent = "";
+    let time = "", words = "";
+    if (live && range && !edge) {
+      time = "-" + clock(range.end - (dragging ? Number(seek.value) : video.currentTime));
+      words = " behind live";  // hidden on narrow screens by the stylesheet
+    } else if (!live && range) {
+      time = clock(video.currentTime - range.start) + " / " + clock(range.end - range.start);
     }
-    playButton.textContent = video.paused ? "▶" : "❚❚";
+    if (position.dataset.text !== time + words) {
+      position.dataset.text = time + words;
+      const wordsSpan = document.createElement("span");
+      wordsSpan.className = "position-words";
+      wordsSpan.textContent = words;
+      position.replaceChildren(time, wordsSpan);
+    }
+    seek.setAttribute("aria-valuetext", time ? time + words : (live ? "Live" : ""));
+    setIcon(playButton, video.paused ? "play" : "pause");
     playButton.setAttribute("aria-label", video.paused ? "Play" : "Pause");
+    setIcon(muteButton, video.muted ? "muted" : "sound");
+    muteButton.setAttribute("aria-label", video.muted ? "Unmute" : "Mute");
     unmute.hidden = !video.muted;
+    setIcon(fullscreenButton, document.fullscreenElement ? "exitFullscreen" : "fullscreen");
+    fullscreenButton.setAttribute("aria-label", document.fullscreenElement ? "Exit full screen" : "Full screen");
   }
 
   function buildQualityMenu() {
     const levels = hls.levels.map((level, index) => ({ index, height: level.height, bitrate: level.bitrate }));
     levels.sort((a, b) => b.height - a.height || b.bitrate - a.bitrate);
-    quality.replaceChildren();
-    const auto = document.createElement("option");
-    auto.value = "-1";
-    auto.textContent = "Auto";
-    quality.append(auto);
+    const heights = levels.map((l) => l.height);
+    quality.replaceChildren(new Option("Auto", "-1"));
     for (const level of levels) {
-      const option = document.createElement("option");
-      option.value = String(level.index);
-      option.textContent = level.height ? `${level.height}p` : `${Math.round(level.bitrate / 1000)} kbit/s`;
-      quality.append(option);
+      const kbit = `${Math.round(level.bitrate / 1000)} kbit/s`;
+      let label = level.height ? `${level.height}p` : kbit;
+      if (level.height && heights.indexOf(level.height) !== heights.lastIndexOf(level.height)) label += ` (${kbit})`;
+      quality.append(new Option(label, String(level.index)));
     }
-    quality.value = "-1";
+    quality.value = String(hls.manualLevel != null ? hls.manualLevel : -1);
+    quality.disabled = levels.length < 2;
   }
 
+  // In Auto, say which rendition hls.js picked: "Auto (720p)".
   function showAutoLevel() {
-    if (!hls || hls.autoLevelEnabled === false || quality.value !== "-1") return;
+    if (!hls || quality.value !== "-1" || !quality.options.length) return;
     const level = hls.levels[hls.currentLevel];
     quality.options[0].textContent = level && level.height ? `Auto (${level.height}p)` : "Auto";
   }
 
-  function tryPlay() {
-    const attempt = video.play();
-    if (attempt && attempt.catch) attempt.catch(() => setStatus("Press play to start."));
+  // ---- playback -------------------------------------------------------------------------------------
+
+  // Try with sound; where the browser forbids that without a tap, play muted and offer "Tap to unmute".
+  async function tryPlay() {
+    try {
+      await video.play();
+    } catch (err) {
+      if (!err || err.name !== "NotAllowedError") return;  // AbortError: a newer load or seek took over
+      video.muted = true;
+      try {
+        await video.play();
+      } catch (_) {
+        setStatus("Press ▶ to start.");
+      }
+    }
+    render();
   }
 
   function scheduleRetry(message) {
     setStatus(message);
     if (retryTimer) return;
-    retryTimer = setTimeout(() => { retryTimer = null; start(); }, 4000);
+    retryTimer = setTimeout(() => { retryTimer = null; start(); }, RETRY_MS);
+  }
+
+  function onFatalError(data) {
+    const code = data.response && data.response.code;
+    const playlistMissing = (data.details === Hls.ErrorDetails.MANIFEST_LOAD_ERROR ||
+                             data.details === Hls.ErrorDetails.LEVEL_LOAD_ERROR) && code === 404;
+    if (playlistMissing) {
+      scheduleRetry(OFFLINE);
+    } else if (code === 401 || code === 403) {
+      const refused = hls;
+      setTimeout(() => { refused.destroy(); if (hls === refused) hls = null; }, 0);  // not from inside hls.js's own error event
+      setStatus("This link has expired or is not allowed here. Reload the page to try again.");
+    } else if (data.type === Hls.ErrorTypes.MEDIA_ERROR && performance.now() - lastMediaRecovery > 10000) {
+      lastMediaRecovery = performance.now();
+      hls.recoverMediaError();
+    } else {
+      scheduleRetry("Connection lost — reconnecting…");
+    }
   }
 
   function start() {
     if (hls) { hls.destroy(); hls = null; }
-    details = null;
+    lastDetails = null;
+    render();
     if (window.Hls && Hls.isSupported()) {
       hls = new Hls({
-        // Seeking back through the whole DVR window must not snap to live.
-        liveSyncDuration: 3 * segment,
-        liveMaxLatencyDuration: Math.max(dvr + 6 * segment, 10 * segment),
+        // Latency in target durations, so it follows whatever segment length the server uses. (hls.js
+        // forbids mixing these *Count options with liveSyncDuration/liveMaxLatencyDuration in seconds.)
+        liveSyncDurationCount: SYNC_COUNT,
+        // Bound for any legal (>= 1 s) target duration until the playlist is known; see fitLatencyToWindow.
+        liveMaxLatencyDurationCount: Math.max(SYNC_COUNT + 1, Math.ceil(DVR_SECONDS) + WINDOW_MARGIN),
+        maxLiveSyncPlaybackRate: 1,  // never speed up speech to catch up
         backBufferLength: 90,
         enableWorker: true,
       });
       window.player = { hls, video };
       hls.on(Hls.Events.MANIFEST_PARSED, () => { setStatus(""); buildQualityMenu(); tryPlay(); });
-      hls.on(Hls.Events.LEVEL_LOADED, (_event, data) => { details = data.details; render(); });
-      hls.on(Hls.Events.LEVEL_SWITCHED, () => { showAutoLevel(); render(); });
-      hls.on(Hls.Events.ERROR, (_event, data) => {
-        if (!data.fatal) return;
-        const code = data.response && data.response.code;
-        if (data.details === Hls.ErrorDetails.MANIFEST_LOAD_ERROR && code === 404) {
-          scheduleRetry("Stream is offline — waiting for the broadcast to start…");
-        } else if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
-          hls.recoverMediaError();
-        } else {
-          scheduleRetry("Connection lost — reconnecting…");
-        }
+      hls.on(Hls.Events.LEVEL_LOADED, (_event, data) => {
+        lastDetails = data.details;
+        fitLatencyToWindow(data.details);
+        render();
       });
+      hls.on(Hls.Events.LEVEL_SWITCHED, () => { showAutoLevel(); render(); });
+      hls.on(Hls.Events.ERROR, (_event, data) => { if (data.fatal) onFatalError(data); });
       hls.loadSource(cfg.playback_url);
       hls.attachMedia(video);
     } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
       window.player = { hls: null, video };
-      video.src = cfg.playback_url;  // Safari on iPhone: native HLS
-      video.addEventListener("error", () => scheduleRetry("Stream is offline — waiting for the broadcast to start…"), { once: true });
+      quality.disabled = true;  // Safari picks the rendition itself
+      video.addEventListener("error", () => scheduleRetry(OFFLINE), { once: true });
+      video.src = cfg.playback_url;
       tryPlay();
     } else {
-      setStatus("This browser cannot play this stream.");
+      setStatus("This browser cannot play this stream. Please try a current Chrome, Firefox, Edge or Safari.");
     }
   }
 
-  seek.addEventListener("input", () => {
-    dragging = true;
+  // Seek inside the window; on a live stream never past hls.js's sync point (the newest seconds are still
+  // being published) nor onto the very first fragment (it may slide out before it loads).
+  function seekTo(seconds) {
     const range = windowRange();
-    if (range && isLive()) position.textContent = "-" + clock(range.end - Number(seek.value)) + " behind live";
-  });
+    if (!range) return;
+    let target = Math.min(Math.max(seconds, range.start), range.end);
+    if (isLive()) {
+      const sync = liveSyncPosition();
+      if (sync != null && target > sync) target = sync;
+      target = Math.max(target, range.start + Math.min(targetDuration(), (range.end - range.start) / 4));
+    }
+    video.currentTime = target;
+  }
+
+  // ---- wiring ---------------------------------------------------------------------------------------
+
+  seek.addEventListener("input", () => { dragging = true; render(); });
   seek.addEventListener("change", () => {
     dragging = false;
-    video.currentTime = Number(seek.value);
+    seekTo(Number(seek.value));
     render();
   });
   goLive.addEventListener("click", () => {
-    if (hls && hls.liveSyncPosition != null) video.currentTime = hls.liveSyncPosition;
-    tryPlay();
+    const sync = liveSyncPosition();
+    if (sync != null) video.currentTime = sync;
+    if (video.paused) tryPlay();
     render();
   });
   quality.addEventListener("change", () => {
     if (!hls) return;
-    hls.currentLevel = Number(quality.value);
     quality.options[0].textContent = "Auto";
+    hls.currentLevel = Number(quality.value);  // -1: back to automatic
     showAutoLevel();
   });
   playButton.addEventListener("click", () => { if (video.paused) tryPlay(); else video.pause(); });
-  unmute.addEventListener("click", () => { video.muted = false; render(); });
-  $("fullscreen").addEventListener("click", () => {
+  muteButton.addEventListener("click", () => { video.muted = !video.muted; render(); });
+  unmute.addEventListener("click", () => { video.muted = false; if (video.paused) tryPlay(); render(); });
+  fullscreenButton.addEventListener("click", () => {
     const stage = video.parentElement;
     if (document.fullscreenElement) document.exitFullscreen();
     else if (stage.requestFullscreen) stage.requestFullscreen();
+    else if (video.webkitEnterFullscreen) video.webkitEnterFullscreen();  // iPhone
   });
-  for (const name of ["timeupdate", "play", "pause", "volumechange", "seeked"]) video.addEventListener(name, render);
+  for (const name of ["timeupdate", "play", "pause", "volumechange", "seeked", "durationchange"]) {
+    video.addEventListener(name, render);
+  }
+  document.addEventListener("fullscreenchange", render);
   video.addEventListener("playing", () => setStatus(""));
+  video.addEventListener("ended", () => setStatus("The broadcast has ended. Thank you for watching."));
+  setIcon(unmute.querySelector(".unmute-icon"), "muted");
   setInterval(render, 500);
+
   if (cfg.locked) {
     // Private stream: only a password (exchanged for a playback token) or a token link opens it.
     const form = $("unlock");
@@ -177,15 +311,19 @@
       form.hidden = false;
       form.addEventListener("submit", async (event) => {
         event.preventDefault();
-        const reply = await fetch(`/watch/${encodeURIComponent(cfg.stream_id)}/unlock`, {
-          method: "POST", headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ password: $("password").value }),
-        });
-        if (reply.ok) {
-          const { token } = await reply.json();
-          location.search = "?token=" + encodeURIComponent(token);
-        } else {
-          setStatus("That password is not right.");
+        try {
+          const reply = await fetch(`/watch/${encodeURIComponent(cfg.stream_id)}/unlock`, {
+            method: "POST", headers: { "Content-Type": "application/json" },
+            body: JSON.stringify({ password: $("password").value }),
+          });
+          if (reply.ok) {
+            const { token } = await reply.json();
+            location.search = "?token=" + encodeURIComponent(token);
+          } else {
+            setStatus("That password is not right.");
+          }
+        } catch (_) {
+          setStatus("Could not reach the server. Please try again.");
         }
       });
     } else {
