@@ -47,6 +47,7 @@
   }
 
   let hls = null, lastDetails = null, dragging = false, retryTimer = null, lastMediaRecovery = 0;
+  let mutedByBrowser = false;  // autoplay with sound was refused: offer "Tap to unmute"
 
   document.title = cfg.title ? cfg.title + " — Watch" : "Watch";
   $("title").textContent = cfg.title || "";  // textContent: a title is never markup
@@ -146,7 +147,7 @@
     playButton.setAttribute("aria-label", video.paused ? "Play" : "Pause");
     setIcon(muteButton, video.muted ? "muted" : "sound");
     muteButton.setAttribute("aria-label", video.muted ? "Unmute" : "Mute");
-    unmute.hidden = !video.muted;
+    unmute.hidden = !(mutedByBrowser && video.muted);
     setIcon(fullscreenButton, document.fullscreenElement ? "exitFullscreen" : "fullscreen");
     fullscreenButton.setAttribute("aria-label", document.fullscreenElement ? "Exit full screen" : "Full screen");
   }
@@ -182,6 +183,7 @@
     } catch (err) {
       if (!err || err.name !== "NotAllowedError") return;  // AbortError: a newer load or seek took over
       video.muted = true;
+      mutedByBrowser = true;
       try {
         await video.play();
       } catch (_) {
@@ -289,6 +291,7 @@
   playButton.addEventListener("click", () => { if (video.paused) tryPlay(); else video.pause(); });
   muteButton.addEventListener("click", () => { video.muted = !video.muted; render(); });
   unmute.addEventListener("click", () => { video.muted = false; if (video.paused) tryPlay(); render(); });
+  video.addEventListener("volumechange", () => { if (!video.muted) mutedByBrowser = false; });
   fullscreenButton.addEventListener("click", () => {
     const stage = video.parentElement;
     if (document.fullscreenElement) document.exitFullscreen();
