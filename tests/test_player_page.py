@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from tests.hls_fixture import FfmpegLive, PlayerSite, page_config
+from tests.server_fixture import run_server, small_config
 
 pytestmark = pytest.mark.browser
 
@@ -233,3 +234,46 @@ def test_player_shows_a_finished_recording_as_vod(browser: Any, tmp_path: Path) 
     finally:
         ffmpeg.stop()
         site.stop()
+
+
+@pytest.mark.media
+def test_two_viewers_chat_react_and_give(tmp_path: Path, browser: Any) -> None:
+    server = run_server(small_config(tmp_path / "room-data"))
+    try:
+        status, stream = server.api("POST", "/api/streams", {
+            "title": "Family Service", "giving_enabled": True, "giving_url": "https://give.example.org/family",
+            "giving_message": "Support the food bank"})
+        assert status == 201
+        pages = []
+        errors: list[str] = []
+        for name in ("Ruth", "Boaz"):
+            context = browser.new_context(viewport={"width": 390, "height": 844})
+            # The giving page is outside this machine: answer it locally so the click is observable.
+            context.route("https://give.example.org/**", lambda route: route.fulfill(status=200, body="thanks", content_type="text/html"))
+            page = context.new_page()
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.add_init_script(f"localStorage.setItem('chat-name', {name!r})")
+            page.goto(stream["watch_url"])
+            page.wait_for_function("document.getElementById('viewer-count').textContent.includes('2') || true")
+            pages.append(page)
+        ruth, boaz = pages
+        ruth.wait_for_selector("#chat-text")
+        boaz.wait_for_function("document.getElementById('viewer-count').textContent.includes('2')", timeout=10_000)
+        ruth.fill("#chat-text", "Where you go I will go <script>alert(1)</script>")
+        ruth.press("#chat-text", "Enter")
+        boaz.wait_for_selector("#messages li", timeout=10_000)
+        line = boaz.locator("#messages li").last
+        assert line.locator(".author").inner_text() == "Ruth"
+        assert "<script>alert(1)</script>" in line.inner_text()  # shown as text, never run
+        boaz.click("[data-reaction=PRAY]")
+        ruth.wait_for_selector(".float", timeout=5_000)
+        assert "Support the food bank" in boaz.locator("#give").inner_text()
+        with boaz.context.expect_page() as new_tab:
+            boaz.click("#give")
+        assert new_tab.value.url == "https://give.example.org/family"
+        boaz.screenshot(path="/tmp/room-phone.png")
+        for page in pages:
+            page.context.close()
+        assert errors == []
+    finally:
+        server.stop()

@@ -4,7 +4,12 @@
   "use strict";
   const cfg = JSON.parse(document.getElementById("player-config").textContent);
   const root = document.getElementById("room");
-  if (!root || cfg.locked) return;
+  if (!root) return;
+  if (cfg.locked || cfg.chat_enabled === false) {
+    root.remove();
+    document.querySelector(".watch-layout")?.classList.add("no-room");
+    return;
+  }
   const REACTIONS = { LIKE: "👍", LOVE: "❤️", PRAY: "🙏", AMEN: "🙌", CLAP: "👏", RAISED_HANDS: "✋" };
   const el = (tag, attrs = {}, text) => {
     const node = document.createElement(tag);
