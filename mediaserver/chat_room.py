@@ -129,6 +129,10 @@ class Room:
 
     # -- presence ----------------------------------------------------------------------------------
     def join(self, viewer: Viewer) -> None:
+        if viewer.role == "guest" and any(
+            v.name.casefold() == viewer.name.casefold() for v in self.viewers.values() if v.role != "guest"
+        ):
+            viewer.name = f"Guest {viewer.id[:4]}"  # a guest can't take a member's or moderator's name
         self.viewers[viewer.id] = viewer
         if len(self.viewers) > self.peak_viewers:
             self.peak_viewers = len(self.viewers)
@@ -144,6 +148,8 @@ class Room:
     def leave(self, viewer: Viewer) -> None:
         if self.viewers.pop(viewer.id, None) is not None:
             self._schedule_count()
+            # Individual comings and goings interest moderators only; everyone else gets the count.
+            self.broadcast("stream:leave", {"viewer_id": viewer.id, "name": viewer.name}, staff_only=True)
             left = time.time()
             device, browser = device_and_browser(viewer.user_agent)
             self.store.viewer_session({
@@ -213,7 +219,8 @@ class Room:
         if not viewer.staff and (not viewer.messages.allow() or not address_limit.allow()):
             return self.error(viewer, "rate_limited", "you are sending messages too fast")
         now = self.clock()
-        verdict = self.policy.judge(text, privileged=viewer.staff, last_sent=viewer.last_sent, now=now)
+        verdict = self.policy.judge(text, privileged=viewer.staff, last_sent=viewer.last_sent, now=now,
+                                    trusted=viewer.role == "member")
         if verdict.action == "reject":
             return self.error(viewer, "rejected", verdict.reason)
         viewer.last_sent = now
@@ -295,6 +302,15 @@ class Room:
         self.broadcast("stream:announcement", {"text": data.get("text"), "card": data.get("card")})
         self._audit(viewer, "announce", "", data.get("text"))
 
+    def on_highlight(self, viewer: Viewer, data: dict[str, Any]) -> None:
+        message_id = str(data.get("id"))
+        found = next((m for m in self.history if m["id"] == message_id), None)
+        if found is None:
+            return self.error(viewer, "not_found", "no such message")
+        found["highlighted"] = True
+        self._audit(viewer, "highlight", message_id)
+        self.broadcast("chat:highlighted", {"id": message_id})
+
     def on_timeout(self, viewer: Viewer, data: dict[str, Any]) -> None:
         name, seconds = str(data.get("name", "")), data.get("seconds", 300)
         if not name or not isinstance(seconds, (int, float)) or not 1 <= seconds <= 86400:
@@ -326,6 +342,7 @@ HANDLERS: dict[str, _Handler] = {
     "chat:review": _Handler(Room.on_review, True),
     "chat:remove": _Handler(Room.on_remove, True),
     "chat:pin": _Handler(Room.on_pin, True),
+    "chat:highlight": _Handler(Room.on_highlight, True),
     "stream:announcement": _Handler(Room.on_announce, True),
     "chat:timeout": _Handler(Room.on_timeout, True),
     "chat:ban": _Handler(Room.on_ban, True),

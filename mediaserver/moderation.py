@@ -70,7 +70,9 @@ class ModerationPolicy:
     hold_for_review: bool = False
     hold_links: bool = True  # links from guests go to the review queue instead of being rejected
 
-    def judge(self, text: str, *, privileged: bool, last_sent: float | None, now: float) -> Verdict:
+    def judge(self, text: str, *, privileged: bool, last_sent: float | None, now: float,
+              trusted: bool = False) -> Verdict:
+        """privileged: staff, never filtered; trusted: members, who skip the hold-everything queue."""
         stripped = text.strip()
         if not stripped:
             return Verdict("reject", "empty message")
@@ -86,6 +88,6 @@ class ModerationPolicy:
             return Verdict("hold", "blocked word")
         if self.link_filter and LINK_RE.search(stripped):
             return Verdict("hold" if self.hold_links else "reject", "links are held for review")
-        if self.hold_for_review:
+        if self.hold_for_review and not trusted:
             return Verdict("hold", "held for review")
         return Verdict("allow")

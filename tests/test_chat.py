@@ -234,3 +234,36 @@ def test_presence_giving_moment_and_sse(server: ServerHandle) -> None:
     assert {(s["device"], s["browser"]) for s in sessions if s["role"] == "guest"} == {("mobile", "Safari")}
     assert all(s["watch_seconds"] >= 0 for s in sessions)
     assert server.api("GET", f"/api/streams/{stream['id']}")[1]["peak_viewers"] >= 2
+
+
+def test_members_hold_for_review_and_highlight(server: ServerHandle) -> None:
+    server.server.db.update_org("default", settings=json.dumps({"chat": {"hold_for_review": True}}))
+    stream = server.create_stream()
+    status, member = server.api("POST", "/api/orgs/default/member-tokens", {"name": "Ruth Smith"})
+    assert status == 201
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            mod = await connect(session, server, stream["id"], token=ADMIN_TOKEN)
+            ruth = await connect(session, server, stream["id"], token=member["token"], name="Someone Else")
+            joined = [f for f in ruth.frames if f["event"] == "stream:join"]
+            assert joined and joined[0]["data"]["role"] == "member" and joined[0]["data"]["name"] == "Ruth Smith"
+            # A guest can't take a member's name.
+            impostor = await connect(session, server, stream["id"], name="Ruth Smith")
+            me = [f for f in impostor.frames if f["event"] == "stream:join"][0]["data"]
+            assert me["name"] != "Ruth Smith"
+            # Everything from guests waits for review; members speak straight away.
+            await impostor.send("chat:message", {"text": "hello all"})
+            assert (await impostor.expect("chat:moderated"))["status"] == "HELD"
+            await ruth.send("chat:message", {"text": "Good morning!"})
+            said = await mod.expect("chat:message", lambda d: d["author"] == "Ruth Smith")
+            await mod.send("chat:highlight", {"id": said["id"]})
+            assert (await ruth.expect("chat:highlighted"))["id"] == said["id"]
+            await impostor.ws.close()
+            left = await mod.expect("stream:leave")
+            assert left["name"] == me["name"]
+
+    run(scenario())
+    assert server.api("POST", "/api/orgs/default/member-tokens", {"name": ""})[0] == 400
+    bad = server.api("POST", "/api/orgs/default/member-tokens", {"name": "x"}, token="nope")
+    assert bad[0] == 401

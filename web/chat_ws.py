@@ -18,7 +18,8 @@ from mediaserver.chat_room import MAX_FRAME, Room, Viewer
 from mediaserver.chat_store import ChatStore
 from mediaserver.events import Event, LocalEventBus
 from mediaserver.moderation import BlockedWords, ModerationPolicy
-from web.keys import ADMIN_TOKEN, DB
+from mediaserver.playback_tokens import TokenError
+from web.keys import ADMIN_TOKEN, DB, SIGNER
 
 log = logging.getLogger(__name__)
 RESERVED_NAMES = re.compile(r"\b(mod|moderator|admin|administrator|pastor|host|staff|system)\b", re.IGNORECASE)
@@ -43,6 +44,7 @@ class ChatHub:
                     blocked=BlockedWords(chat.get("blocked_words", [])),
                     link_filter=chat.get("link_filter", True),
                     slow_mode_seconds=float(chat.get("slow_mode_seconds", 0)),
+                    hold_for_review=bool(chat.get("hold_for_review", False)),
                 )
                 room = Room(stream_id, self.store, policy)
                 await room.start()
@@ -76,6 +78,11 @@ async def identify(request: web.Request, stream: dict[str, Any]) -> tuple[str, s
     if token:
         if hmac.compare_digest(token.encode(), request.app[ADMIN_TOKEN].encode()):
             return request.query.get("name", "Admin")[:40] or "Admin", "admin"
+        try:
+            grant = request.app[SIGNER].check(token, member_scope(stream["org_id"]))
+            return str(grant.viewer_id or "Member")[:40], "member"  # the name is the one the church issued
+        except TokenError:
+            pass
         org_id = await asyncio.to_thread(request.app[DB].token_org, token)
         if org_id is not None and org_id == stream["org_id"]:
             return request.query.get("name", "Moderator")[:40] or "Moderator", "moderator"
@@ -83,6 +90,11 @@ async def identify(request: web.Request, stream: dict[str, Any]) -> tuple[str, s
     if not name or RESERVED_NAMES.search(name):
         name = f"Guest {abs(hash(request.remote)) % 10000:04d}"
     return name, "guest"
+
+
+def member_scope(org_id: str) -> str:
+    """What a member token is signed for: membership of one organization (not one stream)."""
+    return f"member:{org_id}"
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:

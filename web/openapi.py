@@ -177,7 +177,8 @@ SCHEMAS: dict[str, Any] = {
             "chat": {"type": "object", "properties": {
                 "blocked_words": {"type": "array", "maxItems": 500, "items": {"type": "string", "minLength": 1, "maxLength": 100}},
                 "link_filter": {"type": "boolean"},
-                "slow_mode_seconds": {"type": "integer", "minimum": 0, "maximum": 3600}},
+                "slow_mode_seconds": {"type": "integer", "minimum": 0, "maximum": 3600},
+                "hold_for_review": {"type": "boolean"}},
                 "additionalProperties": False},
             "branding": {"type": "object", "properties": {
                 "pre_stream_image": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^(https?://|/)"},
@@ -200,6 +201,17 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200},
                        "timezone": {"type": "string", "maxLength": 64},
                        "settings": {"$ref": "#/components/schemas/OrgSettings"}},
+        "additionalProperties": False,
+    },
+    "MemberTokenRequest": {
+        "type": "object", "required": ["name"],
+        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 40},
+                       "ttl": {"type": "integer", "minimum": 60, "maximum": 366 * 86400}},
+        "additionalProperties": False,
+    },
+    "MemberToken": {
+        "type": "object", "required": ["token", "name", "expires_at"],
+        "properties": {"token": {"type": "string"}, "name": {"type": "string"}, "expires_at": ISO},
         "additionalProperties": False,
     },
     "WebhookCreate": {
@@ -328,6 +340,12 @@ DOCUMENT: dict[str, Any] = {
                       "parameters": [{"name": "org", "in": "path", "required": True, "schema": {"type": "string"}}],
                       "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("OrgUpdate")}}},
                       "responses": {"200": _json("Org", "the organization"), **ERRORS}},
+        },
+        "/api/orgs/{org}/member-tokens": {
+            "post": {"summary": "A chat token for a church member: they speak under this name, which guests can't take",
+                     "parameters": [{"name": "org", "in": "path", "required": True, "schema": {"type": "string"}}],
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("MemberTokenRequest")}}},
+                     "responses": {"201": _json("MemberToken", "the token (join the room with ?token=...)"), **ERRORS}},
         },
         "/api/orgs/{org}/calendar.ics": {
             "get": {"summary": "iCalendar feed of the organization's upcoming public services (no token needed)",

@@ -53,6 +53,20 @@ async def update_org(request: web.Request) -> web.Response:
     return web.json_response(org_view(request, updated))
 
 
+async def member_token(request: web.Request) -> web.Response:
+    from web.api import iso
+    from web.chat_ws import member_scope
+    from web.keys import SIGNER
+
+    row = await find_org(request)
+    body = await read_json(request, "MemberTokenRequest")
+    name = " ".join(body["name"].split())
+    if not name:
+        return error(400, "invalid fields", {"name": "must not be blank"})
+    token, expires = request.app[SIGNER].issue(member_scope(row["id"]), float(body.get("ttl", 180 * 86400)), name)
+    return web.json_response({"token": token, "name": name, "expires_at": iso(expires)}, status=201)
+
+
 def stream_defaults(org: dict[str, Any] | None) -> dict[str, Any]:
     """Stream columns a new stream takes from its organization's settings."""
     if org is None:
@@ -70,3 +84,4 @@ def stream_defaults(org: dict[str, Any] | None) -> dict[str, Any]:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/orgs/{org}", get_org)
     app.router.add_patch("/api/orgs/{org}", update_org)
+    app.router.add_post("/api/orgs/{org}/member-tokens", member_token)
