@@ -38,8 +38,9 @@ def device_and_browser(user_agent: str) -> tuple[str, str]:
     return device, "other" if ua else "unknown"
 
 
-def frame(event: str, data: dict[str, Any]) -> str:
-    return json.dumps({"event": event, "data": data}, separators=(",", ":"), ensure_ascii=False)
+def frame(event: str, data: dict[str, Any]) -> bytes:
+    """The UTF-8 payload of one text frame, ready for every socket."""
+    return json.dumps({"event": event, "data": data}, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @dataclass(eq=False)
@@ -50,7 +51,7 @@ class Viewer:
     user_agent: str = ""
     queue_size: int = 256
     id: str = field(default_factory=lambda: secrets.token_hex(6))
-    queue: asyncio.Queue[str | None] = field(init=False)
+    queue: asyncio.Queue[bytes | None] = field(init=False)
     messages: RateLimit = field(default_factory=lambda: RateLimit(5, 10.0))
     reactions: RateLimit = field(default_factory=lambda: RateLimit(10, 5.0))
     last_sent: float | None = None
@@ -64,7 +65,7 @@ class Viewer:
     def staff(self) -> bool:
         return self.role in STAFF
 
-    def offer(self, text: str) -> bool:
+    def offer(self, text: bytes) -> bool:
         """Queue a frame; a full queue means a viewer too slow for the room: drop them."""
         if self.dropped:
             return False

@@ -105,17 +105,19 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     settings = json.loads(org["settings"] or "{}") if org else {}
     room = await request.app[CHAT].room(stream["id"], settings)
     # Frames over our limit must reach the room (which answers chat:error), so aiohttp's own cap is higher.
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME * 16)
+    # No per-message deflate: it would compress every frame once per viewer, the opposite of fan-out.
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME * 16, compress=False)
     await ws.prepare(request)
     name, role = await identify(request, stream)
     viewer = Viewer(name, role, request.remote or "?", request.headers.get("User-Agent", ""))
 
     async def pump() -> None:
+        # Frames arrive already encoded, once per event for the whole room.
         while True:
-            text = await viewer.queue.get()
-            if text is None:
+            payload = await viewer.queue.get()
+            if payload is None:
                 break
-            await ws.send_str(text)
+            await ws.send_frame(payload, WSMsgType.TEXT)
         await ws.close(code=1008 if viewer.dropped else 1000, message=b"too slow" if viewer.dropped else b"")
 
     sender = asyncio.get_running_loop().create_task(pump())
@@ -152,7 +154,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 text = await viewer.queue.get()
                 if text is None:
                     break
-                message = json.loads(text)
+                message = json.loads(text)  # SSE listeners are few; parsing here keeps the room simple
                 if message["event"] in ("stream:viewers", "stream:reactions", "stream:live", "stream:ended"):
                     await sse.send(json.dumps(message["data"]), event=message["event"])
         finally:
