@@ -239,6 +239,14 @@ class Room:
             return
         self._publish(message)
 
+    def system_message(self, text: str) -> None:
+        """A SYSTEM line from the server itself (the service started, ended)."""
+        message = {"id": secrets.token_hex(8), "stream_id": self.stream_id, "type": "SYSTEM", "text": text,
+                   "author": "System", "role": "system", "created_at": self.clock(), "pinned": 0,
+                   "prayer_team_only": 0, "status": "APPROVED"}
+        self.store.save_message(message)
+        self._publish(message)
+
     def _publish(self, message: dict[str, Any]) -> None:
         self.history.append(message)
         self.broadcast("chat:message", message, staff_only=bool(message["prayer_team_only"]))

@@ -267,3 +267,29 @@ def test_members_hold_for_review_and_highlight(server: ServerHandle) -> None:
     assert server.api("POST", "/api/orgs/default/member-tokens", {"name": ""})[0] == 400
     bad = server.api("POST", "/api/orgs/default/member-tokens", {"name": "x"}, token="nope")
     assert bad[0] == 401
+
+
+def test_slow_mode_and_system_messages(server: ServerHandle) -> None:
+    server.server.db.update_org("default", settings=json.dumps({"chat": {"slow_mode_seconds": 30}}))
+    stream = server.create_stream()
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            guest = await connect(session, server, stream["id"], name="Lydia")
+            mod = await connect(session, server, stream["id"], token=ADMIN_TOKEN)
+            await guest.send("chat:message", {"text": "first"})
+            await mod.expect("chat:message", lambda d: d["text"] == "first")
+            await guest.send("chat:message", {"text": "second"})
+            slow = await guest.expect("chat:error", lambda d: d["code"] == "rejected")
+            assert slow["message"].startswith("slow mode")
+            await mod.send("chat:message", {"text": "staff are not slowed"})
+            await mod.send("chat:message", {"text": "twice"})
+            await guest.expect("chat:message", lambda d: d["text"] == "twice")
+            # The server's own lines when the service starts and ends.
+            manager = server.server.manager
+            server.loop.call_soon_threadsafe(manager.bus_publish, "stream.live", stream["id"], {})
+            live = await guest.expect("chat:message", lambda d: d["type"] == "SYSTEM")
+            assert "live" in live["text"]
+            await guest.expect("stream:live")
+
+    run(scenario())

@@ -57,8 +57,10 @@ class ChatHub:
             return
         if event.name == "stream.live":
             room.broadcast("stream:live", {"stream_id": event.stream_id})
+            room.system_message("The service is live. Welcome!")
         elif event.name in ("stream.ended", "stream.failed"):
             room.broadcast("stream:ended", {"stream_id": event.stream_id})
+            room.system_message("The service has ended. Thank you for worshipping with us.")
 
     async def stop(self) -> None:
         for room in self.rooms.values():
