@@ -113,10 +113,23 @@ class SeriesRule:
             m = _BYDAY_RE.match(day)
             if m is None:
                 raise ScheduleError(f"rrule: BYDAY value {day!r} is not like SU or 1SU")
-            if m.group(1) and (freq not in ("MONTHLY", "YEARLY") or not 1 <= abs(int(m.group(1))) <= 53):
+            if m.group(1) and freq not in ("MONTHLY", "YEARLY"):
                 raise ScheduleError(f"rrule: BYDAY={day} (an ordinal weekday) needs FREQ=MONTHLY or YEARLY")
-        if "BYSETPOS" in parts and freq == "DAILY":
-            raise ScheduleError("rrule: BYSETPOS needs FREQ=WEEKLY, MONTHLY or YEARLY")
+            if m.group(1) and not 1 <= abs(int(m.group(1))) <= (5 if freq == "MONTHLY" else 53):
+                raise ScheduleError(f"rrule: BYDAY={day} never happens")
+        if "BYMONTHDAY" in parts and freq == "WEEKLY":
+            raise ScheduleError("rrule: BYMONTHDAY can't be used with FREQ=WEEKLY (RFC 5545)")
+        if "BYSETPOS" in parts:
+            most = {"WEEKLY": 7, "MONTHLY": 31, "YEARLY": 366}.get(freq)
+            if most is None:
+                raise ScheduleError("rrule: BYSETPOS needs FREQ=WEEKLY, MONTHLY or YEARLY")
+            for pos in parts["BYSETPOS"].split(","):
+                if not (pos.lstrip("+-").isdigit() and 1 <= abs(int(pos)) <= most):
+                    raise ScheduleError(f"rrule: BYSETPOS={pos} must be 1 to {most} (or -1 to -{most})")
+        if freq == "DAILY" and "BYDAY" in parts and int(parts.get("INTERVAL", "1")) % 7 == 0:
+            weekday = _WEEKDAYS[self.dtstart_date.weekday()]
+            if weekday not in parts["BYDAY"].split(","):
+                raise ScheduleError(f"rrule: every {parts['INTERVAL']} days from a {weekday} never falls on {parts['BYDAY']}")
         try:
             self._until_local(parts)
             pattern = self._build({k: v for k, v in parts.items() if k not in ("COUNT", "UNTIL")})

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from mediaserver.db import DEFAULT_ORG, hash_key, new_stream_key
 from mediaserver.ical import CalendarEvent, render_calendar
-from mediaserver.schedule import ScheduleError, SeriesRule, occurrences
+from mediaserver.schedule import ScheduleError, SeriesRule, occurrences, split_series
 from mediaserver.scheduler import materialize, rule_of
 from web.api import iso, parse_time, read_json, stream_fields
 from web.auth import SCOPE, error
@@ -146,9 +146,17 @@ async def update_series(request: web.Request) -> web.Response:
         return error(400, "invalid fields", {"from": str(exc)})
     if from_date < date.fromisoformat(row["dtstart_date"]):
         return error(400, "invalid fields", {"from": "before the series begins"})
-    fields = {"rrule": body.get("rrule", row["rrule"]), "start_time": body.get("start_time", row["start_time"]),
+    rrule_text, dtstart = body.get("rrule"), from_date
+    if rrule_text is None:
+        # The same rule carried on: split it, so every-other-week rules and COUNTs keep their rhythm.
+        try:
+            _old, carried = split_series(rule_of(row), from_date)
+        except ScheduleError as exc:
+            return error(400, "invalid fields", {"from": str(exc)})
+        rrule_text, dtstart = carried.rrule, carried.dtstart_date
+    fields = {"rrule": rrule_text, "start_time": body.get("start_time", row["start_time"]),
               "duration": body.get("duration", row["duration"]), "timezone": body.get("timezone", row["timezone"]),
-              "dtstart_date": from_date.isoformat()}
+              "dtstart_date": dtstart.isoformat()}
     rule = checked_rule(fields)
     if isinstance(rule, dict):
         return error(400, "invalid fields", rule)
