@@ -144,6 +144,7 @@ class Segmenter:
                 )
         start = frames[0].dts / self.video.timescale
         duration = (cut.end_dts - frames[0].dts) / self.video.timescale
-        segment = Segment(self._sequence, start, duration, media_segment(self._sequence, fragments))
+        # mfhd numbers start at 1 (ISO 14496-12); LL-HLS parts will need their own counter.
+        segment = Segment(self._sequence, start, duration, media_segment(self._sequence + 1, fragments))
         self._sequence += 1
         return segment
