@@ -53,6 +53,12 @@ def checker(server: ServerHandle) -> OpenApiChecker:
         return OpenApiChecker(json.loads(response.read()))
 
 
+def admin_client(server: ServerHandle) -> Client:
+    """The server admin's client, checking answers against the document this server serves."""
+    with urllib.request.urlopen(server.http + "/api/openapi.json") as r:
+        return Client(server, ADMIN_TOKEN, OpenApiChecker(json.loads(r.read())))
+
+
 def org_client(server: ServerHandle, checker: OpenApiChecker, slug: str) -> Client:
     db = server.server.db
     org = db.org(slug) or db.create_org(slug, slug.title())
@@ -169,9 +175,7 @@ def test_bad_tokens_are_slowed_then_refused(server: ServerHandle, checker: OpenA
 def test_key_rotation_refuses_the_old_key(tmp_path: Path) -> None:
     server = run_server(small_config(tmp_path / "data", reconnect_window=1.0))
     try:
-        with urllib.request.urlopen(server.http + "/api/openapi.json") as r:
-            checker = OpenApiChecker(json.loads(r.read()))
-        api = Client(server, ADMIN_TOKEN, checker)
+        api = admin_client(server)
         _, stream = api.call("POST", "/api/streams", {"title": "Rotations"})
         old_key = stream["stream_key"]
         live = start_publisher(server.rtmp_url(old_key), seconds=6.0)
@@ -201,9 +205,7 @@ def test_key_rotation_refuses_the_old_key(tmp_path: Path) -> None:
 def test_private_stream_needs_a_token_everywhere(tmp_path: Path) -> None:
     server = run_server(small_config(tmp_path / "data", reconnect_window=0.5))
     try:
-        with urllib.request.urlopen(server.http + "/api/openapi.json") as r:
-            checker = OpenApiChecker(json.loads(r.read()))
-        api = Client(server, ADMIN_TOKEN, checker)
+        api = admin_client(server)
         _, stream = api.call("POST", "/api/streams", {"title": "Members Meeting", "visibility": "PRIVATE", "password": "grace123"})
         publish(server.rtmp_url(stream["stream_key"]), seconds=3.0)
         wait_for(lambda: (stream_status(server, stream["id"])["recording"] or {}).get("mp4_url"), 60, "recording")
@@ -252,9 +254,7 @@ def test_private_stream_needs_a_token_everywhere(tmp_path: Path) -> None:
 def test_go_live_publishes_a_previewed_broadcast(tmp_path: Path) -> None:
     server = run_server(small_config(tmp_path / "data", reconnect_window=0.5))
     try:
-        with urllib.request.urlopen(server.http + "/api/openapi.json") as r:
-            checker = OpenApiChecker(json.loads(r.read()))
-        api = Client(server, ADMIN_TOKEN, checker)
+        api = admin_client(server)
         _, stream = api.call("POST", "/api/streams", {"title": "Choir Rehearsal", "auto_publish": False})
         publisher = start_publisher(server.rtmp_url(stream["stream_key"]), seconds=8.0)
         manager = server.server.manager
