@@ -27,6 +27,9 @@ class ServerConfig:
     data_dir: str = "./data"
     # Bearer token for the admin API. MEDIASERVER_ADMIN_TOKEN in the environment wins.
     admin_token: str = ""
+    # Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For names the real client.
+    # Empty: the socket's peer address is the client (no header is believed).
+    trusted_proxies: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -34,7 +37,12 @@ class RtmpConfig:
     app: str = "live"
     handshake_timeout: float = 10.0
     idle_timeout: float = 30.0
+    # Publishing encoders at once (connections that sent a valid stream key).
     max_connections: int = 100
+    # Connections that have not yet sent a valid key, in total and per client address. When either is
+    # full the oldest such connection is dropped to make room, so a real encoder always gets in.
+    max_pending_connections: int = 64
+    max_pending_per_address: int = 8
 
 
 @dataclass
@@ -100,6 +108,21 @@ class StorageConfig:
 
 
 @dataclass
+class WebhooksConfig:
+    # Deliveries to loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local (169.254/16, cloud
+    # metadata) and multicast addresses are refused unless this is true (e.g. a receiver on the same LAN).
+    allow_private_networks: bool = False
+
+
+@dataclass
+class AccessConfig:
+    # Password unlocks (scrypt) run on their own small pool so a burst of guesses never delays playback.
+    password_workers: int = 2
+    # Password attempts per client address per minute on a protected stream's unlock.
+    unlock_attempts_per_minute: int = 10
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
@@ -108,6 +131,8 @@ class Config:
     stream: StreamConfig = field(default_factory=StreamConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
 
     @property
     def data_path(self) -> Path:
