@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -30,8 +31,16 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+# Exactly what issue() writes: two unpadded base64url parts. Anything else (padding, whitespace, a
+# playlist line smuggled after the signature) is refused, since a token is copied into playlists.
+TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,2048}\.[A-Za-z0-9_-]{43}")
+
+
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:  # non-canonical trailing bits: another spelling of the same bytes
+        raise ValueError("non-canonical base64")
+    return data
 
 
 class PlaybackSigner:
@@ -58,6 +67,8 @@ class PlaybackSigner:
         return f"{_b64(payload)}.{_b64(signature)}", float(expires)
 
     def check(self, token: str, stream_id: str, now: float | None = None) -> PlaybackGrant:
+        if not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
+            raise TokenError("malformed playback token")
         try:
             payload_text, signature_text = token.split(".", 1)
             payload, signature = _unb64(payload_text), _unb64(signature_text)

@@ -412,6 +412,11 @@ class StreamManager:
             uri_prefix=f"{broadcast.id}/",
         )
 
+    def previewing(self, stream_id: str, broadcast_id: str) -> bool:
+        """True while this broadcast is held as a preview (auto_publish off, not yet put live)."""
+        broadcast = self.broadcasts.get(stream_id)
+        return broadcast is not None and broadcast.id == broadcast_id and broadcast.previewing
+
     def live_window_start(self, stream_id: str, broadcast_id: str, rendition: str) -> int | None:
         """First media sequence still in the DVR window, while that broadcast is live."""
         broadcast = self.broadcasts.get(stream_id)

@@ -261,9 +261,19 @@ def test_go_live_publishes_a_previewed_broadcast(tmp_path: Path) -> None:
         wait_for(lambda: (b := manager.broadcasts.get(stream["id"])) is not None and b.previewing, 20, "a preview")
         assert stream_status(server, stream["id"])["status"] == "STARTING"
         assert server.get(f"/hls/{stream['id']}/master.m3u8")[0] == 404  # viewers see nothing yet
+        # Nor its segments, even to someone who knows the broadcast id; the church's staff can look.
+        broadcast = manager.broadcasts[stream["id"]]
+        rendition = next(name for name, track in broadcast.tracks.items() if track.entries)
+        segment = f"/hls/{stream['id']}/{broadcast.id}/{rendition}/seg-0.m4s"
+        init = f"/hls/{stream['id']}/{broadcast.id}/{rendition}/init-0.mp4"
+        assert server.get(segment)[0] == 404 and server.get(init)[0] == 404
+        staff = urllib.request.Request(server.http + segment, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        with urllib.request.urlopen(staff, timeout=10) as response:
+            assert response.status == 200 and len(response.read()) > 100
         status, body = api.call("POST", f"/api/streams/{stream['id']}/go-live")
         assert status == 200 and body["status"] == "LIVE"
         assert server.get(f"/hls/{stream['id']}/master.m3u8")[0] == 200
+        assert server.get(segment)[0] == 200
         assert api.call("POST", f"/api/streams/{stream['id']}/go-live")[0] == 409
         publisher.join(30)
     finally:

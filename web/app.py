@@ -9,6 +9,8 @@ from mediaserver.sessions import StreamManager
 from storage.local import LocalStore
 from mediaserver.playback_tokens import PlaybackSigner
 from mediaserver.webhooks import WebhookStore
+from mediaserver.access import AccessPolicy
+from web import guard
 from web import api, chat_ws, media, orgs_api, pages, series_api, webhooks_api
 from web.auth import THROTTLE, BadTokenThrottle, require_token
 from web.keys import ADMIN_TOKEN, CONFIG, DB, MANAGER, SIGNER, STORE
@@ -28,6 +30,7 @@ def build_app(config: Config, db: Database, store: LocalStore, manager: StreamMa
     app[MANAGER] = manager
     app[ADMIN_TOKEN] = admin_token
     app[chat_ws.CHAT] = chat
+    guard.install(app, AccessPolicy(app[SIGNER], admin_token, db.token_org))
     app[webhooks_api.WEBHOOKS] = webhooks
     api.add_routes(app)
     series_api.add_routes(app)

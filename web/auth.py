@@ -1,18 +1,20 @@
-"""Who is calling the admin API: the server's admin token (every organization) or an organization's token.
+"""Who is calling the admin API: the server's admin token (every organization) or an organization's token
+(decided by mediaserver/access.py).
 
-Repeated bad tokens from one address are answered ever more slowly, then refused for a while.
+Repeated bad tokens from one address are answered ever more slowly, then refused for a while; requests
+without a token and requests with a correct one are never counted or refused by that throttle.
 """
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from collections import defaultdict, deque
 from typing import Any
 
 from aiohttp import web
 
-from web.keys import ADMIN_TOKEN, DB
+from mediaserver.access import Role
+from web.guard import ACCESS, bearer_token, client_address
 
 # The caller's reach: None = every organization (the server admin), else one organization id.
 SCOPE: web.RequestKey[str | None] = web.RequestKey("org_scope", object)  # type: ignore[arg-type]
@@ -54,29 +56,30 @@ def error(status: int, message: str, details: Any = None) -> web.Response:
     return web.json_response({"error": message, "details": details}, status=status)
 
 
+def unauthorized(message: str) -> web.Response:
+    response = error(401, message, "send Authorization: Bearer <token>")
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
 @web.middleware
 async def require_token(request: web.Request, handler: Any) -> web.StreamResponse:
     # The API description and calendar feeds (subscribed to by calendar apps) are public.
     if not request.path.startswith("/api/") or request.path == "/api/openapi.json" or request.path.endswith("/calendar.ics"):
         return await handler(request)
-    throttle = request.app[THROTTLE]
-    address = request.remote or "?"
-    if throttle.blocked(address):
-        return error(429, "too many bad tokens from this address; try again later", None)
-    header = request.headers.get("Authorization", "")
-    token = header[7:].strip() if header.startswith("Bearer ") else ""
-    scope: str | None
-    if token and hmac.compare_digest(token.encode(), request.app[ADMIN_TOKEN].encode()):
-        scope = ALL_ORGS
-    else:
-        org_id = await asyncio.to_thread(request.app[DB].token_org, token) if token else None
-        if org_id is None:
-            delay = throttle.failed(address)
-            if delay:
-                await asyncio.sleep(delay)
-            response = error(401, "a valid API token is required", "send Authorization: Bearer <token>")
-            response.headers["WWW-Authenticate"] = "Bearer"
-            return response
-        scope = org_id
-    request[SCOPE] = scope
+    token = bearer_token(request)
+    if not token:
+        # Nothing was guessed: no failure to count (behind a church's NAT, that would lock the staff out).
+        return unauthorized("a valid API token is required")
+    caller = await asyncio.to_thread(request.app[ACCESS].api_caller, token)
+    if caller.role is Role.ANONYMOUS:
+        # Only wrong tokens count, per client address; a correct token is never refused.
+        throttle, address = request.app[THROTTLE], client_address(request)
+        if throttle.blocked(address):
+            return error(429, "too many bad tokens from this address; try again later", None)
+        delay = throttle.failed(address)
+        if delay:
+            await asyncio.sleep(delay)
+        return unauthorized("a valid API token is required")
+    request[SCOPE] = ALL_ORGS if caller.role is Role.ADMIN else caller.org_id
     return await handler(request)

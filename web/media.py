@@ -9,9 +9,13 @@ import re
 
 from aiohttp import web
 
-from mediaserver.playback_tokens import TokenError
+from typing import Any
+from urllib.parse import quote
+
+from mediaserver.access import Caller
 from storage.store import InvalidKeyError
-from web.keys import DB, MANAGER, SIGNER, STORE
+from web.guard import ACCESS, stream_row, watch_access
+from web.keys import DB, MANAGER, STORE
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -51,34 +55,31 @@ def denied(status: int, message: str) -> web.Response:
     return response
 
 
-async def access(request: web.Request, stream_id: str) -> str | web.Response | None:
-    """None for a public stream, the checked token for a private one, or the refusal to send."""
-    row = await asyncio.to_thread(request.app[DB].stream, stream_id)
-    if row is None:
+async def access(request: web.Request, stream_id: str) -> tuple[dict[str, Any], Caller] | web.Response:
+    """The stream and its caller, or the refusal to send (the one policy in mediaserver/access.py decides)."""
+    stream = await stream_row(request, stream_id)
+    if stream is None:
         return not_found("stream")
-    if (row["visibility"] or "PUBLIC") == "PUBLIC":
-        return None
-    token = request.query.get("token", "")
-    if not token:
-        return denied(401, "this stream needs a playback token")
-    try:
-        request.app[SIGNER].check(token, stream_id)
-    except TokenError as exc:
-        return denied(403, str(exc))
-    return token
+    caller, decision = await watch_access(request, stream)
+    if not decision.allowed:
+        return denied(decision.status, decision.reason)
+    return stream, caller
 
 
 def with_token(text: str, token: str | None) -> str:
     """Carry the viewer's token on every URI a playlist points at, so segments are checked too."""
     if not token:
         return text
+    # Tokens are checked to be canonical base64url before they get here; quoting anyway means no byte a
+    # client sent can ever start a playlist line or end a quoted attribute.
+    quoted = quote(token, safe="")
     out = []
     for line in text.splitlines():
         if line and not line.startswith("#"):
-            line = f"{line}{'&' if '?' in line else '?'}token={token}"
+            line = f"{line}{'&' if '?' in line else '?'}token={quoted}"
         elif line.startswith('#EXT-X-MAP:URI="'):
             uri = line[len('#EXT-X-MAP:URI="'):].split('"', 1)[0]
-            line = f'#EXT-X-MAP:URI="{uri}?token={token}"'
+            line = f'#EXT-X-MAP:URI="{uri}?token={quoted}"'
         out.append(line)
     return "\n".join(out) + "\n"
 
@@ -108,9 +109,10 @@ async def master_playlist(request: web.Request) -> web.Response:
     stream_id = request.match_info["stream_id"]
     if not NAME_RE.match(stream_id):
         return not_found("stream")
-    token = await access(request, stream_id)
-    if isinstance(token, web.Response):
-        return token
+    granted = await access(request, stream_id)
+    if isinstance(granted, web.Response):
+        return granted
+    token = granted[1].playback_token
     live = request.app[MANAGER].live_master(stream_id)
     if live is not None:
         return playlist_response(with_token(live, token), LIVE_PLAYLIST_CACHE, token)
@@ -122,9 +124,10 @@ async def media_playlist(request: web.Request) -> web.Response:
     rendition = request.match_info["rendition"]
     if not NAME_RE.match(stream_id) or not NAME_RE.match(rendition):
         return not_found("playlist")
-    token = await access(request, stream_id)
-    if isinstance(token, web.Response):
-        return token
+    granted = await access(request, stream_id)
+    if isinstance(granted, web.Response):
+        return granted
+    token = granted[1].playback_token
     live = request.app[MANAGER].live_media(stream_id, rendition)
     if live is not None:
         return playlist_response(with_token(live, token), LIVE_PLAYLIST_CACHE, token)
@@ -151,9 +154,14 @@ async def broadcast_file(request: web.Request) -> web.StreamResponse:
     parts = tail.split("/")
     if not NAME_RE.match(stream_id) or not NAME_RE.match(broadcast_id):
         return not_found("file")
-    token = await access(request, stream_id)
-    if isinstance(token, web.Response):
-        return token
+    granted = await access(request, stream_id)
+    if isinstance(granted, web.Response):
+        return granted
+    stream, caller = granted
+    token = caller.playback_token
+    # A broadcast held as a preview (auto_publish off) is hidden, playlists and segments alike, until go-live.
+    if request.app[MANAGER].previewing(stream_id, broadcast_id) and not request.app[ACCESS].may_see_preview(caller, stream):
+        return not_found("file")
     content_type: str
     cache = IMMUTABLE_CACHE
     if len(parts) == 1 and parts[0].endswith(".m3u8") and NAME_RE.match(parts[0][:-5]):

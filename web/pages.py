@@ -8,89 +8,137 @@ from pathlib import Path
 
 from aiohttp import web
 
-from mediaserver.playback_tokens import TokenError
+from typing import Any
+from urllib.parse import quote
+
+from mediaserver.access import VIEWER_ID_TTL, AccessPolicy
+from mediaserver.passwords import PasswordChecker, TooManyAttempts
+from web.guard import ACCESS, client_address, stream_row, watch_access
 from web.keys import CONFIG, DB, SIGNER
+
+PASSWORDS = web.AppKey("password_checker", PasswordChecker)
+# The cookie holding a browser's signed viewer id (see AccessPolicy.new_viewer_token).
+VIEWER_COOKIE = "ms_viewer"
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 
 async def watch(request: web.Request) -> web.Response:
     stream_id = request.match_info["stream_id"]
-    row = await asyncio.to_thread(request.app[DB].stream, stream_id)
+    row = await stream_row(request, stream_id)
     if row is None:
         raise web.HTTPNotFound(text="No such stream.\n")
     template = await asyncio.to_thread((STATIC_DIR / "watch.html").read_text)
+    caller, decision = await watch_access(request, row)
     playback_url = f"/hls/{row['id']}/master.m3u8"
-    private = (row["visibility"] or "PUBLIC") != "PUBLIC"
-    token = request.query.get("token", "")
-    if private and token:
-        try:
-            request.app[SIGNER].check(token, row["id"])
-            playback_url += f"?token={token}"
-        except TokenError:
-            token = ""
-    config = {
-        "stream_id": row["id"],
-        "title": row["title"],
-        "playback_url": playback_url,
-        "locked": private and not token,
-        "has_password": bool(row["password_hash"]),
-        "chat_enabled": bool(row["chat_enabled"]),
-        "reactions_enabled": bool(row["reactions_enabled"]),
-        "giving_enabled": bool(row["giving_enabled"]),
-        "giving_url": row["giving_url"],
-        "giving_message": row["giving_message"],
-        "dvr_window_seconds": request.app[CONFIG].hls.dvr_window,
-        "segment_duration": request.app[CONFIG].hls.segment_duration,
-        "status": row["status"],
-    }
+    if caller.playback_token:
+        playback_url += f"?token={quote(caller.playback_token, safe='')}"
+    config: dict[str, Any]
+    if decision.allowed:
+        config = {
+            "stream_id": row["id"],
+            "title": row["title"],
+            "playback_url": playback_url,
+            "locked": False,
+            "has_password": bool(row["password_hash"]),
+            "chat_enabled": bool(row["chat_enabled"]),
+            "reactions_enabled": bool(row["reactions_enabled"]),
+            "giving_enabled": bool(row["giving_enabled"]),
+            "giving_url": row["giving_url"],
+            "giving_message": row["giving_message"],
+            "dvr_window_seconds": request.app[CONFIG].hls.dvr_window,
+            "segment_duration": request.app[CONFIG].hls.segment_duration,
+            "status": row["status"],
+        }
+    else:
+        # Nothing about a private stream but that it exists and whether a password opens it.
+        config = {
+            "stream_id": row["id"], "title": "Private stream", "playback_url": "", "locked": True,
+            "has_password": bool(row["password_hash"]), "chat_enabled": False, "reactions_enabled": False,
+            "giving_enabled": False, "giving_url": None, "giving_message": None,
+            "dvr_window_seconds": 0, "segment_duration": request.app[CONFIG].hls.segment_duration, "status": "",
+        }
     # '<' escaped so a title can never close the <script> element it sits in.
     payload = json.dumps(config).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     page = template.replace("__PLAYER_CONFIG__", payload)
-    response = web.Response(text=page, content_type="text/html")
-    response.headers["Cache-Control"] = "no-cache"
+    response = web.Response(text=page, content_type="text/html", status=200)
+    response.headers["Cache-Control"] = "private, no-cache" if not access_policy(request).listed(row) else "no-cache"
+    response.headers["Referrer-Policy"] = "no-referrer"  # a token in this page's URL must not leak to links
+    ensure_viewer_cookie(request, response)
     return response
 
 
+def access_policy(request: web.Request) -> AccessPolicy:
+    return request.app[ACCESS]
+
+
+def ensure_viewer_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    """Give a browser its signed per-browser viewer id (the chat knows a guest by it, not by address)."""
+    if access_policy(request).viewer_id(request.cookies.get(VIEWER_COOKIE)) is None:
+        token, _ = access_policy(request).new_viewer_token()
+        response.set_cookie(VIEWER_COOKIE, token, max_age=int(VIEWER_ID_TTL), httponly=True, samesite="Lax",
+                            path="/", secure=request.secure)
+
+
 async def home(request: web.Request) -> web.Response:
-    rows = await asyncio.to_thread(request.app[DB].streams)
-    items = "".join(
-        f'<li><a href="/watch/{html.escape(r["id"])}">{html.escape(r["title"])}</a> '
-        f'<small>{html.escape(r["status"])}</small></li>'
-        for r in rows
-        if r["status"] in ("LIVE", "ENDING", "ENDED", "STARTING")
-    )
+    """Public streams only, grouped by organization."""
+    db = request.app[DB]
+    rows, orgs = await asyncio.gather(asyncio.to_thread(db.streams), asyncio.to_thread(db.orgs))
+    names = {org["id"]: org["name"] for org in orgs}
+    by_org: dict[str, list[str]] = {}
+    for r in rows:
+        if r["status"] in ("LIVE", "ENDING", "ENDED", "STARTING") and access_policy(request).listed(r):
+            by_org.setdefault(r["org_id"], []).append(
+                f'<li><a href="/watch/{html.escape(r["id"])}">{html.escape(r["title"])}</a> '
+                f'<small>{html.escape(r["status"])}</small></li>')
+    sections = "".join(
+        f"<section><h2>{html.escape(names.get(org_id, org_id))}</h2><ul>{''.join(items)}</ul></section>"
+        for org_id, items in by_org.items())
     body = (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         "<meta name=viewport content='width=device-width,initial-scale=1'><title>Streams</title>"
         "<link rel=stylesheet href=/static/player.css></head><body><main class=home><h1>Streams</h1>"
-        f"<ul>{items or '<li>No broadcasts yet.</li>'}</ul></main></body></html>"
+        f"{sections or '<p>No broadcasts yet.</p>'}</main></body></html>"
     )
     return web.Response(text=body, content_type="text/html")
 
 
 async def unlock(request: web.Request) -> web.Response:
     """A viewer trades a password-protected stream's password for a playback token."""
-    from web.api import check_password, iso
+    from web.api import iso
 
-    row = await asyncio.to_thread(request.app[DB].stream, request.match_info["stream_id"])
+    row = await stream_row(request, request.match_info["stream_id"])
     if row is None:
         raise web.HTTPNotFound(text="No such stream.\n")
     try:
         body = await request.json()
         password = body["password"]
-        if not isinstance(password, str):
+        if not isinstance(password, str) or len(password) > 200:
             raise TypeError
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         return web.json_response({"error": "send {\"password\": \"...\"}", "details": None}, status=400)
-    if not row["password_hash"] or not await asyncio.to_thread(check_password, password, row["password_hash"]):
-        await asyncio.sleep(0.5)  # slows guessing
+    if not row["password_hash"]:
+        return web.json_response({"error": "wrong password", "details": None}, status=403)
+    try:
+        ok = await request.app[PASSWORDS].check(client_address(request), password, row["password_hash"])
+    except TooManyAttempts as exc:
+        response = web.json_response({"error": str(exc), "details": None}, status=429)
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return response
+    if not ok:
         return web.json_response({"error": "wrong password", "details": None}, status=403)
     token, expires = request.app[SIGNER].issue(row["id"], 12 * 3600)
     return web.json_response({"token": token, "expires_at": iso(expires)})
 
 
 def add_routes(app: web.Application) -> None:
+    access = app[CONFIG].access
+    app[PASSWORDS] = PasswordChecker(access.password_workers, access.unlock_attempts_per_minute)
+
+    async def close_pool(app: web.Application) -> None:
+        app[PASSWORDS].close()
+
+    app.on_cleanup.append(close_pool)
     app.router.add_post("/watch/{stream_id}/unlock", unlock)
     app.router.add_get("/", home)
     app.router.add_get("/watch/{stream_id}", watch)

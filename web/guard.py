@@ -1,0 +1,86 @@
+"""The web side of access: finds the credentials and the client's address in a request and asks the
+one AccessPolicy (mediaserver/access.py). Every route that serves a stream's data goes through here.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from typing import Any
+
+from aiohttp import web
+
+from mediaserver.access import AccessPolicy, Caller, Decision
+from web.keys import CONFIG, DB
+
+ACCESS = web.AppKey("access_policy", AccessPolicy)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(entries: list[str]) -> list[Network]:
+    return [ipaddress.ip_network(entry.strip(), strict=False) for entry in entries if entry.strip()]
+
+
+def _trusted(address: str, networks: list[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def client_address(request: web.Request) -> str:
+    """The client's address: the peer, or, behind a configured trusted proxy, the X-Forwarded-For entry
+    the nearest untrusted hop added (entries further left can be forged by the client)."""
+    peer = request.remote or "?"
+    networks = request.app.get(TRUSTED_PROXIES) or []
+    if not networks or not _trusted(peer, networks):
+        return peer
+    hops = [h.strip() for value in request.headers.getall("X-Forwarded-For", []) for h in value.split(",")]
+    for hop in reversed([h for h in hops if h]):
+        if not _trusted(hop, networks):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # a garbled header from a trusted proxy: fall back to the proxy itself
+    return peer
+
+
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", list)
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    return None
+
+
+async def stream_row(request: web.Request, stream_id: str) -> dict[str, Any] | None:
+    return await asyncio.to_thread(request.app[DB].stream, stream_id)
+
+
+async def caller_for(request: web.Request, stream: dict[str, Any], *, token: str | None = None,
+                     token_may_be_api: bool = False) -> Caller:
+    """Who is asking about this stream: Authorization header, else the token given (or ?token=)."""
+    policy = request.app[ACCESS]
+    api_token = bearer_token(request)
+    token = token if token is not None else (request.query.get("token") or None)
+    if api_token is None and token is not None and not token_may_be_api:
+        # A signed token needs no database: check it on the loop; only API tokens need a lookup.
+        return policy.stream_caller(stream, token=token)
+    if api_token is None and token is None:
+        return policy.stream_caller(stream)
+    return await asyncio.to_thread(policy.stream_caller, stream, api_token=api_token, token=token,
+                                   token_may_be_api=token_may_be_api)
+
+
+async def watch_access(request: web.Request, stream: dict[str, Any], *, token: str | None = None,
+                       token_may_be_api: bool = False) -> tuple[Caller, Decision]:
+    caller = await caller_for(request, stream, token=token, token_may_be_api=token_may_be_api)
+    return caller, request.app[ACCESS].may_watch(caller, stream)
+
+
+def install(app: web.Application, policy: AccessPolicy) -> None:
+    app[ACCESS] = policy
+    app[TRUSTED_PROXIES] = parse_networks(app[CONFIG].server.trusted_proxies)
