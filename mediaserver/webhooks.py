@@ -1,5 +1,6 @@
 """Webhook subscriptions and a durable delivery queue: signed (Webhook-Signature, as Mux and Stripe do),
 kept in SQLite so a restart loses nothing, sent in order per subscription, retried with backoff.
+Only public addresses are reached (see net_guard), unless allow_private_networks says otherwise.
 """
 from __future__ import annotations
 
@@ -20,8 +21,12 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
+from yarl import URL
 
 from mediaserver.db import open_sqlite
+from mediaserver.net_guard import (AddressLookup, GuardedResolver, RefusedDestination, check_destination,
+                                   check_literal_host, refusal_behind, system_lookup)
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +95,33 @@ def _validate(url: Any, secret: Any, events: Any) -> list[str]:
     return ["*"] if "*" in events else sorted(set(events))
 
 
+def _check_public(url: str, lookup: AddressLookup) -> None:
+    """Refuses a URL whose host is a non-public address, or a name resolving only to such addresses. The host is
+    taken as aiohttp (yarl) will take it when sending, e.g. full-width digits already folded."""
+    try:
+        parsed = URL(url)
+        host, port = parsed.raw_host, parsed.port
+    except (ValueError, TypeError):
+        raise WebhookError(f"url: {url!r} is not an http(s) URL") from None
+    if not host or port is None:
+        raise WebhookError(f"url: {url!r} is not an http(s) URL")
+    try:
+        check_destination(host, port, lookup)
+    except RefusedDestination as exc:
+        raise WebhookError(f"url: {exc} ({url!r}); webhooks only go to public addresses unless "
+                           "[webhooks] allow_private_networks is true") from None
+
+
 class WebhookStore:
     """Subscriptions, deliveries and attempts in SQLite (tables webhook_subscriptions, webhook_deliveries,
-    webhook_attempts) on its own WAL connection; thread-safe, calls are short and synchronous."""
+    webhook_attempts) on its own WAL connection; thread-safe, calls are short and synchronous, except that
+    `subscribe` resolves the URL's host name (to refuse non-public destinations): call it from a thread.
+    `lookup` resolves host names (the system resolver unless a test gives another)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, allow_private_networks: bool = False,
+                 lookup: AddressLookup = system_lookup) -> None:
+        self.allow_private_networks = allow_private_networks
+        self.lookup = lookup
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self.db = open_sqlite(path)
@@ -148,6 +175,8 @@ class WebhookStore:
     # -- subscriptions -------------------------------------------------------------------------------
     def subscribe(self, org_id: str, url: str, secret: str, events: list[str]) -> dict[str, Any]:
         events = _validate(url, secret, events)
+        if not self.allow_private_networks:
+            _check_public(url, self.lookup)
         row = {"id": "wh_" + secrets.token_hex(8), "org_id": org_id, "url": url, "secret": secret,
                "events": json.dumps(events), "created_at": time.time()}
         with self._lock:
@@ -267,25 +296,33 @@ class WebhookStore:
 
 class WebhookSender:
     """Background task sending due deliveries with aiohttp: one in flight per subscription so each receiver
-    gets its events in order, many subscriptions at once so one slow or failing receiver holds up no other."""
+    gets its events in order, many subscriptions at once so one slow or failing receiver holds up no other.
+    Connections go only to public addresses, checked on the very addresses connected to, unless
+    allow_private_networks; `resolver` is the name resolver beneath that check (aiohttp's unless given)."""
 
     def __init__(self, store: WebhookStore, *, timeout: float = 10.0, backoff_base: float = 5.0, backoff_max: float = 3600.0,
                  give_up_after: float = 26 * 3600, poll_interval: float = 1.0, clock: Callable[[], float] = time.time,
-                 max_in_flight: int = 64) -> None:
+                 max_in_flight: int = 64, allow_private_networks: bool = False,
+                 resolver: AbstractResolver | None = None) -> None:
         self.store = store
+        self.allow_private_networks, self.resolver = allow_private_networks, resolver
         self.timeout, self.backoff_base, self.backoff_max = timeout, backoff_base, backoff_max
         self.give_up_after, self.poll_interval, self.clock = give_up_after, poll_interval, clock
         self.max_in_flight = max_in_flight
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._guard: GuardedResolver | None = None  # the connector's resolver, ours to close
         self._in_flight: dict[str, asyncio.Task[None]] = {}  # subscription id -> its send
         self._held: dict[str, float] = {}  # subscription id -> not before (after a store error)
 
     async def start(self) -> None:
         if self._task is not None:
             return
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout),
+        self._guard = None if self.allow_private_networks else GuardedResolver(self.resolver)
+        connector = aiohttp.TCPConnector(resolver=self._guard or self.resolver)
+        # No proxy from the environment (trust_env is off): the connection goes where the resolver said.
+        self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout),
                                               headers={"User-Agent": USER_AGENT})
         self._task = asyncio.get_running_loop().create_task(self._run(), name="webhook-sender")
 
@@ -304,6 +341,9 @@ class WebhookSender:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._guard is not None:
+            await self._guard.close()
+            self._guard = None
 
     async def _run(self) -> None:
         while True:
@@ -362,6 +402,9 @@ class WebhookSender:
         status_code: int | None = None
         error: str | None = None
         try:
+            if not self.allow_private_networks:
+                # aiohttp doesn't ask the resolver about a literal address (http://10.0.0.5/): checked here.
+                check_literal_host(URL(delivery["url"]).raw_host or "")
             async with self._session.post(delivery["url"], data=body, headers=headers, allow_redirects=False) as response:
                 status_code = response.status
                 await response.content.read(65536)  # what a receiver says is not ours to keep
@@ -370,7 +413,8 @@ class WebhookSender:
         except asyncio.TimeoutError:
             error = f"timeout after {self.timeout:g} s"
         except Exception as exc:  # connection refused, DNS, bad URL...: one receiver's problem, logged, retried
-            error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
+            refused = refusal_behind(exc)  # "refused: destination 10.0.0.5 is a private address"
+            error = (str(refused) if refused is not None else f"{type(exc).__name__}: {exc}")[:MAX_ERROR_LENGTH]
         ok = status_code is not None and 200 <= status_code < 300
         if not ok and error is None:
             error = f"HTTP {status_code}"

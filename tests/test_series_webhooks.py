@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import pytest
 from aiohttp import web
 
+from mediaserver.config import Config
 from mediaserver.webhooks import verify
 from tests.media_source import publish
 from tests.server_fixture import ADMIN_TOKEN, ServerHandle, run_server, small_config
@@ -21,9 +22,15 @@ from tests.test_broadcast import wait_for
 SECRET = "a-long-webhook-secret-123"
 
 
+def loopback_webhooks(config: Config) -> Config:
+    """The receivers here listen on 127.0.0.1, which webhooks may reach only when private networks are allowed."""
+    config.webhooks.allow_private_networks = True
+    return config
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerHandle]:
-    handle = run_server(small_config(tmp_path / "data", reconnect_window=0.5))
+    handle = run_server(loopback_webhooks(small_config(tmp_path / "data", reconnect_window=0.5)))
     yield handle
     handle.stop()
 
@@ -172,7 +179,7 @@ def test_signed_webhooks_follow_a_broadcast(server: ServerHandle) -> None:
 def test_webhooks_survive_a_down_receiver_and_a_restart(tmp_path: Path) -> None:
     data = tmp_path / "data"
     port = free_port()
-    server = run_server(small_config(data))
+    server = run_server(loopback_webhooks(small_config(data)))
     status, _ = server.api("POST", "/api/webhooks", {"url": f"http://127.0.0.1:{port}/hook", "secret": SECRET,
                                                      "events": ["stream.created", "stream.cancelled"]})
     assert status == 201
@@ -184,7 +191,7 @@ def test_webhooks_survive_a_down_receiver_and_a_restart(tmp_path: Path) -> None:
     time.sleep(1.0)  # the receiver is down: first attempts fail
     server.stop()
     receiver = Receiver(port).start()
-    restarted = run_server(small_config(data))
+    restarted = run_server(loopback_webhooks(small_config(data)))
     try:
         wanted = [(i, t) for i in ids for t in ("stream.created", "stream.cancelled")]
         wait_for(lambda: [(e["data"]["stream_id"], e["type"]) for e in receiver.events] == wanted, 60,

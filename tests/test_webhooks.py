@@ -1,5 +1,6 @@
 """Webhook store and sender against real aiohttp receivers on 127.0.0.1: signatures, order, retries while a
-receiver is down, a restart in the middle, giving up, validation and org isolation."""
+receiver is down, a restart in the middle, giving up, validation and org isolation. Loopback receivers need
+allow_private_networks, on here; test_webhook_ssrf tests the default that refuses them."""
 from __future__ import annotations
 
 import asyncio
@@ -89,7 +90,8 @@ async def enqueue_three(store: WebhookStore) -> list[str]:
 
 
 def fast_sender(store: WebhookStore, **kwargs: Any) -> WebhookSender:
-    options: dict[str, Any] = {"timeout": 5.0, "backoff_base": 0.2, "poll_interval": 0.05, **kwargs}
+    options: dict[str, Any] = {"timeout": 5.0, "backoff_base": 0.2, "poll_interval": 0.05,
+                               "allow_private_networks": True, **kwargs}  # the receivers are on loopback
     return WebhookSender(store, **options)
 
 
@@ -115,7 +117,7 @@ def test_sign_and_verify() -> None:
 # -- delivery -----------------------------------------------------------------------------------------
 def test_three_events_arrive_signed_in_order_with_headers(tmp_path: Path) -> None:
     async def main() -> None:
-        store = WebhookStore(tmp_path / "db.sqlite")
+        store = WebhookStore(tmp_path / "db.sqlite", allow_private_networks=True)
         receiver = await Receiver().start()
         sub = store.subscribe(ORG, receiver.url, SECRET, ["*"])
         sender = fast_sender(store)
@@ -152,7 +154,7 @@ def test_three_events_arrive_signed_in_order_with_headers(tmp_path: Path) -> Non
 
 def test_a_down_receiver_gets_every_event_in_order_once_it_is_up(tmp_path: Path) -> None:
     async def main() -> None:
-        store = WebhookStore(tmp_path / "db.sqlite")
+        store = WebhookStore(tmp_path / "db.sqlite", allow_private_networks=True)
         receiver = Receiver()  # nothing listens on its port yet
         sub = store.subscribe(ORG, receiver.url, SECRET, ["stream.created", "stream.live", "stream.ended"])
         sender = fast_sender(store)
@@ -198,7 +200,7 @@ def test_deliveries_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
 
     async def before() -> tuple[str, int, list[str]]:
-        store = WebhookStore(path)
+        store = WebhookStore(path, allow_private_networks=True)
         port = free_port()
         sub = store.subscribe(ORG, f"http://127.0.0.1:{port}/hook", SECRET, ["*"])
         sender = fast_sender(store)
@@ -213,7 +215,7 @@ def test_deliveries_survive_a_restart(tmp_path: Path) -> None:
     sub_id, port, ids = asyncio.run(before())
 
     async def after() -> None:
-        store = WebhookStore(path)
+        store = WebhookStore(path, allow_private_networks=True)
         assert store.subscription(ORG, sub_id) is not None
         receiver = await Receiver(port).start()
         sender = fast_sender(store)
@@ -238,7 +240,7 @@ def test_deliveries_survive_a_restart(tmp_path: Path) -> None:
 
 def test_gives_up_after_the_deadline_with_attempts_logged(tmp_path: Path) -> None:
     async def main() -> None:
-        store = WebhookStore(tmp_path / "db.sqlite")
+        store = WebhookStore(tmp_path / "db.sqlite", allow_private_networks=True)
         receiver = await Receiver(status=500).start()
         sub = store.subscribe(ORG, receiver.url, SECRET, ["stream.failed"])
         sender = fast_sender(store, give_up_after=1.0)
@@ -269,7 +271,7 @@ def test_gives_up_after_the_deadline_with_attempts_logged(tmp_path: Path) -> Non
 
 def test_one_failing_or_slow_receiver_holds_up_no_other(tmp_path: Path) -> None:
     async def main() -> None:
-        store = WebhookStore(tmp_path / "db.sqlite")
+        store = WebhookStore(tmp_path / "db.sqlite", allow_private_networks=True)
         slow = await Receiver(delay=3.0).start()
         broken = await Receiver(status=503).start()
         good = await Receiver().start()
@@ -312,7 +314,7 @@ def test_one_failing_or_slow_receiver_holds_up_no_other(tmp_path: Path) -> None:
     ("https://example.org/hook", SECRET, [None], "events"),
 ])
 def test_subscribe_names_the_bad_field(tmp_path: Path, url: Any, secret: Any, events: Any, field: str) -> None:
-    store = WebhookStore(tmp_path / "db.sqlite")
+    store = WebhookStore(tmp_path / "db.sqlite", allow_private_networks=True)
     with pytest.raises(WebhookError) as caught:
         store.subscribe(ORG, url, secret, events)
     assert str(caught.value).startswith(field + ":")
@@ -321,7 +323,7 @@ def test_subscribe_names_the_bad_field(tmp_path: Path, url: Any, secret: Any, ev
 
 
 def test_subscriptions_belong_to_their_org(tmp_path: Path) -> None:
-    store = WebhookStore(tmp_path / "db.sqlite")
+    store = WebhookStore(tmp_path / "db.sqlite", allow_private_networks=True)
     sub = store.subscribe(ORG, "https://example.org/hook", SECRET, ["stream.live", "stream.live", "stream.ended"])
     assert sub["secret_set"] is True and "secret" not in sub
     assert sub["events"] == ["stream.ended", "stream.live"]
@@ -346,7 +348,7 @@ def test_subscriptions_belong_to_their_org(tmp_path: Path) -> None:
 
 
 def test_enqueue_filters_and_numbers_events_per_org(tmp_path: Path) -> None:
-    store = WebhookStore(tmp_path / "db.sqlite")
+    store = WebhookStore(tmp_path / "db.sqlite", allow_private_networks=True)
     live_only = store.subscribe(ORG, "https://example.org/live", SECRET, ["stream.live"])
     everything = store.subscribe(ORG, "https://example.org/all", SECRET, ["*"])
     store.subscribe("org_b", "https://example.org/b", SECRET, ["*"])
@@ -369,7 +371,7 @@ def test_enqueue_filters_and_numbers_events_per_org(tmp_path: Path) -> None:
 
 
 def test_backoff_doubles_capped_with_jitter(tmp_path: Path) -> None:
-    store = WebhookStore(tmp_path / "db.sqlite")
+    store = WebhookStore(tmp_path / "db.sqlite", allow_private_networks=True)
     sender = WebhookSender(store, backoff_base=5.0, backoff_max=3600.0)
     for attempts, base in ((1, 5.0), (2, 10.0), (3, 20.0), (10, 2560.0), (11, 3600.0), (5000, 3600.0)):
         for _ in range(20):

@@ -22,6 +22,7 @@ def org_of(request: web.Request) -> str:
 async def create(request: web.Request) -> web.Response:
     body = await read_json(request, "WebhookCreate")
     try:
+        # In a thread: besides checking the fields, subscribe resolves the URL's host to refuse non-public ones.
         row = await asyncio.to_thread(request.app[WEBHOOKS].subscribe, org_of(request), body["url"], body["secret"], body["events"])
     except WebhookError as exc:
         field = str(exc).split(":", 1)[0].strip()
