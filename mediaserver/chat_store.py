@@ -1,5 +1,6 @@
-"""Chat persistence: messages, reaction totals and the moderation audit log in SQLite, written in
-batches from a background task so the event loop never waits on the disk."""
+"""Chat persistence: messages (in the order they were published), reaction totals, the room's moderation
+state (bans, time-outs, the pinned message, highlights) and the audit log in SQLite, written in batches
+from a background task so the event loop never waits on the disk."""
 from __future__ import annotations
 
 import asyncio
@@ -26,6 +27,19 @@ class ChatStore:
                 {"id": str, "stream_id": str, "type": str, "text": str, "author": str, "role": str, "status": str,
                  "pinned": int, "created_at": float, "prayer_team_only": int}, pk="id")
             self.db.table("chat_messages").create_index(["stream_id", "created_at"])
+        messages = self.db.table("chat_messages")
+        # Added later: when a message was published (a held one: when approved), highlights, and who wrote
+        # it (their viewer identity and address, never sent to clients) so bans can follow them.
+        for column, kind in (("published_at", float), ("highlighted", int), ("author_viewer", str),
+                             ("author_address", str)):
+            if column not in messages.columns_dict:
+                messages.add_column(column, kind)
+        if "chat_sanctions" not in names:
+            self.db.table("chat_sanctions").create(
+                {"id": str, "stream_id": str, "kind": str, "name": str, "name_key": str, "identities": str,
+                 "addresses": str, "address_ban": int, "until": float, "created_at": float, "moderator": str},
+                pk="id")
+            self.db.table("chat_sanctions").create_index(["stream_id"])
         if "chat_reactions" not in names:
             self.db.table("chat_reactions").create({"stream_id": str, "type": str, "count": int}, pk=("stream_id", "type"))
         if "viewer_sessions" not in names:
@@ -56,6 +70,12 @@ class ChatStore:
     def peak_viewers(self, stream_id: str, peak: int) -> None:
         self._pending.append(("peak", (stream_id, peak)))
 
+    def save_sanction(self, row: dict[str, Any]) -> None:
+        self._pending.append(("sanction", row))
+
+    def delete_sanction(self, sanction_id: str) -> None:
+        self._pending.append(("unsanction", sanction_id))
+
     def audit(self, stream_id: str, at: float, moderator: str, action: str, target: str, detail: Any = None) -> None:
         self._pending.append(("audit", {"stream_id": stream_id, "at": at, "moderator": moderator, "action": action,
                                         "target": target, "detail": json.dumps(detail)}))
@@ -63,25 +83,38 @@ class ChatStore:
     def _write(self, batch: list[tuple[str, Any]]) -> None:
         with self._lock, self.db.conn:
             for kind, item in batch:
-                if kind == "message":
-                    self.db.table("chat_messages").insert(item, replace=True)
-                elif kind == "update":
-                    self.db.table("chat_messages").update(item[0], item[1])
-                elif kind == "reactions":
-                    stream_id, counts = item
-                    for rtype, count in counts.items():
-                        self.db.execute(
-                            "INSERT INTO chat_reactions (stream_id, type, count) VALUES (?, ?, ?) "
-                            "ON CONFLICT(stream_id, type) DO UPDATE SET count = count + excluded.count",
-                            [stream_id, rtype, count])
-                elif kind == "session":
-                    self.db.table("viewer_sessions").insert(item, replace=True)
-                elif kind == "peak":
-                    # The streams table lives in the same database file.
-                    self.db.execute("UPDATE streams SET peak_viewers = max(coalesce(peak_viewers, 0), ?) WHERE id = ?",
-                                    [item[1], item[0]])
-                else:
-                    self.db.table("chat_audit").insert(item)
+                try:
+                    self._apply(kind, item)
+                except (sqlite3.Error, ValueError, TypeError):
+                    # One bad write must not take the rest of the batch (or the writer) with it.
+                    log.exception("chat: a %s write could not be saved", kind)
+
+    def _apply(self, kind: str, item: Any) -> None:
+        if kind == "message":
+            self.db.table("chat_messages").insert(item, replace=True)
+        elif kind == "update":
+            message_id, fields = item
+            columns = ", ".join(f"[{name}] = ?" for name in fields)
+            self.db.execute(f"UPDATE chat_messages SET {columns} WHERE id = ?", [*fields.values(), message_id])
+        elif kind == "reactions":
+            stream_id, counts = item
+            for rtype, count in counts.items():
+                self.db.execute(
+                    "INSERT INTO chat_reactions (stream_id, type, count) VALUES (?, ?, ?) "
+                    "ON CONFLICT(stream_id, type) DO UPDATE SET count = count + excluded.count",
+                    [stream_id, rtype, count])
+        elif kind == "sanction":
+            self.db.table("chat_sanctions").insert(item, replace=True)
+        elif kind == "unsanction":
+            self.db.execute("DELETE FROM chat_sanctions WHERE id = ?", [item])
+        elif kind == "session":
+            self.db.table("viewer_sessions").insert(item, replace=True)
+        elif kind == "peak":
+            # The streams table lives in the same database file.
+            self.db.execute("UPDATE streams SET peak_viewers = max(coalesce(peak_viewers, 0), ?) WHERE id = ?",
+                            [item[1], item[0]])
+        else:
+            self.db.table("chat_audit").insert(item)
 
     async def flush(self) -> None:
         batch, self._pending = self._pending, []
@@ -106,10 +139,40 @@ class ChatStore:
 
     # -- reads -------------------------------------------------------------------------------------
     def history(self, stream_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The last `limit` approved messages in the order they were published (a held message takes its
+        place when it was approved, not when it was written)."""
         with self._lock:
             rows = list(self.db.table("chat_messages").rows_where(
-                "stream_id = ? and status = 'APPROVED'", [stream_id], order_by="created_at desc", limit=limit))
+                "stream_id = ? and status = 'APPROVED'", [stream_id],
+                order_by="coalesce(published_at, created_at) desc, rowid desc", limit=limit))
         return list(reversed(rows))
+
+    def pinned(self, stream_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            rows = list(self.db.table("chat_messages").rows_where(
+                "stream_id = ? and status = 'APPROVED' and pinned = 1", [stream_id],
+                order_by="coalesce(published_at, created_at) desc", limit=1))
+        return rows[0] if rows else None
+
+    def held(self, stream_id: str, limit: int = 500) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.db.table("chat_messages").rows_where(
+                "stream_id = ? and status = 'HELD'", [stream_id], order_by="created_at", limit=limit))
+
+    def recent_authors(self, stream_id: str, limit: int = 2000) -> list[dict[str, Any]]:
+        """Who wrote the last `limit` messages, oldest first: author, role, viewer identity, address."""
+        with self._lock:
+            rows = list(self.db.execute(
+                "SELECT author, role, author_viewer, author_address FROM chat_messages "
+                "WHERE stream_id = ? AND author_viewer IS NOT NULL ORDER BY created_at DESC LIMIT ?",
+                [stream_id, limit]).fetchall())
+        return [{"author": r[0], "role": r[1], "author_viewer": r[2], "author_address": r[3]} for r in reversed(rows)]
+
+    def sanctions(self, stream_id: str, now: float) -> list[dict[str, Any]]:
+        """Bans and time-outs still in force."""
+        with self._lock:
+            return list(self.db.table("chat_sanctions").rows_where(
+                "stream_id = ? and (until is null or until > ?)", [stream_id, now], order_by="created_at"))
 
     def reaction_totals(self, stream_id: str) -> dict[str, int]:
         with self._lock:

@@ -5,11 +5,12 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import aiohttp
 import pytest
 
+from tests.chat_client import Client, connect, run
 from tests.server_fixture import ADMIN_TOKEN, ServerHandle, run_server, small_config
 
 
@@ -20,45 +21,6 @@ def server(tmp_path: Path) -> Iterator[ServerHandle]:
         {"chat": {"blocked_words": ["ass", "heretic"], "link_filter": True, "slow_mode_seconds": 0}}))
     yield handle
     handle.stop()
-
-
-class Client:
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.frames: list[dict[str, Any]] = []
-
-    async def send(self, event: str, data: dict[str, Any] | None = None) -> None:
-        await self.ws.send_str(json.dumps({"event": event, "data": data or {}}))
-
-    async def expect(self, event: str, match: Any = None, timeout: float = 5.0) -> dict[str, Any]:
-        for f in self.frames:
-            if f["event"] == event and (match is None or match(f["data"])):
-                self.frames.remove(f)
-                return f["data"]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                msg = await self.ws.receive(timeout=max(0.01, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                break
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                raise AssertionError(f"socket closed while waiting for {event}: {msg.type}")
-            f = json.loads(msg.data)
-            if f["event"] == event and (match is None or match(f["data"])):
-                return f["data"]
-            self.frames.append(f)
-        raise AssertionError(f"no {event} within {timeout} s; got {[f['event'] for f in self.frames]}")
-
-
-async def connect(session: aiohttp.ClientSession, server: ServerHandle, stream_id: str, **query: str) -> Client:
-    ws = await session.ws_connect(f"{server.http}/ws/streams/{stream_id}", params=query)
-    client = Client(ws)
-    await client.expect("chat:history")
-    return client
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 60))
 
 
 def test_messages_history_and_order(server: ServerHandle) -> None:
@@ -291,5 +253,36 @@ def test_slow_mode_and_system_messages(server: ServerHandle) -> None:
             live = await guest.expect("chat:message", lambda d: d["type"] == "SYSTEM")
             assert "live" in live["text"]
             await guest.expect("stream:live")
+
+    run(scenario())
+
+
+def test_disguised_words_bare_domains_and_lookalike_names(server: ServerHandle) -> None:
+    stream = server.create_stream()
+    status, member = server.api("POST", "/api/orgs/default/member-tokens", {"name": "Ruth Smith"})
+    assert status == 201
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            mod = await connect(session, server, stream["id"], token=ADMIN_TOKEN, name="Pastor Jim")
+            ruth = await connect(session, server, stream["id"], token=member["token"])
+            assert ruth.joined()["name"] == "Ruth Smith"
+            for name in ("P\u0430stor", "\u0410dmin", "\uff30\uff41\uff53\uff54\uff4f\uff52", "Pas\u200btor",
+                         "\u202erotsaP", "Moder4tor", "Ruth Sm\u0456th", "Pastor J\u0456m"):
+                fake = await connect(session, server, stream["id"], name=name)
+                assert fake.joined()["name"].startswith("Guest "), name
+            # Blocked words in disguise and bare domains are held; ordinary sentences are not.
+            for text in ("you h\u0435r\u0435tic", "a\u200bss", "h-e-r-e-t-i-c", "h.e.r.e.t.i.c", "h e r e t i c",
+                         "win at scam.ru/win", "visit grace.church"):
+                guest = await connect(session, server, stream["id"], name="Dave")  # each a browser of its own
+                await guest.send("chat:message", {"text": text})
+                assert (await guest.expect("chat:moderated"))["status"] == "HELD", text
+            await guest.send("chat:message", {"text": "That was the end.Then we prayed"})
+            await mod.expect("chat:message", lambda d: d["text"].startswith("That was the end"))
+            # Nothing visible, or text reordered by bidi overrides: refused with a reason.
+            for text in ("\u200b\u2060", "\u202eevil"):
+                await guest.send("chat:message", {"text": text})
+                refused = await guest.expect("chat:error", lambda d: d["code"] == "rejected")
+                assert "visible" in refused["message"] or "bidi" in refused["message"]
 
     run(scenario())

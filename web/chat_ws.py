@@ -1,117 +1,185 @@
 """The live room over WebSockets (/ws/streams/{id}) and server-sent events (/sse/streams/{id}).
 
-Thin: identify the viewer, pump frames between the socket and the Room; the Room decides everything.
+Thin: ask web/guard.py who may enter, give the viewer an identity (the signed per-browser viewer token
+of the ms_viewer cookie, or a member or staff token), then pump frames between the socket and the Room.
+The Room decides everything else.
 """
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
-import re
 from typing import Any
 
 from aiohttp import WSMsgType, web
 from aiohttp_sse import sse_response
 
-from mediaserver.chat_room import MAX_FRAME, Room, Viewer
-from mediaserver.chat_store import ChatStore
-from mediaserver.events import Event, LocalEventBus
-from mediaserver.moderation import BlockedWords, ModerationPolicy
-from mediaserver.playback_tokens import TokenError
-from web.keys import ADMIN_TOKEN, DB, SIGNER
+from mediaserver.access import VIEWER_ID_TTL, AccessPolicy, Caller, Decision, Role
+from mediaserver.chat_hub import ChatHub
+from mediaserver.chat_names import MAX_NAME, name_key
+from mediaserver.chat_room import FrameError, Room, Viewer, frame, parse_frame
+from mediaserver.moderation import RateLimit
+from web.auth import THROTTLE, error
+from web.guard import ACCESS, bearer_token, client_address, stream_row, watch_access
+from web.keys import DB
+
+__all__ = ["CHAT", "ChatHub", "VIEWER_COOKIE", "add_routes"]
 
 log = logging.getLogger(__name__)
-RESERVED_NAMES = re.compile(r"\b(mod|moderator|admin|administrator|pastor|host|staff|system)\b", re.IGNORECASE)
-
-
-class ChatHub:
-    """Rooms by stream id, created on first join with the organization's moderation settings."""
-
-    def __init__(self, store: ChatStore, bus: LocalEventBus) -> None:
-        self.store = store
-        self.rooms: dict[str, Room] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        bus.subscribe(self._on_event)
-
-    async def room(self, stream_id: str, org_settings: dict[str, Any]) -> Room:
-        lock = self._locks.setdefault(stream_id, asyncio.Lock())
-        async with lock:
-            room = self.rooms.get(stream_id)
-            if room is None:
-                chat = org_settings.get("chat", {})
-                policy = ModerationPolicy(
-                    blocked=BlockedWords(chat.get("blocked_words", [])),
-                    link_filter=chat.get("link_filter", True),
-                    slow_mode_seconds=float(chat.get("slow_mode_seconds", 0)),
-                    hold_for_review=bool(chat.get("hold_for_review", False)),
-                )
-                room = Room(stream_id, self.store, policy)
-                await room.start()
-                self.rooms[stream_id] = room
-            return room
-
-    async def _on_event(self, event: Event) -> None:
-        room = self.rooms.get(event.stream_id)
-        if room is None:
-            return
-        if event.name == "stream.live":
-            room.broadcast("stream:live", {"stream_id": event.stream_id})
-            room.system_message("The service is live. Welcome!")
-        elif event.name in ("stream.ended", "stream.failed"):
-            room.broadcast("stream:ended", {"stream_id": event.stream_id})
-            room.system_message("The service has ended. Thank you for worshipping with us.")
-
-    async def stop(self) -> None:
-        for room in self.rooms.values():
-            for viewer in list(room.viewers.values()):
-                if not viewer.queue.full():
-                    viewer.queue.put_nowait(None)  # ends the socket's sender
-            await room.stop()
-        await self.store.stop()
-
 
 CHAT = web.AppKey("chat_hub", ChatHub)
+# The cookie holding a browser's signed viewer id; the watch page sets the same one.
+VIEWER_COOKIE = "ms_viewer"
+CLOSE_AUTH_REQUIRED = 4401   # no (valid) credentials for a private room
+CLOSE_FORBIDDEN = 4403       # credentials that don't reach this stream
 
 
-async def identify(request: web.Request, stream: dict[str, Any]) -> tuple[str, str]:
-    """(name, role): staff by API token; guests by a display name that can't pose as staff."""
-    token = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+class Connection:
+    """One socket's standing: who the credentials say it is, and which browser it is."""
+
+    def __init__(self, request: web.Request, stream: dict[str, Any], caller: Caller) -> None:
+        self.request, self.stream, self.caller = request, stream, caller
+        self.policy: AccessPolicy = request.app[ACCESS]
+        self.address = client_address(request)
+        self.asked = request.query.get("name", "")[:MAX_NAME * 4]
+        cookie = request.cookies.get(VIEWER_COOKIE)
+        self.viewer_token, self.viewer_id = self._viewer(request.query.get("viewer"), cookie)
+        self.set_cookie = self.policy.viewer_id(cookie) != self.viewer_id
+
+    def _viewer(self, *offered: str | None) -> tuple[str, str]:
+        for candidate in offered:
+            viewer_id = self.policy.viewer_id(candidate)
+            if viewer_id and candidate:
+                return candidate, viewer_id
+        return self.policy.new_viewer_token()
+
+    def offer_viewer(self, token: str | None) -> None:
+        """A viewer token from the auth frame (for clients that can't keep the cookie)."""
+        viewer_id = self.policy.viewer_id(token)
+        if viewer_id and token:
+            self.viewer_token, self.viewer_id = token, viewer_id
+
+    def seat(self) -> tuple[str, str, str]:
+        """(role, name asked for, identity) in the room."""
+        caller = self.caller
+        if self.policy.may_manage(caller, self.stream):
+            role = "admin" if caller.role is Role.ADMIN else "moderator"
+            name = self.asked or role.capitalize()
+            return role, name, f"{role}:{caller.org_id or '*'}:{name_key(name)}"
+        if caller.role is Role.MEMBER:
+            name = caller.name or "Member"  # the name the church issued the token under
+            return "member", name, f"member:{caller.org_id}:{name}"
+        return "guest", self.asked, f"guest:{self.viewer_id}"
+
+    def viewer(self, queue_size: int) -> Viewer:
+        role, name, identity = self.seat()
+        return Viewer(name, role, self.address, self.request.headers.get("User-Agent", ""), queue_size=queue_size,
+                      identity=identity, viewer_token=self.viewer_token if role == "guest" else None)
+
+    async def check(self, token: str | None) -> Decision:
+        """Adopt what `token` proves; a bad one is refused (and counted against the address)."""
+        throttle = self.request.app[THROTTLE]
+        if token and throttle.blocked(self.address):
+            return Decision(False, 403, "too many bad tokens from this address; try again later")
+        caller, decision = await watch_access(self.request, self.stream, token=token, token_may_be_api=True)
+        if caller.problem is not None:
+            throttle.failed(self.address)
+            return Decision(False, 403, caller.problem)
+        if decision.allowed:
+            self.caller = caller
+        return decision
+
+
+async def _refuse(ws: web.WebSocketResponse, decision: Decision | None, message: str) -> web.WebSocketResponse:
+    """chat:error, then close: 4401 without credentials, 4403 with ones that don't reach the stream."""
+    forbidden = decision is not None and decision.status == 403
+    await ws.send_frame(frame("chat:error", {"code": "forbidden" if forbidden else "auth_required",
+                                             "message": message}), WSMsgType.TEXT)
+    await ws.close(code=CLOSE_FORBIDDEN if forbidden else CLOSE_AUTH_REQUIRED,
+                   message=b"forbidden" if forbidden else b"auth required")
+    return ws
+
+
+async def _first_auth(ws: web.WebSocketResponse, conn: Connection, room: Room) -> bool:
+    """A private room without credentials in the URL: wait for the auth frame; nothing is sent before it."""
+    hint = 'this room is private: send {"event": "auth", "data": {"token": "..."}} first'
+    try:
+        msg = await ws.receive(timeout=room.limits.auth_timeout)
+    except asyncio.TimeoutError:
+        await _refuse(ws, None, hint)
+        return False
+    if msg.type != WSMsgType.TEXT:
+        if msg.type not in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            await _refuse(ws, None, hint)
+        return False
+    try:
+        event, data = parse_frame(msg.data, room.limits)
+    except FrameError as exc:
+        await _refuse(ws, None, f"{exc}; {hint}")
+        return False
+    if event != "auth":
+        await _refuse(ws, None, hint)
+        return False
+    decision = await conn.check(_text(data.get("token")))
+    if not decision.allowed:
+        await _refuse(ws, decision, decision.reason)
+        return False
+    conn.offer_viewer(_text(data.get("viewer")))
+    conn.asked = (_text(data.get("name")) or conn.asked)[:MAX_NAME * 4]
+    return True
+
+
+async def _reauth(conn: Connection, room: Room, viewer: Viewer, data: dict[str, Any], limit: RateLimit) -> None:
+    """The auth frame on a joined viewer: a token may raise the role; a viewer token sets the identity."""
+    if not limit.allow():
+        return room.error(viewer, "rate_limited", "too many auth frames")
+    token, offered, name = data.get("token"), data.get("viewer"), data.get("name")
+    if any(v is not None and not isinstance(v, str) for v in (token, offered, name)):
+        return room.error(viewer, "bad_request", "token, viewer and name must be strings")
     if token:
-        if hmac.compare_digest(token.encode(), request.app[ADMIN_TOKEN].encode()):
-            return request.query.get("name", "Admin")[:40] or "Admin", "admin"
-        try:
-            grant = request.app[SIGNER].check(token, member_scope(stream["org_id"]))
-            return str(grant.viewer_id or "Member")[:40], "member"  # the name is the one the church issued
-        except TokenError:
-            pass
-        org_id = await asyncio.to_thread(request.app[DB].token_org, token)
-        if org_id is not None and org_id == stream["org_id"]:
-            return request.query.get("name", "Moderator")[:40] or "Moderator", "moderator"
-    name = " ".join(request.query.get("name", "").split())[:40]
-    if not name or RESERVED_NAMES.search(name):
-        name = f"Guest {abs(hash(request.remote)) % 10000:04d}"
-    return name, "guest"
-
-
-def member_scope(org_id: str) -> str:
-    """What a member token is signed for: membership of one organization (not one stream)."""
-    return f"member:{org_id}"
+        decision = await conn.check(token)
+        if not decision.allowed:
+            return room.error(viewer, "auth_failed", decision.reason)
+    conn.offer_viewer(_text(offered))
+    if name:
+        conn.asked = name[:MAX_NAME * 4]
+    role, asked, identity = conn.seat()
+    room.reidentify(viewer, role=role, name=asked, identity=identity,
+                    viewer_token=conn.viewer_token if role == "guest" else None)
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
-    stream = await asyncio.to_thread(request.app[DB].stream, request.match_info["stream_id"])
+    stream = await stream_row(request, request.match_info["stream_id"])
     if stream is None:
         raise web.HTTPNotFound(text="No such stream.\n")
+    url_token = request.query.get("token") or None
+    presented = url_token is not None or bearer_token(request) is not None
+    if presented and request.app[THROTTLE].blocked(client_address(request)):
+        return error(429, "too many bad tokens from this address; try again later")
+    caller, decision = await watch_access(request, stream, token=url_token, token_may_be_api=True)
+    conn = Connection(request, stream, caller)
+    if caller.problem is not None:
+        request.app[THROTTLE].failed(conn.address)
+    if presented and not decision.allowed:
+        return error(decision.status, decision.reason)  # before the upgrade: nothing of the room is sent
     org = await asyncio.to_thread(request.app[DB].org, stream["org_id"])
     settings = json.loads(org["settings"] or "{}") if org else {}
-    room = await request.app[CHAT].room(stream["id"], settings)
-    # Frames over our limit must reach the room (which answers chat:error), so aiohttp's own cap is higher.
-    # No per-message deflate: it would compress every frame once per viewer, the opposite of fan-out.
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME * 16, compress=False)
+    room = await request.app[CHAT].room(stream["id"], settings, stream["org_id"])
+    # aiohttp's own cap is the hard one (1 MiB): below it, oversized frames reach the room, which answers
+    # chat:error (and closes past 64 KiB). No per-message deflate: it would compress every frame once per
+    # viewer, the opposite of fan-out.
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=room.limits.hard_frame_bytes, compress=False)
+    if conn.set_cookie:
+        ws.set_cookie(VIEWER_COOKIE, conn.viewer_token, max_age=int(VIEWER_ID_TTL), httponly=True, samesite="Lax",
+                      path="/", secure=request.secure)
     await ws.prepare(request)
-    name, role = await identify(request, stream)
-    viewer = Viewer(name, role, request.remote or "?", request.headers.get("User-Agent", ""))
+    if not decision.allowed and not await _first_auth(ws, conn, room):
+        return ws
+    viewer = conn.viewer(room.limits.send_queue)
 
     async def pump() -> None:
         # Frames arrive already encoded, once per event for the whole room.
@@ -120,20 +188,28 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             if payload is None:
                 break
             await ws.send_frame(payload, WSMsgType.TEXT)
-        await ws.close(code=1008 if viewer.dropped else 1000, message=b"too slow" if viewer.dropped else b"")
+        await ws.close(code=viewer.close_code, message=viewer.close_reason.encode())
 
     sender = asyncio.get_running_loop().create_task(pump())
     room.join(viewer)
+    if presented and caller.problem is not None:  # a public room: in as a guest, but told why
+        room.error(viewer, "auth_failed", caller.problem)
+    auth_frames = RateLimit(*room.limits.auth_frames)
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
-                room.handle(viewer, msg.data)
+                auth = room.handle(viewer, msg.data)
+                if auth is not None:
+                    await _reauth(conn, room, viewer, auth, auth_frames)
             elif msg.type == WSMsgType.BINARY:
                 room.error(viewer, "bad_frame", "send text frames of JSON")
-            if viewer.dropped:
+            if viewer.closing:
                 break
     finally:
         room.leave(viewer)
+        if viewer.closing and not sender.done():
+            # Let the sender deliver what explains the close (chat:error too_large) before closing.
+            await asyncio.wait([sender], timeout=5)
         sender.cancel()
         await asyncio.gather(sender, return_exceptions=True)
         await ws.close()
@@ -142,12 +218,19 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events for viewers who only need state, viewer count and reactions."""
-    stream = await asyncio.to_thread(request.app[DB].stream, request.match_info["stream_id"])
+    stream = await stream_row(request, request.match_info["stream_id"])
     if stream is None:
         raise web.HTTPNotFound(text="No such stream.\n")
+    caller, decision = await watch_access(request, stream, token=request.query.get("token") or None,
+                                          token_may_be_api=True)
+    if not decision.allowed:
+        if caller.problem is not None:
+            request.app[THROTTLE].failed(client_address(request))
+        return error(decision.status, decision.reason)
     org = await asyncio.to_thread(request.app[DB].org, stream["org_id"])
-    room = await request.app[CHAT].room(stream["id"], json.loads(org["settings"] or "{}") if org else {})
-    viewer = Viewer("sse", "listener", request.remote or "?", queue_size=64)
+    room = await request.app[CHAT].room(stream["id"], json.loads(org["settings"] or "{}") if org else {},
+                                        stream["org_id"])
+    viewer = Viewer("sse", "listener", client_address(request), queue_size=64)
     async with sse_response(request) as sse:
         await sse.send(json.dumps({"status": stream["status"]}), event="stream:state")
         room.join(viewer)

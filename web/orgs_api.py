@@ -50,12 +50,15 @@ async def update_org(request: web.Request) -> web.Response:
     await asyncio.to_thread(request.app[DB].update_org, row["id"], **fields)
     updated = await asyncio.to_thread(request.app[DB].org, row["id"])
     assert updated is not None
+    if "settings" in fields:
+        from web.chat_ws import CHAT
+        request.app[CHAT].apply_settings(row["id"], json.loads(fields["settings"]))  # open rooms follow at once
     return web.json_response(org_view(request, updated))
 
 
 async def member_token(request: web.Request) -> web.Response:
     from web.api import iso
-    from web.chat_ws import member_scope
+    from mediaserver.access import member_scope
     from web.keys import SIGNER
 
     row = await find_org(request)

@@ -58,6 +58,13 @@
   stage.append(cardBox);
 
   let ws = null, retry = 1000, typingTimer = null, lastTyping = 0;
+  // A private stream's page carries its playback token in the playlist URL: the room takes it in the auth
+  // frame (never in the socket's URL, which proxies log).
+  const playbackToken = (() => {
+    try { return new URL(cfg.playback_url || "", location.href).searchParams.get("token"); } catch { return null; }
+  })();
+  // The browser's viewer token lives in the ms_viewer cookie; kept here too for when cookies are blocked.
+  const VIEWER_KEY = "chat-viewer";
 
   function addMessage(m) {
     const item = el("li", { class: `msg type-${m.type.toLowerCase()}`, "data-id": m.id });
@@ -98,8 +105,11 @@
     "chat:message": addMessage,
     "chat:removed": (d) => { const n = list.querySelector(`[data-id="${CSS.escape(d.id)}"]`); if (n) n.remove(); },
     "chat:pinned": (d) => showPinned(d.message),
+    "stream:join": (d) => { if (d.viewer_token) localStorage.setItem(VIEWER_KEY, d.viewer_token); },
     "chat:typing": (d) => {
-      typing.textContent = `${d.name} is typing…`;
+      const names = d.names && d.names.length ? d.names : [d.name];
+      typing.textContent = names.length > 3 ? "Several people are typing…"
+        : `${names.join(", ")} ${names.length > 1 ? "are" : "is"} typing…`;
       clearTimeout(typingTimer);
       typingTimer = setTimeout(() => { typing.textContent = ""; }, 3000);
     },
@@ -114,14 +124,23 @@
     const name = nameInput.value.trim();
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     ws = new WebSocket(`${proto}//${location.host}/ws/streams/${encodeURIComponent(cfg.stream_id)}?name=${encodeURIComponent(name)}`);
-    ws.addEventListener("open", () => { retry = 1000; errorLine.textContent = ""; });
+    ws.addEventListener("open", () => {
+      retry = 1000;
+      errorLine.textContent = "";
+      const auth = {};
+      if (playbackToken) auth.token = playbackToken;
+      const kept = localStorage.getItem(VIEWER_KEY);
+      if (kept) auth.viewer = kept;
+      if (auth.token || auth.viewer) ws.send(JSON.stringify({ event: "auth", data: auth }));
+    });
     ws.addEventListener("message", (event) => {
       let frame;
       try { frame = JSON.parse(event.data); } catch { return; }
       const handler = handlers[frame.event];
       if (handler) handler(frame.data);
     });
-    ws.addEventListener("close", () => {
+    ws.addEventListener("close", (event) => {
+      if (event.code === 4403) return;  // this page's token doesn't open the room: retrying won't either
       setTimeout(connect, retry);
       retry = Math.min(retry * 2, 30000);
     });
