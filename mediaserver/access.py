@@ -51,6 +51,8 @@ ALLOW = Decision(True)
 # Viewer ids are signed for this scope; ':' never occurs in a stream id, so they can't pass as playback tokens.
 VIEWER_SCOPE = "viewer:"
 VIEWER_ID_TTL = 400 * 86400.0
+# The cookie holding a browser's signed viewer id: set by the watch page and the room's handshake.
+VIEWER_COOKIE = "ms_viewer"
 
 
 def member_scope(org_id: str) -> str:

@@ -40,6 +40,12 @@ class ChatHub:
             room.apply_policy(ModerationPolicy.from_settings(org_settings))
         return len(rooms)
 
+    def apply_stream(self, stream: dict[str, Any]) -> None:
+        """A stream's chat/reaction switches changed (or a socket brought a fresh row): its room follows."""
+        room = self.rooms.get(stream["id"])
+        if room is not None:
+            room.apply_stream(stream)
+
     async def _on_event(self, event: Event) -> None:
         room = self.rooms.get(event.stream_id)
         if room is None:

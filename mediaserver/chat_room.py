@@ -116,6 +116,9 @@ class Room:
         self._typing_last = 0.0
         self._count_pending = False
         self._tasks: list[asyncio.Task[None]] = []
+        # The stream's own switches (chat_enabled, reactions_enabled); staff may still post when chat is off.
+        self.chat_enabled = True
+        self.reactions_enabled = True
 
     async def start(self) -> None:
         """Load what the room had before a restart: history, pinned message, review queue, sanctions."""
@@ -297,7 +300,14 @@ class Room:
             limit = table[key] = RateLimit(*window)
         return limit
 
+    def apply_stream(self, stream: dict[str, Any]) -> None:
+        """The stream's chat_enabled / reactions_enabled switches, as they are now."""
+        self.chat_enabled = bool(stream.get("chat_enabled", 1))
+        self.reactions_enabled = bool(stream.get("reactions_enabled", 1))
+
     def on_message(self, viewer: Viewer, data: dict[str, Any]) -> None:
+        if not self.chat_enabled and not viewer.staff:
+            return self.error(viewer, "chat_off", "chat is turned off for this stream")
         text, mtype = data.get("text"), data.get("type", "MESSAGE")
         if not isinstance(text, str):
             return self.error(viewer, "bad_message", "text must be a string")
@@ -371,6 +381,8 @@ class Room:
             self.broadcast("chat:typing", {"name": names[0], "names": names})
 
     def on_reaction(self, viewer: Viewer, data: dict[str, Any]) -> None:
+        if not self.reactions_enabled:
+            return self.error(viewer, "reactions_off", "reactions are turned off for this stream")
         rtype = data.get("type")
         if rtype not in REACTIONS:
             return self.error(viewer, "bad_reaction", f"type must be one of {', '.join(REACTIONS)}")

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from aiohttp_sse import sse_response
 
-from mediaserver.access import VIEWER_ID_TTL, AccessPolicy, Caller, Decision, Role
+from mediaserver.access import VIEWER_COOKIE, VIEWER_ID_TTL, AccessPolicy, Caller, Decision, Role
 from mediaserver.chat_hub import ChatHub
 from mediaserver.chat_names import MAX_NAME, name_key
 from mediaserver.chat_room import FrameError, Room, Viewer, frame, parse_frame
@@ -28,8 +28,6 @@ __all__ = ["CHAT", "ChatHub", "VIEWER_COOKIE", "add_routes"]
 log = logging.getLogger(__name__)
 
 CHAT = web.AppKey("chat_hub", ChatHub)
-# The cookie holding a browser's signed viewer id; the watch page sets the same one.
-VIEWER_COOKIE = "ms_viewer"
 CLOSE_AUTH_REQUIRED = 4401   # no (valid) credentials for a private room
 CLOSE_FORBIDDEN = 4403       # credentials that don't reach this stream
 
@@ -169,6 +167,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     org = await asyncio.to_thread(request.app[DB].org, stream["org_id"])
     settings = json.loads(org["settings"] or "{}") if org else {}
     room = await request.app[CHAT].room(stream["id"], settings, stream["org_id"])
+    room.apply_stream(stream)
     # aiohttp's own cap is the hard one (1 MiB): below it, oversized frames reach the room, which answers
     # chat:error (and closes past 64 KiB). No per-message deflate: it would compress every frame once per
     # viewer, the opposite of fan-out.

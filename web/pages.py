@@ -11,14 +11,12 @@ from aiohttp import web
 from typing import Any
 from urllib.parse import quote
 
-from mediaserver.access import VIEWER_ID_TTL, AccessPolicy
+from mediaserver.access import VIEWER_COOKIE, VIEWER_ID_TTL, AccessPolicy
 from mediaserver.passwords import PasswordChecker, TooManyAttempts
 from web.guard import ACCESS, client_address, stream_row, watch_access
 from web.keys import CONFIG, DB, SIGNER
 
 PASSWORDS = web.AppKey("password_checker", PasswordChecker)
-# The cookie holding a browser's signed viewer id (see AccessPolicy.new_viewer_token).
-VIEWER_COOKIE = "ms_viewer"
 
 STATIC_DIR = Path(__file__).parent / "static"
 
