@@ -2,13 +2,17 @@
 
 pyrtmp does the handshake, chunk reassembly and AMF0; this module adds timeouts, limits, stream-key checks
 through `authorize`, one clean close per connection, and hands every media message on as an FLV tag.
+Connections without an accepted key are bounded per address and in total by closing the oldest, so a flood
+of idle sockets never keeps a real encoder out; publishers have their own limit.
 """
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Generic, Protocol, TypeVar
 
 from bitstring import BitStream
 
@@ -230,7 +234,10 @@ class _PublishController(BaseRTMPController):  # type: ignore[misc]
     def __init__(self, server: RtmpServer) -> None:
         self.server = server
         self.session: _RtmpSession | None = None
+        self.writer: asyncio.StreamWriter | None = None
         self.peer = "?"
+        self.address = "?"  # what the pending-per-address limit counts by
+        self.closing = False
         self.app: str | None = None
         self.key: str | None = None
         self.sink: PublishSink | None = None
@@ -243,8 +250,11 @@ class _PublishController(BaseRTMPController):  # type: ignore[misc]
 
     async def client_callback(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = self.session = _RtmpSession(reader, writer)
+        self.writer = writer
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.peer = f"{peer[0]}:{peer[1]}"
+        self.address = _address_group(str(peer[0]))
+        self.server._admit(self)
         reason = "connection closed by the encoder"
         loop = asyncio.get_running_loop()
         self._deadline = loop.time() + self.server.handshake_timeout
@@ -282,12 +292,20 @@ class _PublishController(BaseRTMPController):  # type: ignore[misc]
             reason = f"malformed RTMP: {type(exc).__name__}: {exc}"
             log.warning("rtmp %s: closing after malformed input: %s", self.peer, reason)
         finally:
+            self.closing = True
             try:
                 writer.close()
             except Exception:  # already torn down by the peer
                 pass
             await self._end_publish(reason)
+            self.server._slots.remove(self)
             await self.cleanup(session)
+
+    def evict(self, why: str) -> None:
+        """Closes this pending connection at once (no flush) to make room for a newer one."""
+        log.warning("rtmp %s: closing to make room for a new connection: %s", self.peer, why)
+        if self.writer is not None:
+            self.writer.transport.abort()  # the reads of client_callback end with EOF
 
     async def _dispatch(self, session: _RtmpSession, chunk: Chunk) -> bool:
         """Handles one complete message; False when the client is done with this connection."""
@@ -396,6 +414,9 @@ class _PublishController(BaseRTMPController):  # type: ignore[misc]
         sink, self.sink = self.sink, None  # cleared first, so on_close runs once whatever happens next
         if sink is None:
             return
+        self.server._slots.release_publisher(self)
+        if not self.closing:
+            self.server._admit(self)  # a connection that stopped publishing is pending again, as a new one
         log.info("rtmp %s: publish of %s ended: %s", self.peer, self._key_hint(), reason)
         # Once a publish ends, the client gets what a new one gets to delete its stream or publish again.
         self._deadline = asyncio.get_running_loop().time() + self.server.handshake_timeout
@@ -444,6 +465,11 @@ class _PublishController(BaseRTMPController):  # type: ignore[misc]
                 raise PublishRefused(f"unknown application {app!r}; publish to /{self.server.app}")
             if not self.key:
                 raise PublishRefused("no stream key given")
+            # From here the connection holds a publisher slot and can't be evicted: authorize() starts a broadcast.
+            slots = self.server._slots
+            if not slots.claim_publisher(self):
+                raise PublishRefused(f"{len(slots.publishers)} publishing connections already open "
+                                     f"(max_connections = {slots.max_publishers})")
             try:
                 self.sink = await self.server.authorize(app, self.key, self.peer)
             except PublishRefused:
@@ -451,6 +477,9 @@ class _PublishController(BaseRTMPController):  # type: ignore[misc]
             except Exception as exc:
                 log.error("rtmp %s: authorize failed", self.peer, exc_info=True)
                 raise PublishRefused(f"server error ({type(exc).__name__})") from exc
+            finally:
+                if self.sink is None:
+                    slots.release_publisher(self)
         except PublishRefused as exc:
             log.warning("rtmp %s: publish refused (%s): %s", self.peer, self._key_hint(), exc)
             try:
@@ -470,25 +499,133 @@ class _PublishController(BaseRTMPController):  # type: ignore[misc]
         self.session = None
 
 
+def _address_group(host: str) -> str:
+    """What a client's pending connections count against: its IPv4 address, or its IPv6 /64 (one site's LAN)."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+C = TypeVar("C", bound=Hashable)
+
+
+class ConnectionSlots(Generic[C]):
+    """Who may stay connected. Publishers (a key accepted, or being checked by authorize) up to max_publishers;
+    every other connection is pending, bounded per address and in total by closing the oldest of the full
+    group, so a newcomer always gets in: an encoder needs milliseconds to publish, a flood has to keep
+    every slot busy and still loses the oldest. Sans-IO: the caller closes what add_pending returns."""
+
+    def __init__(self, max_publishers: int, max_pending: int, max_pending_per_address: int) -> None:
+        for name, value in [("max_publishers", max_publishers), ("max_pending", max_pending),
+                            ("max_pending_per_address", max_pending_per_address)]:
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        self.max_publishers = max_publishers
+        self.max_pending = max_pending
+        self.max_pending_per_address = max_pending_per_address
+        self.publishers: set[C] = set()
+        self._pending: dict[C, str] = {}                 # oldest first (insertion order), to its address
+        self._by_address: dict[str, dict[C, None]] = {}  # an address's pending connections, oldest first
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def addresses(self) -> int:
+        """Addresses with pending connections; an address is forgotten with its last one."""
+        return len(self._by_address)
+
+    def add_pending(self, conn: C, address: str) -> list[tuple[C, str]]:
+        """Adds conn as the newest pending connection; returns those it displaced (to close), each with why."""
+        displaced: list[tuple[C, str]] = []
+        group = self._by_address.get(address)
+        if group is not None and len(group) >= self.max_pending_per_address:
+            oldest = next(iter(group))
+            displaced.append((oldest, f"oldest of {len(group)} pending connections from {address} "
+                                      f"(max_pending_per_address = {self.max_pending_per_address})"))
+            self._forget_pending(oldest)
+        if len(self._pending) >= self.max_pending:
+            oldest = next(iter(self._pending))
+            displaced.append((oldest, f"oldest of {len(self._pending)} pending connections "
+                                      f"(max_pending_connections = {self.max_pending})"))
+            self._forget_pending(oldest)
+        self._pending[conn] = address
+        self._by_address.setdefault(address, {})[conn] = None
+        return displaced
+
+    def claim_publisher(self, conn: C) -> bool:
+        """Moves conn from pending to publishers; False (conn stays pending) when max_publishers are taken."""
+        if conn not in self.publishers and len(self.publishers) >= self.max_publishers:
+            return False
+        self._forget_pending(conn)
+        self.publishers.add(conn)
+        return True
+
+    def release_publisher(self, conn: C) -> None:
+        self.publishers.discard(conn)
+
+    def remove(self, conn: C) -> None:
+        """conn is closed: it holds no slot any more."""
+        self._forget_pending(conn)
+        self.publishers.discard(conn)
+
+    def _forget_pending(self, conn: C) -> None:
+        address = self._pending.pop(conn, None)
+        if address is None:
+            return
+        group = self._by_address[address]
+        del group[conn]
+        if not group:
+            del self._by_address[address]
+
+
 class RtmpServer:
-    """Listens for RTMP publishers; each accepted publish streams its tags into the sink authorize() returns."""
+    """Listens for RTMP publishers; each accepted publish streams its tags into the sink authorize() returns.
+
+    max_connections bounds publishers (connections whose key authorize() accepted, or is checking); the
+    connections before that are bounded by max_pending_connections and max_pending_per_address, and when
+    one of those is full the oldest pending connection of that group is closed to admit the new one.
+    """
 
     def __init__(self, authorize: Authorize, *, host: str = "0.0.0.0", port: int = 1935, app: str = "live",
                  handshake_timeout: float = 10.0, idle_timeout: float = 30.0, max_connections: int = 100,
-                 max_prepublish_bytes: int = 256 * 1024) -> None:
+                 max_pending_connections: int = 64, max_pending_per_address: int = 8,
+                 max_prepublish_bytes: int = 256 * 1024, backlog: int = 511) -> None:
         self.authorize = authorize
         self.host = host
         self.requested_port = port
         self.app = app
         self.handshake_timeout = handshake_timeout  # connect to publish, in all
         self.idle_timeout = idle_timeout            # between two messages of a publish
-        self.max_connections = max_connections
         self.max_prepublish_bytes = max_prepublish_bytes  # an encoder sends about 1 KiB before publishing
+        self.backlog = backlog  # connections the kernel queues until we accept them (nginx's default 511)
+        self._slots: ConnectionSlots[_PublishController] = ConnectionSlots(
+            max_connections, max_pending_connections, max_pending_per_address)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def pending_connections(self) -> int:
+        """Connections without an accepted key: handshaking, connecting, or done publishing and not yet gone."""
+        return self._slots.pending
+
+    @property
+    def pending_addresses(self) -> int:
+        return self._slots.addresses
+
+    @property
+    def publishing_connections(self) -> int:
+        return len(self._slots.publishers)
+
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self.requested_port)
+        self._server = await asyncio.start_server(self._accept, self.host, self.requested_port, backlog=self.backlog)
 
     @property
     def port(self) -> int:
@@ -496,12 +633,11 @@ class RtmpServer:
             raise RuntimeError("RtmpServer is not started")
         return int(self._server.sockets[0].getsockname()[1])
 
+    def _admit(self, controller: _PublishController) -> None:
+        for oldest, why in self._slots.add_pending(controller, controller.address):
+            oldest.evict(why)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._tasks) >= self.max_connections:
-            peer = writer.get_extra_info("peername") or ("?", 0)
-            log.warning("rtmp %s:%s: refused: %d connections already open", peer[0], peer[1], len(self._tasks))
-            writer.close()
-            return
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)

@@ -23,7 +23,7 @@ from mediaserver.webhooks import WebhookSender, WebhookStore
 from mediaserver.sessions import StreamManager
 from storage.local import LocalStore
 from web.app import build_app
-from web.chat_ws import ChatHub
+from mediaserver.chat_hub import ChatHub
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,8 @@ async def start_server(config: Config) -> RunningServer:
     store = LocalStore(config.data_path, int(config.storage.reserve_mb * 1024 * 1024))
     bus = LocalEventBus()
     # Webhooks first, so events from recovering an interrupted broadcast are delivered too.
-    webhook_store = WebhookStore(database_path(config))
-    webhook_sender = WebhookSender(webhook_store)
+    webhook_store = WebhookStore(database_path(config), allow_private_networks=config.webhooks.allow_private_networks)
+    webhook_sender = WebhookSender(webhook_store, allow_private_networks=config.webhooks.allow_private_networks)
     webhook_bridge = WebhookBridge(db, webhook_store, webhook_sender, bus)
     await webhook_sender.start()
     await webhook_bridge.start()
@@ -105,6 +105,8 @@ async def start_server(config: Config) -> RunningServer:
         handshake_timeout=config.rtmp.handshake_timeout,
         idle_timeout=config.rtmp.idle_timeout,
         max_connections=config.rtmp.max_connections,
+        max_pending_connections=config.rtmp.max_pending_connections,
+        max_pending_per_address=config.rtmp.max_pending_per_address,
     )
     await rtmp.start()
     # Ports asked as 0 (tests) are known now; URLs built from the config must show the real ones.

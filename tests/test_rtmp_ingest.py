@@ -144,10 +144,10 @@ def encode_message(fmt: int, csid: int, field: int, type_id: int, payload: bytes
     header = {0: ts + len(payload).to_bytes(3, "big") + bytes([type_id]) + msid.to_bytes(4, "little"),
               1: ts + len(payload).to_bytes(3, "big") + bytes([type_id]), 2: ts, 3: b""}[fmt]
     ext = field.to_bytes(4, "big") if extended else b""
-    out = basic_header(fmt, csid) + header + ext + payload[:chunk_size]
+    out = [basic_header(fmt, csid) + header + ext + payload[:chunk_size]]
     for pos in range(chunk_size, len(payload), chunk_size):
-        out += basic_header(3, csid) + ext + payload[pos : pos + chunk_size]  # continuations repeat the extension
-    return out
+        out.append(basic_header(3, csid) + ext + payload[pos : pos + chunk_size])  # continuations repeat the extension
+    return b"".join(out)  # joined once: a 1 MB message in 128-byte chunks would take seconds of `+=`
 
 
 class RawClient:
@@ -321,8 +321,8 @@ def test_aggregate_amf3_and_unknown_messages(make_server: Callable[..., RunningS
 
 def test_refusals_play_idle_budget_and_connection_limit(make_server: Callable[..., RunningServer],
                                                         caplog: pytest.LogCaptureFixture) -> None:
-    keys = Keys(KEY)
-    server = make_server(keys, handshake_timeout=1.0, idle_timeout=1.0, max_connections=3)
+    keys = Keys(KEY, "sk_second", "sk_third")
+    server = make_server(keys, handshake_timeout=1.0, idle_timeout=1.0, max_connections=2, max_pending_per_address=3)
     # Wrong key and wrong app: an error status with the reason, then the server closes.
     for key, app, reason in [("nope", "live", b"unknown stream key"), (KEY, "other", b"unknown application")]:
         client = RawClient(server.server.port)
@@ -357,13 +357,28 @@ def test_refusals_play_idle_budget_and_connection_limit(make_server: Callable[..
     except ConnectionError:
         pass
     assert flood.is_closed_by_server(2)
-    # Past max_connections, a connection is closed at once; the ones open are not disturbed.
+    # Past max_pending_per_address, the oldest connection without a key is closed so the new one gets in.
     held = [RawClient(server.server.port) for _ in range(3)]
     time.sleep(0.2)
     extra = RawClient(server.server.port)
-    assert extra.is_closed_by_server(1)
-    assert not held[0].is_closed_by_server(0.2)
-    for client in held + [extra, flood, quiet, player]:
+    assert held[0].is_closed_by_server(1)
+    assert not extra.is_closed_by_server(0.2) and not held[1].is_closed_by_server(0.2)
+    for client in held + [extra]:
+        client.close()
+    # Past max_connections publishers, a valid key is refused before authorize() sees it.
+    publishers = [RawClient(server.server.port) for _ in range(2)]
+    for client, key in zip(publishers, [KEY, "sk_second"]):
+        client.connect_and_publish(key)
+    third = RawClient(server.server.port)
+    third.handshake()
+    third.command("connect", 1, {"app": "live"})
+    third.command("createStream", 2, None)
+    third.command("publish", 3, None, "sk_third", "live", msid=1)
+    third.recv_until(b"NetStream.Publish.BadName")
+    third.recv_until(b"2 publishing connections already open")
+    assert third.is_closed_by_server(2)
+    assert [c[1] for c in keys.calls][-2:] == [KEY, "sk_second"]
+    for client in publishers + [third, flood, quiet, player]:
         client.close()
     messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert sum("publish refused (key nope...): unknown stream key" in m for m in messages) == 1, messages
@@ -372,6 +387,7 @@ def test_refusals_play_idle_budget_and_connection_limit(make_server: Callable[..
     assert any("timed out (idle while publishing)" in m for m in messages)
     assert any("without publishing" in m for m in messages)
     assert any("connections already open" in m for m in messages)
+    assert sum("closing to make room for a new connection" in m for m in messages) == 1, messages
 
 
 def test_stop_and_a_failing_sink_close_publishes_once(make_server: Callable[..., RunningServer]) -> None:
