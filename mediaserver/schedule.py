@@ -133,7 +133,7 @@ class SeriesRule:
         try:
             self._until_local(parts)
             pattern = self._build({k: v for k, v in parts.items() if k not in ("COUNT", "UNTIL")})
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:  # UNTIL=99991231T235959Z east of UTC
             raise ScheduleError(f"rrule: {exc}") from None
         _check_month_days(parts)
         # A pattern that never matches would make dateutil scan to the year 9999 on every query.
@@ -209,12 +209,16 @@ def occurrences(rule: SeriesRule, start: datetime, end: datetime, *, limit: int 
     for index, naive in enumerate(rule.naive_starts()):
         if index >= max_iterations:
             break
-        local = localize(naive, zone)
-        utc = local.astimezone(timezone.utc)
+        try:
+            local = localize(naive, zone)
+            utc = local.astimezone(timezone.utc)
+            finish = utc + duration
+        except OverflowError:  # past the year 9999 in UTC: no later occurrence exists either
+            break
         if utc >= end:
             break
         if utc >= start:
-            out.append(Occurrence(index, local, utc, utc + duration))
+            out.append(Occurrence(index, local, utc, finish))
             if len(out) >= limit:
                 break
     return out

@@ -80,11 +80,11 @@ def verify(secret: str, header: str, body: bytes, *, now: float | None = None, t
 def _validate(url: Any, secret: Any, events: Any) -> list[str]:
     if not isinstance(url, str) or len(url) > MAX_URL_LENGTH:
         raise WebhookError(f"url: must be an http(s) URL of at most {MAX_URL_LENGTH} characters")
-    parsed = urlparse(url)
     try:
+        parsed = urlparse(url)  # raises on unbalanced brackets or a bracketed host that isn't an IP address
         parsed.port  # raises on a port out of range or not a number
     except ValueError:
-        raise WebhookError(f"url: {url!r} has a bad port") from None
+        raise WebhookError(f"url: {url!r} is not an http(s) URL with a valid host and port") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname or any(c.isspace() for c in url):
         raise WebhookError(f"url: {url!r} is not an http(s) URL")
     if not isinstance(secret, str) or len(secret) < MIN_SECRET_LENGTH:

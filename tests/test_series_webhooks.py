@@ -16,7 +16,7 @@ from aiohttp import web
 from mediaserver.config import Config
 from mediaserver.webhooks import verify
 from tests.media_source import publish
-from tests.server_fixture import ADMIN_TOKEN, ServerHandle, run_server, small_config
+from tests.server_fixture import ServerHandle, run_server, small_config
 from tests.test_broadcast import wait_for
 
 SECRET = "a-long-webhook-secret-123"

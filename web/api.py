@@ -6,44 +6,82 @@ Anything outside the caller's organization is a 404, never a 403, so ids don't l
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import re
-import secrets
 import time
 import unicodedata
-from datetime import datetime, timezone
-from typing import Any
+from datetime import date, datetime, timezone
+from typing import Any, NoReturn
 
 from aiohttp import web
 
 from mediaserver.db import DEFAULT_ORG
 from web.auth import SCOPE, error
-from web.keys import CONFIG, DB, MANAGER, SIGNER
-from web.openapi import DOCUMENT, FLAGS, body_errors
+from web.keys import CHAT, CONFIG, DB, MANAGER, PASSWORDS, SIGNER
+from web.openapi import DATE_PATTERN, DATE_TIME_PATTERN, DOCUMENT, FLAGS, MAX_OFFSET, body_errors
 
 LIVE_STATES = ("STARTING", "LIVE", "ENDING")
 PAST_STATES = ("ENDED", "CANCELLED", "FAILED")
 MAX_BODY = 64 * 1024
+# Our bodies nest four levels at most; far deeper JSON is refused before it is parsed (the parser and the
+# validator recurse, and 30,000 levels fit in 60 KB).
+MAX_JSON_DEPTH = 32
+FIRST_YEAR, LAST_YEAR = 1000, 9999
+_DATE_RE = re.compile(DATE_PATTERN)
+_DATE_TIME_RE = re.compile(DATE_TIME_PATTERN)
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
 def iso(ts: float | None) -> str | None:
+    """A UTC timestamp as RFC 3339 with milliseconds, e.g. 2026-12-06T16:30:00.000Z (the year always 4 digits)."""
     if ts is None:
         return None
     dt = datetime.fromtimestamp(ts, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return f"{dt.year:04d}-{dt:%m-%dT%H:%M:%S}.{dt.microsecond // 1000:03d}Z"
 
 
 def parse_time(value: str) -> float:
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        raise ValueError("needs a time zone offset, e.g. 2026-12-06T16:30:00Z")
+    """An RFC 3339 date-time with its offset (2026-12-06T16:30:00Z) as a timestamp; ValueError saying why not.
+    Years before 1000 are refused: they don't survive a round trip through ISO text."""
+    if not isinstance(value, str) or not _DATE_TIME_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a date-time like 2026-12-06T16:30:00Z (years {FIRST_YEAR} to {LAST_YEAR})")
+    try:
+        dt = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+    except ValueError as exc:  # 30 February
+        raise ValueError(f"{value!r}: {exc}") from None
+    try:
+        utc = dt.astimezone(timezone.utc)
+    except OverflowError:
+        utc = None
+    if utc is None or not FIRST_YEAR <= utc.year <= LAST_YEAR:
+        raise ValueError(f"{value!r} is outside the years {FIRST_YEAR} to {LAST_YEAR} in UTC")
     return dt.timestamp()
+
+
+def parse_date(value: str) -> date:
+    """A calendar date like 2026-12-06 (years 1000 to 9999); ValueError saying why not."""
+    if not isinstance(value, str) or not _DATE_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a date like 2026-12-06 (years {FIRST_YEAR} to {LAST_YEAR})")
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:  # 30 February
+        raise ValueError(f"{value!r}: {exc}") from None
+
+
+def json_depth(raw: bytes) -> int:
+    """How deeply arrays and objects nest in a JSON text (brackets inside strings don't count)."""
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for byte in brackets:
+        depth += 1 if byte in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _no_constants(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
 
 
 def slugify(title: str) -> str:
@@ -52,19 +90,11 @@ def slugify(title: str) -> str:
     return slug or "stream"
 
 
-def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
-    return f"scrypt${salt.hex()}${digest.hex()}"
-
-
-def check_password(password: str, stored: str) -> bool:
-    try:
-        _, salt, digest = stored.split("$")
-        got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=2**14, r=8, p=1)
-    except ValueError:
-        return False
-    return hmac.compare_digest(got.hex(), digest)
+async def hash_password_field(request: web.Request, fields: dict[str, Any]) -> None:
+    """A stream's new password becomes its scrypt hash, on the password pool (never on the event loop)."""
+    if "password" in fields:
+        password = fields.pop("password")
+        fields["password_hash"] = None if password is None else await request.app[PASSWORDS].hash(password)
 
 
 async def read_json(request: web.Request, schema: str | None, *, optional: bool = False) -> Any:
@@ -78,9 +108,13 @@ async def read_json(request: web.Request, schema: str | None, *, optional: bool 
                                  content_type="application/json")
     if not raw.strip() and optional:
         return {}
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth(raw) > MAX_JSON_DEPTH:
+        raise web.HTTPBadRequest(text=json.dumps({"error": "request body nests too deeply",
+                                                  "details": {"body": f"over {MAX_JSON_DEPTH} levels of arrays and objects"}}),
+                                 content_type="application/json")
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        body = json.loads(raw, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, NaN, 5,000-digit numbers
         raise web.HTTPBadRequest(text=json.dumps({"error": "request body must be JSON", "details": {"body": str(exc)}}),
                                  content_type="application/json")
     if schema is not None:
@@ -94,6 +128,14 @@ async def read_json(request: web.Request, schema: str | None, *, optional: bool 
     return body
 
 
+def query_int(text: str, low: int, high: int) -> int | None:
+    """A query parameter that must be a decimal integer in [low, high] (no "+", "_", spaces or non-ASCII digits)."""
+    if not re.fullmatch(r"-?[0-9]{1,20}", text):
+        return None
+    value = int(text)
+    return value if low <= value <= high else None
+
+
 def stream_fields(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """API fields -> database columns, with the checks a schema can't express."""
     fields: dict[str, Any] = {}
@@ -103,9 +145,9 @@ def stream_fields(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]
             try:
                 fields[name] = None if value is None else parse_time(value)
             except ValueError as exc:
-                problems[name] = f"not an ISO 8601 date-time: {exc}"
+                problems[name] = str(exc)
         elif name == "password":
-            fields["password_hash"] = None if value is None else hash_password(value)
+            fields["password"] = value  # hashed by hash_password_field, off the event loop
         elif name == "timezone" and value is not None:
             try:
                 from zoneinfo import ZoneInfo
@@ -203,6 +245,7 @@ async def create_stream(request: web.Request) -> web.Response:
     while await slug_taken(request, org_id, slug):
         slug, n = f"{base}-{n}", n + 1
     fields["slug"] = slug
+    await hash_password_field(request, fields)
     from web.orgs_api import stream_defaults
 
     org = await asyncio.to_thread(request.app[DB].org, org_id)
@@ -218,24 +261,16 @@ async def list_streams(request: web.Request) -> web.Response:
     problems: dict[str, str] = {}
     if state not in ("live", "upcoming", "past", "all"):
         problems["state"] = "one of live, upcoming, past, all"
-    try:
-        limit = int(query.get("limit", "20"))
-        if not 1 <= limit <= 100:
-            raise ValueError
-    except ValueError:
+    limit = query_int(query.get("limit", "20"), 1, 100)
+    if limit is None:
         problems["limit"] = "an integer from 1 to 100"
-        limit = 20
-    try:
-        offset = int(query.get("offset", "0"))
-        if offset < 0:
-            raise ValueError
-    except ValueError:
-        problems["offset"] = "an integer >= 0"
-        offset = 0
+    offset = query_int(query.get("offset", "0"), 0, MAX_OFFSET)
+    if offset is None:
+        problems["offset"] = f"an integer from 0 to {MAX_OFFSET}"
     unknown = set(query) - {"state", "limit", "offset"}
     for name in unknown:
         problems[name] = "unknown parameter"
-    if problems:
+    if problems or limit is None or offset is None:
         return bad_fields(problems)
     where, params = ("1 = 1", []) if request[SCOPE] is None else ("org_id = ?", [request[SCOPE]])
     order = "created_at desc"
@@ -281,7 +316,11 @@ async def update_stream(request: web.Request) -> web.Response:
         return bad_fields(problems)
     if "scheduled_start" in fields:
         fields["starting_soon_sent"] = 0
+    await hash_password_field(request, fields)
     await asyncio.to_thread(request.app[DB].update_stream, row["id"], updated_at=time.time(), **fields)
+    updated = await asyncio.to_thread(request.app[DB].stream, row["id"])
+    if updated is not None:
+        request.app[CHAT].apply_stream(updated)  # an open room follows chat_enabled / reactions_enabled at once
     return await respond_stream(request, row["id"])
 
 

@@ -10,18 +10,20 @@ from storage.local import LocalStore
 from mediaserver.playback_tokens import PlaybackSigner
 from mediaserver.webhooks import WebhookStore
 from mediaserver.access import AccessPolicy
+from mediaserver.chat_hub import ChatHub
+from mediaserver.passwords import PasswordChecker
 from web import guard
-from web import api, chat_ws, media, orgs_api, pages, series_api, webhooks_api
+from web import api, chat_ws, errors, media, orgs_api, pages, series_api, webhooks_api
 from web.auth import THROTTLE, BadTokenThrottle, require_token
-from web.keys import ADMIN_TOKEN, CONFIG, DB, MANAGER, SIGNER, STORE
+from web.keys import ADMIN_TOKEN, CHAT, CONFIG, DB, MANAGER, PASSWORDS, SIGNER, STORE
 
 # JSON bodies of the admin API are small; anything bigger is refused before it is read.
 MAX_REQUEST_BODY = 64 * 1024
 
 
 def build_app(config: Config, db: Database, store: LocalStore, manager: StreamManager, admin_token: str,
-              webhooks: WebhookStore, chat: chat_ws.ChatHub) -> web.Application:
-    app = web.Application(middlewares=[require_token], client_max_size=MAX_REQUEST_BODY)
+              webhooks: WebhookStore, chat: ChatHub) -> web.Application:
+    app = web.Application(middlewares=[errors.json_errors, require_token], client_max_size=MAX_REQUEST_BODY)
     app[THROTTLE] = BadTokenThrottle()
     app[SIGNER] = PlaybackSigner.from_data_dir(config.data_path)
     app[CONFIG] = config
@@ -29,8 +31,14 @@ def build_app(config: Config, db: Database, store: LocalStore, manager: StreamMa
     app[STORE] = store
     app[MANAGER] = manager
     app[ADMIN_TOKEN] = admin_token
-    app[chat_ws.CHAT] = chat
+    app[CHAT] = chat
     guard.install(app, AccessPolicy(app[SIGNER], admin_token, db.token_org))
+    app[PASSWORDS] = PasswordChecker(config.access.password_workers, config.access.unlock_attempts_per_minute)
+
+    async def close_password_pool(app: web.Application) -> None:
+        app[PASSWORDS].close()
+
+    app.on_cleanup.append(close_password_pool)
     app[webhooks_api.WEBHOOKS] = webhooks
     api.add_routes(app)
     series_api.add_routes(app)

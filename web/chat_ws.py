@@ -15,19 +15,17 @@ from aiohttp import WSMsgType, web
 from aiohttp_sse import sse_response
 
 from mediaserver.access import VIEWER_COOKIE, VIEWER_ID_TTL, AccessPolicy, Caller, Decision, Role
-from mediaserver.chat_hub import ChatHub
 from mediaserver.chat_names import MAX_NAME, name_key
 from mediaserver.chat_room import FrameError, Room, Viewer, frame, parse_frame
 from mediaserver.moderation import RateLimit
 from web.auth import THROTTLE, error
 from web.guard import ACCESS, bearer_token, client_address, stream_row, watch_access
-from web.keys import DB
+from web.keys import CHAT, DB
 
-__all__ = ["CHAT", "ChatHub", "VIEWER_COOKIE", "add_routes"]
+__all__ = ["add_routes"]
 
 log = logging.getLogger(__name__)
 
-CHAT = web.AppKey("chat_hub", ChatHub)
 CLOSE_AUTH_REQUIRED = 4401   # no (valid) credentials for a private room
 CLOSE_FORBIDDEN = 4403       # credentials that don't reach this stream
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from mediaserver.chat_hub import ChatHub
 from mediaserver.config import Config
 from mediaserver.db import Database
+from mediaserver.passwords import PasswordChecker
 from mediaserver.playback_tokens import PlaybackSigner
 from mediaserver.sessions import StreamManager
 from storage.local import LocalStore
@@ -15,3 +17,5 @@ STORE = web.AppKey("store", LocalStore)
 MANAGER = web.AppKey("manager", StreamManager)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
 SIGNER = web.AppKey("playback_signer", PlaybackSigner)
+PASSWORDS = web.AppKey("password_checker", PasswordChecker)
+CHAT = web.AppKey("chat_hub", ChatHub)

@@ -9,6 +9,30 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
+from mediaserver.webhooks import EVENT_TYPES
+
+# Dates and date-times the API takes: RFC 3339, years 1000 to 9999 (earlier years don't survive a round
+# trip through ISO text, so they are refused; web/api.py parse_date/parse_time enforce the same).
+_YEAR, _MONTH, _DAY = "[1-9][0-9]{3}", "(0[1-9]|1[0-2])", "(0[1-9]|[12][0-9]|3[01])"
+_DATE = f"{_YEAR}-{_MONTH}-{_DAY}"
+_TIME = "T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+DATE_PATTERN = f"^{_DATE}$"
+DATE_TIME_PATTERN = f"^{_DATE}{_TIME}$"
+DATE_OR_DATE_TIME_PATTERN = f"^{_DATE}({_TIME})?$"
+DATE_INPUT = {"type": "string", "format": "date", "pattern": DATE_PATTERN, "examples": ["2026-12-06"]}
+DATE_TIME_INPUT = {"type": ["string", "null"], "format": "date-time", "pattern": DATE_TIME_PATTERN,
+                   "examples": ["2026-12-06T16:30:00Z"]}
+TIME_ZONE = {"$ref": "#/components/schemas/TimeZone"}
+RRULE = {"type": "string", "minLength": 5, "maxLength": 500, "examples": ["FREQ=WEEKLY;BYDAY=SU"],
+         "description": "an RFC 5545 RRULE without DTSTART, FREQ=DAILY to YEARLY; the server refuses (400) a rule "
+                        "it can't schedule, e.g. one that never occurs"}
+# Text that must say something: at least one character that isn't white space.
+NOT_BLANK = "\\S"
+
+# http(s) with a host (an IPv6 one in brackets), no white space; the server also refuses private addresses.
+WEBHOOK_URL_PATTERN = "^https?://([^\\s/?#\\[\\]]+|\\[[0-9A-Fa-f:.]+\\](:[0-9]+)?)([/?#]\\S*)?$"
+MAX_OFFSET = 10**9  # paging further is a mistake (and past SQLite's 64-bit integers, an error)
+
 ISO = {"type": "string", "format": "date-time"}
 NULLABLE_ISO = {"type": ["string", "null"], "format": "date-time"}
 STATUS = {"type": "string", "enum": ["SCHEDULED", "STARTING", "LIVE", "ENDING", "ENDED", "CANCELLED", "FAILED"]}
@@ -17,13 +41,14 @@ FLAGS = ["chat_enabled", "reactions_enabled", "giving_enabled", "dvr_enabled", "
          "recording_enabled", "auto_publish", "auto_rotate_key"]
 
 EDITABLE_STREAM_FIELDS: dict[str, Any] = {
-    "title": {"type": "string", "minLength": 1, "maxLength": 200},
-    "slug": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,79}$"},
+    "title": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK},
+    "slug": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,79}$",
+             "description": "unique in the organization (one already used is refused, 400)"},
     "description": {"type": "string", "maxLength": 5000},
     "thumbnail_url": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^(https?://|/)"},
-    "scheduled_start": NULLABLE_ISO,
-    "scheduled_end": NULLABLE_ISO,
-    "timezone": {"type": ["string", "null"], "maxLength": 64},
+    "scheduled_start": {**DATE_TIME_INPUT, "description": "with its offset; in UTC too, within the years 1000 to 9999"},
+    "scheduled_end": {**DATE_TIME_INPUT, "description": "after scheduled_start"},
+    "timezone": {"anyOf": [TIME_ZONE, {"type": "null"}]},
     "visibility": VISIBILITY,
     "password": {"type": ["string", "null"], "minLength": 4, "maxLength": 200, "writeOnly": True},
     "giving_url": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^https?://"},
@@ -49,7 +74,9 @@ STREAM = {
     "properties": {
         "id": {"type": "string"}, "org_id": {"type": "string"},
         **{k: v for k, v in EDITABLE_STREAM_FIELDS.items() if k != "password"},
-        "slug": {"type": ["string", "null"]},
+        # What was stored is echoed as it is (read checks belong to writes).
+        "title": {"type": "string"}, "slug": {"type": ["string", "null"]}, "timezone": {"type": ["string", "null"]},
+        "scheduled_start": NULLABLE_ISO, "scheduled_end": NULLABLE_ISO,
         "status": STATUS,
         "has_password": {"type": "boolean"},
         "peak_viewers": {"type": "integer"},
@@ -73,6 +100,9 @@ ERROR = {
 
 SCHEMAS: dict[str, Any] = {
     "Error": ERROR,
+    "TimeZone": {"type": "string", "maxLength": 64, "pattern": "^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$",
+                 "description": "an IANA time zone name; one the server's tz database doesn't know is refused (400)",
+                 "examples": ["America/Chicago", "Europe/London", "UTC"]},
     "Recording": RECORDING,
     "Stream": STREAM,
     "StreamList": {
@@ -100,12 +130,12 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["title", "rrule", "start_time", "duration", "timezone"],
         "properties": {
-            "title": {"type": "string", "minLength": 1, "maxLength": 200},
-            "rrule": {"type": "string", "minLength": 5, "maxLength": 500, "examples": ["FREQ=WEEKLY;BYDAY=SU"]},
+            "title": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK},
+            "rrule": RRULE,
             "start_time": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$", "description": "local HH:MM"},
             "duration": {"type": "integer", "minimum": 1, "maximum": 1440, "description": "minutes"},
-            "timezone": {"type": "string", "maxLength": 64, "examples": ["America/Chicago"]},
-            "dtstart": {"type": "string", "format": "date", "description": "first day of the series (default today)"},
+            "timezone": TIME_ZONE,
+            "dtstart": {**DATE_INPUT, "description": "first day of the series (default today)"},
             **{k: v for k, v in EDITABLE_STREAM_FIELDS.items()
                if k in ("description", "visibility", "chat_enabled", "reactions_enabled", "giving_enabled",
                         "dvr_enabled", "low_latency", "recording_enabled", "auto_publish")},
@@ -116,12 +146,13 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["from"],
         "properties": {
-            "from": {"type": "string", "format": "date", "description": "the change applies from this local date on"},
-            "title": {"type": "string", "minLength": 1, "maxLength": 200},
-            "rrule": {"type": "string", "minLength": 5, "maxLength": 500},
+            "from": {**DATE_INPUT, "description": "the change applies from this local date on (not before the "
+                                                  "series begins; the series must still occur on or after it)"},
+            "title": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK},
+            "rrule": RRULE,
             "start_time": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
             "duration": {"type": "integer", "minimum": 1, "maximum": 1440},
-            "timezone": {"type": "string", "maxLength": 64},
+            "timezone": TIME_ZONE,
         },
         "additionalProperties": False,
     },
@@ -198,14 +229,14 @@ SCHEMAS: dict[str, Any] = {
     },
     "OrgUpdate": {
         "type": "object", "minProperties": 1,
-        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200},
-                       "timezone": {"type": "string", "maxLength": 64},
+        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK},
+                       "timezone": TIME_ZONE,
                        "settings": {"$ref": "#/components/schemas/OrgSettings"}},
         "additionalProperties": False,
     },
     "MemberTokenRequest": {
         "type": "object", "required": ["name"],
-        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 40},
+        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 40, "pattern": NOT_BLANK},
                        "ttl": {"type": "integer", "minimum": 60, "maximum": 366 * 86400}},
         "additionalProperties": False,
     },
@@ -217,9 +248,11 @@ SCHEMAS: dict[str, Any] = {
     "WebhookCreate": {
         "type": "object", "required": ["url", "secret", "events"],
         "properties": {
-            "url": {"type": "string", "maxLength": 2000},
+            "url": {"type": "string", "maxLength": 2000, "pattern": WEBHOOK_URL_PATTERN,
+                    "description": "a public http(s) address (private and loopback ones are refused unless the "
+                                   "server allows them)"},
             "secret": {"type": "string", "minLength": 16, "maxLength": 200},
-            "events": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            "events": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": [*EVENT_TYPES, "*"]}},
         },
         "additionalProperties": False,
     },
@@ -258,6 +291,7 @@ ERRORS = {
     "404": _json("Error", "not found in the caller's organization"),
     "409": _json("Error", "the stream's state forbids this"),
     "429": _json("Error", "too many bad tokens from this address"),
+    "500": _json("Error", "an unexpected error on the server (logged there); never expected"),
 }
 STREAM_ID = [{"name": "stream_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 WEBHOOK_ID = [{"name": "webhook_id", "in": "path", "required": True, "schema": {"type": "string"}}]
@@ -287,7 +321,7 @@ DOCUMENT: dict[str, Any] = {
                 "parameters": [
                     {"name": "state", "in": "query", "schema": {"type": "string", "enum": ["live", "upcoming", "past", "all"]}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}},
                 ],
                 "responses": {"200": _json("StreamList", "a page of streams"), **ERRORS},
             },
@@ -323,13 +357,16 @@ DOCUMENT: dict[str, Any] = {
                       "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SeriesUpdate")}}},
                       "responses": {"200": _json("Series", "the series that carries on from that date"), **ERRORS}},
             "delete": {"summary": "Cancel the series (from ?from=YYYY-MM-DD on)", "parameters": SERIES_ID + [
-                {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}}],
+                {"name": "from", "in": "query", "schema": DATE_INPUT}],
                 "responses": {"204": {"description": "cancelled"}, **ERRORS}},
         },
         "/api/series/{series_id}/occurrences": {
             "get": {"summary": "Occurrences in a date range, materialized or not", "parameters": SERIES_ID + [
-                {"name": "from", "in": "query", "required": True, "schema": {"type": "string"}},
-                {"name": "to", "in": "query", "required": True, "schema": {"type": "string"}}],
+                {"name": name, "in": "query", "required": True, "description": description,
+                 "schema": {"type": "string", "pattern": DATE_OR_DATE_TIME_PATTERN, "examples": [example]}}
+                for name, description, example in (
+                    ("from", "a local date in the series' zone, or an instant with its offset", "2026-03-01"),
+                    ("to", "the end (excluded), at most three years after from", "2026-06-01"))],
                 "responses": {"200": _json("Occurrences", "UTC instants and local times"), **ERRORS}},
         },
         "/api/orgs/{org}": {
@@ -352,7 +389,8 @@ DOCUMENT: dict[str, Any] = {
                     "security": [],
                     "parameters": [{"name": "org", "in": "path", "required": True, "schema": {"type": "string"}}],
                     "responses": {"200": {"description": "text/calendar",
-                                          "content": {"text/calendar": {"schema": {"type": "string"}}}}}},
+                                          "content": {"text/calendar": {"schema": {"type": "string"}}}},
+                                  "404": ERRORS["404"], "500": ERRORS["500"]}},
         },
         "/api/webhooks": {
             "get": {"summary": "List webhook subscriptions", "responses": {"200": _json("WebhookList", "subscriptions"), **ERRORS}},
@@ -400,5 +438,20 @@ def body_errors(schema_name: str, body: Any) -> dict[str, str]:
                     errors[name] = "required"
             continue
         field = ".".join(str(p) for p in error.absolute_path) or "body"
-        errors.setdefault(field, error.message)
+        errors.setdefault(field, _message(error))
     return errors
+
+
+def _message(error: Any) -> str:
+    """jsonschema's message, made readable where it would quote a long regex."""
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "pattern" and schema.get("examples"):
+        years = " (years 1000 to 9999)" if schema.get("format") in ("date", "date-time") else ""
+        return f"{error.instance!r} is not like {schema['examples'][0]}{years}"
+    if error.validator == "pattern" and error.validator_value == NOT_BLANK:
+        return "must not be blank"
+    if error.validator == "anyOf" and error.context:
+        # The branch of the right type says what is wrong ("timezone": a known name, or null).
+        telling = [e for e in error.context if e.validator != "type"] or error.context
+        return _message(telling[0])
+    return str(error.message)

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from web.api import read_json
 from web.auth import SCOPE, error
-from web.keys import DB
+from web.keys import CHAT, DB
 
 
 def org_view(request: web.Request, row: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +51,6 @@ async def update_org(request: web.Request) -> web.Response:
     updated = await asyncio.to_thread(request.app[DB].org, row["id"])
     assert updated is not None
     if "settings" in fields:
-        from web.chat_ws import CHAT
         request.app[CHAT].apply_settings(row["id"], json.loads(fields["settings"]))  # open rooms follow at once
     return web.json_response(org_view(request, updated))
 

@@ -12,11 +12,10 @@ from typing import Any
 from urllib.parse import quote
 
 from mediaserver.access import VIEWER_COOKIE, VIEWER_ID_TTL, AccessPolicy
-from mediaserver.passwords import PasswordChecker, TooManyAttempts
+from mediaserver.passwords import TooManyAttempts
 from web.guard import ACCESS, client_address, stream_row, watch_access
-from web.keys import CONFIG, DB, SIGNER
+from web.keys import CONFIG, DB, PASSWORDS, SIGNER
 
-PASSWORDS = web.AppKey("password_checker", PasswordChecker)
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -130,13 +129,6 @@ async def unlock(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    access = app[CONFIG].access
-    app[PASSWORDS] = PasswordChecker(access.password_workers, access.unlock_attempts_per_minute)
-
-    async def close_pool(app: web.Application) -> None:
-        app[PASSWORDS].close()
-
-    app.on_cleanup.append(close_pool)
     app.router.add_post("/watch/{stream_id}/unlock", unlock)
     app.router.add_get("/", home)
     app.router.add_get("/watch/{stream_id}", watch)

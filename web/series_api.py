@@ -18,10 +18,12 @@ from mediaserver.db import DEFAULT_ORG, hash_key, new_stream_key
 from mediaserver.ical import CalendarEvent, render_calendar
 from mediaserver.schedule import ScheduleError, SeriesRule, occurrences, split_series
 from mediaserver.scheduler import materialize, rule_of
-from web.api import iso, parse_time, read_json, stream_fields
+from web.api import iso, parse_date, parse_time, read_json, stream_fields
 from web.auth import SCOPE, error
 from web.keys import CONFIG, DB
 
+# The calendar gives a service without an end one hour, but never past the last instant a datetime holds.
+LAST_INSTANT = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
 TEMPLATE_FIELDS = ("description", "visibility", "chat_enabled", "reactions_enabled", "giving_enabled",
                    "dvr_enabled", "low_latency", "recording_enabled", "auto_publish")
 
@@ -39,7 +41,7 @@ def checked_rule(fields: dict[str, Any]) -> SeriesRule | dict[str, str]:
     try:
         rule = SeriesRule(
             rrule=fields["rrule"], start_time=fields["start_time"], duration_minutes=int(fields["duration"]),
-            timezone=fields["timezone"], dtstart_date=date.fromisoformat(fields["dtstart_date"]),
+            timezone=fields["timezone"], dtstart_date=parse_date(fields["dtstart_date"]),
         )
         rule.validate()
     except ScheduleError as exc:
@@ -108,7 +110,8 @@ async def series_occurrences(request: web.Request) -> web.Response:
             continue
         try:
             if len(value) == 10:
-                bounds[name] = datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=ZoneInfo(row["timezone"]))
+                local = datetime.combine(parse_date(value), datetime.min.time(), tzinfo=ZoneInfo(row["timezone"]))
+                bounds[name] = local.astimezone(timezone.utc)
             else:
                 bounds[name] = datetime.fromtimestamp(parse_time(value), tz=timezone.utc)
         except ValueError as exc:
@@ -117,7 +120,7 @@ async def series_occurrences(request: web.Request) -> web.Response:
         problems["to"] = "at most three years after from"
     if problems:
         return error(400, "invalid query", problems)
-    occ = occurrences(rule_of(row), bounds["from"].astimezone(timezone.utc), bounds["to"].astimezone(timezone.utc))
+    occ = occurrences(rule_of(row), bounds["from"], bounds["to"])
     if row["until_date"]:
         until = date.fromisoformat(row["until_date"])
         occ = [o for o in occ if o.local_start.date() < until]
@@ -141,7 +144,7 @@ async def update_series(request: web.Request) -> web.Response:
     row = await find_series(request)
     body = await read_json(request, "SeriesUpdate")
     try:
-        from_date = date.fromisoformat(body["from"])
+        from_date = parse_date(body["from"])
     except ValueError as exc:
         return error(400, "invalid fields", {"from": str(exc)})
     if from_date < date.fromisoformat(row["dtstart_date"]):
@@ -188,7 +191,8 @@ async def delete_series(request: web.Request) -> web.Response:
     db = request.app[DB]
     value = request.query.get("from")
     try:
-        from_date = date.fromisoformat(value) if value else date.fromisoformat(row["dtstart_date"])
+        # An empty ?from= is a mistake, not "from the beginning": only a missing one means that.
+        from_date = date.fromisoformat(row["dtstart_date"]) if value is None else parse_date(value)
     except ValueError as exc:
         return error(400, "invalid query", {"from": str(exc)})
     await asyncio.to_thread(db.update_series, row["id"], until_date=from_date.isoformat())
@@ -201,7 +205,7 @@ async def calendar_feed(request: web.Request) -> web.Response:
     db = request.app[DB]
     org = await asyncio.to_thread(db.org, request.match_info["org"])
     if org is None:
-        raise web.HTTPNotFound(text="No such organization.\n")
+        return error(404, "organization not found", {"org": request.match_info["org"]})
     now = time.time()
     rows = await asyncio.to_thread(
         db.query_streams,
@@ -214,7 +218,7 @@ async def calendar_feed(request: web.Request) -> web.Response:
         CalendarEvent(
             uid=f"{r['id']}@mediaserver", title=r["title"],
             start=datetime.fromtimestamp(r["scheduled_start"], tz=timezone.utc),
-            end=datetime.fromtimestamp(r["scheduled_end"] or r["scheduled_start"] + 3600, tz=timezone.utc),
+            end=datetime.fromtimestamp(r["scheduled_end"] or min(r["scheduled_start"] + 3600, LAST_INSTANT), tz=timezone.utc),
             description=(r["description"] or "") + f"\nWatch: {base}/watch/{r['id']}",
             url=f"{base}/watch/{r['id']}", status="CANCELLED" if r["status"] == "CANCELLED" else "CONFIRMED",
         )
