@@ -123,6 +123,17 @@ class AccessConfig:
 
 
 @dataclass
+class ChatConfig:
+    # Messages one viewer (one browser, member or staff token) may send per 10 s.
+    messages_per_viewer: int = 5
+    # Messages from one address per 10 s, all viewers together: sized for a whole congregation behind
+    # one church Wi-Fi or proxy (the per-viewer limit does the real work).
+    messages_per_address: int = 200
+    # Reactions one viewer may send per 5 s.
+    reactions_per_viewer: int = 10
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
@@ -133,6 +144,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
 
     @property
     def data_path(self) -> Path:
@@ -151,6 +163,9 @@ class Config:
             raise ConfigError(f"stream.reconnect_window must be >= 0, got {self.stream.reconnect_window}")
         if self.storage.reserve_mb < 0:
             raise ConfigError(f"storage.reserve_mb must be >= 0, got {self.storage.reserve_mb}")
+        for name in ("messages_per_viewer", "messages_per_address", "reactions_per_viewer"):
+            if getattr(self.chat, name) < 1:
+                raise ConfigError(f"chat.{name} must be >= 1, got {getattr(self.chat, name)}")
         if not self.transcode.renditions:
             raise ConfigError("transcode.renditions must list at least one rendition")
         names = [r.name for r in self.transcode.renditions]

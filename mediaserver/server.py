@@ -24,6 +24,7 @@ from mediaserver.sessions import StreamManager
 from storage.local import LocalStore
 from web.app import build_app
 from mediaserver.chat_hub import ChatHub
+from mediaserver.chat_protocol import ChatLimits
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,11 @@ async def start_server(config: Config) -> RunningServer:
     token = admin_token(config)
     chat_store = ChatStore(database_path(config))
     await chat_store.start()
-    chat = ChatHub(chat_store, bus)
+    await asyncio.to_thread(db.compact)  # every store has created its tables by now
+    chat = ChatHub(chat_store, bus, ChatLimits(
+        messages_per_identity=(config.chat.messages_per_viewer, 10.0),
+        messages_per_address=(config.chat.messages_per_address, 10.0),
+        reactions_per_identity=(config.chat.reactions_per_viewer, 5.0)))
     app = build_app(config, db, store, manager, token, webhook_store, chat)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -138,3 +138,38 @@ def test_a_ban_reaches_a_guest_who_left_and_comes_back_renamed(server: ServerHan
             assert (await mod.expect("chat:timed_out"))["until"] is not None
 
     run(scenario())
+
+
+def test_configured_chat_limits_reach_the_room(tmp_path: Path) -> None:
+    """[chat] messages_per_address and messages_per_viewer, set low, act on a live room."""
+    config = small_config(tmp_path / "data")
+    config.chat.messages_per_address, config.chat.messages_per_viewer = 3, 2
+    server = run_server(config)
+    stream = server.create_stream()
+
+    async def scenario() -> None:
+        browsers = [guest_session() for _ in range(4)]
+        try:
+            guests = [await connect(b, server, stream["id"], name=f"Pew {n}") for n, b in enumerate(browsers)]
+            for n, guest in enumerate(guests[:3]):
+                await speaks(guest, guests[3], f"first from {n}")
+            await guests[3].send("chat:message", {"text": "fourth on this address"})
+            assert (await guests[3].expect("chat:error"))["code"] == "rate_limited"
+        finally:
+            await asyncio.gather(*(b.close() for b in browsers))
+
+    async def one_viewer() -> None:
+        other = server.create_stream("Evening Service")  # a room of its own: the address budget is fresh
+        async with guest_session() as browser, guest_session() as listening:
+            listener = await connect(listening, server, other["id"], name="Listener")
+            guest = await connect(browser, server, other["id"], name="Eager")
+            await speaks(guest, listener, "note 0")
+            await speaks(guest, listener, "note 1")
+            await guest.send("chat:message", {"text": "note 2"})
+            assert (await guest.expect("chat:error"))["code"] == "rate_limited"
+
+    try:
+        run(scenario())
+        run(one_viewer())
+    finally:
+        server.stop()
