@@ -134,9 +134,14 @@ class AccessPolicy:
 
     # -- what they may do ----------------------------------------------------------------------------
     @staticmethod
-    def may_manage(caller: Caller, stream: dict[str, Any]) -> bool:
+    def manages_org(caller: Caller, org_id: str) -> bool:
+        """Read and change an organization's API objects: its settings, streams, series, webhooks."""
+        return caller.role is Role.ADMIN or (caller.role is Role.STAFF and caller.org_id == org_id)
+
+    @classmethod
+    def may_manage(cls, caller: Caller, stream: dict[str, Any]) -> bool:
         """Read and change the stream's API object, moderate its room, see its preview."""
-        return caller.role is Role.ADMIN or (caller.role is Role.STAFF and caller.org_id == stream["org_id"])
+        return cls.manages_org(caller, stream["org_id"])
 
     @classmethod
     def may_watch(cls, caller: Caller, stream: dict[str, Any]) -> Decision:

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from aiohttp import web
 
 from mediaserver.db import DEFAULT_ORG
-from web.auth import SCOPE, error
+from web.auth import SCOPE, error, manages
 from web.keys import CHAT, CONFIG, DB, MANAGER, PASSWORDS, SIGNER
 from web.openapi import DATE_PATTERN, DATE_TIME_PATTERN, DOCUMENT, FLAGS, MAX_OFFSET, body_errors
 
@@ -209,8 +209,7 @@ def stream_view(request: web.Request, row: dict[str, Any], recording: dict[str, 
 async def find_stream(request: web.Request) -> dict[str, Any]:
     """The stream in the path, if the caller's organization owns it; else an HTTP 404."""
     row = await asyncio.to_thread(request.app[DB].stream, request.match_info["stream_id"])
-    scope = request[SCOPE]
-    if row is None or (scope is not None and row["org_id"] != scope):
+    if row is None or not manages(request, row["org_id"]):
         raise web.HTTPNotFound(text=json.dumps({"error": "stream not found", "details": None}), content_type="application/json")
     return row
 

@@ -13,12 +13,18 @@ from typing import Any
 
 from aiohttp import web
 
-from mediaserver.access import Role
+from mediaserver.access import Caller, Role
 from web.guard import ACCESS, bearer_token, client_address
 
 # The caller's reach: None = every organization (the server admin), else one organization id.
 SCOPE: web.RequestKey[str | None] = web.RequestKey("org_scope", object)  # type: ignore[arg-type]
 ALL_ORGS = None
+CALLER: web.RequestKey[Caller] = web.RequestKey("api_caller", Caller)
+
+
+def manages(request: web.Request, org_id: str) -> bool:
+    """Whether the API caller may read and change this organization's objects (the access policy decides)."""
+    return request.app[ACCESS].manages_org(request[CALLER], org_id)
 
 
 class BadTokenThrottle:
@@ -81,5 +87,6 @@ async def require_token(request: web.Request, handler: Any) -> web.StreamRespons
         if delay:
             await asyncio.sleep(delay)
         return unauthorized("a valid API token is required")
+    request[CALLER] = caller
     request[SCOPE] = ALL_ORGS if caller.role is Role.ADMIN else caller.org_id
     return await handler(request)

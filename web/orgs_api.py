@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from web.api import read_json
-from web.auth import SCOPE, error
+from web.auth import error, manages
 from web.keys import CHAT, DB
 
 
@@ -21,8 +21,7 @@ def org_view(request: web.Request, row: dict[str, Any]) -> dict[str, Any]:
 
 async def find_org(request: web.Request) -> dict[str, Any]:
     row = await asyncio.to_thread(request.app[DB].org, request.match_info["org"])
-    scope = request[SCOPE]
-    if row is None or (scope is not None and row["id"] != scope):
+    if row is None or not manages(request, row["id"]):
         raise web.HTTPNotFound(text=json.dumps({"error": "organization not found", "details": None}),
                                content_type="application/json")
     return row

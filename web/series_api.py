@@ -19,7 +19,7 @@ from mediaserver.ical import CalendarEvent, render_calendar
 from mediaserver.schedule import ScheduleError, SeriesRule, occurrences, split_series
 from mediaserver.scheduler import materialize, rule_of
 from web.api import iso, parse_date, parse_time, read_json, stream_fields
-from web.auth import SCOPE, error
+from web.auth import SCOPE, error, manages
 from web.keys import CONFIG, DB
 
 # The calendar gives a service without an end one hour, but never past the last instant a datetime holds.
@@ -54,8 +54,7 @@ def checked_rule(fields: dict[str, Any]) -> SeriesRule | dict[str, str]:
 
 async def find_series(request: web.Request) -> dict[str, Any]:
     row = await asyncio.to_thread(request.app[DB].series, request.match_info["series_id"])
-    scope = request[SCOPE]
-    if row is None or (scope is not None and row["org_id"] != scope):
+    if row is None or not manages(request, row["org_id"]):
         raise web.HTTPNotFound(text=json.dumps({"error": "series not found", "details": None}), content_type="application/json")
     return row
 
