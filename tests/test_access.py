@@ -241,3 +241,14 @@ def test_a_burst_of_unlocks_does_not_hold_up_playback(server: ServerHandle) -> N
     checked_before = order[:order.index("playback")].count("unlock403")
     assert checked_before < 20, order  # answered while most of the guesses were still waiting for scrypt
     assert {name for name in order if name != "playback"} <= {"unlock403", "unlock429"}
+
+
+def test_calendar_feed_lists_public_services_only(server: ServerHandle) -> None:
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 7 * 86400))
+    make_stream(server, title="Open Vespers", scheduled_start=start)
+    make_stream(server, title="Deacons Closed Meeting", scheduled_start=start, visibility="PRIVATE")
+    make_stream(server, title="Covenant Members Night", scheduled_start=start, visibility="MEMBERS_ONLY")
+    status, _, body = request(server, "GET", "/api/orgs/default/calendar.ics")
+    text = body.decode()
+    assert status == 200 and "Open Vespers" in text
+    assert "Deacons Closed Meeting" not in text and "Covenant Members Night" not in text

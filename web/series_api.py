@@ -20,6 +20,7 @@ from mediaserver.schedule import ScheduleError, SeriesRule, occurrences, split_s
 from mediaserver.scheduler import materialize, rule_of
 from web.api import iso, parse_date, parse_time, read_json, stream_fields
 from web.auth import SCOPE, error, manages
+from web.guard import ACCESS
 from web.keys import CONFIG, DB
 
 # The calendar gives a service without an end one hour, but never past the last instant a datetime holds.
@@ -208,7 +209,7 @@ async def calendar_feed(request: web.Request) -> web.Response:
     now = time.time()
     rows = await asyncio.to_thread(
         db.query_streams,
-        "org_id = ? and visibility = 'PUBLIC' and scheduled_start is not null and scheduled_start > ? "
+        "org_id = ? and scheduled_start is not null and scheduled_start > ? "
         "and status in ('SCHEDULED', 'STARTING', 'LIVE', 'CANCELLED')",
         [org["id"], now - 86400], "scheduled_start", 1000, 0,
     )
@@ -222,6 +223,7 @@ async def calendar_feed(request: web.Request) -> web.Response:
             url=f"{base}/watch/{r['id']}", status="CANCELLED" if r["status"] == "CANCELLED" else "CONFIRMED",
         )
         for r in rows
+        if request.app[ACCESS].listed(r)  # public services only: the access policy decides what is listed
     ]
     text = render_calendar(org["name"], events)
     response = web.Response(text=text, content_type="text/calendar", charset="utf-8")
