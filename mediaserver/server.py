@@ -15,7 +15,7 @@ from aiohttp import web
 from ingest.rtmp import RtmpServer
 from mediaserver.config import Config
 from mediaserver.db import Database
-from mediaserver.chat_store import ChatStore
+from mediaserver.chat.store import ChatStore
 from mediaserver.events import LocalEventBus
 from mediaserver.scheduler import Scheduler
 from mediaserver.webhook_bridge import WebhookBridge
@@ -23,8 +23,8 @@ from mediaserver.webhooks import WebhookSender, WebhookStore
 from mediaserver.sessions import StreamManager
 from storage.local import LocalStore
 from web.app import build_app
-from mediaserver.chat_hub import ChatHub
-from mediaserver.chat_protocol import ChatLimits
+from mediaserver.chat.hub import ChatHub
+from mediaserver.chat.protocol import ChatLimits
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import pytest
 from yarl import URL
 
 from mediaserver.access import member_scope
-from mediaserver.chat_room import ChatLimits
+from mediaserver.chat.room import ChatLimits
 from mediaserver.playback_tokens import PlaybackSigner
 from tests.chat_client import Client, connect, guest_session, run
 from tests.server_fixture import ADMIN_TOKEN, ServerHandle, run_server, small_config

@@ -1,4 +1,4 @@
-"""Moderation rules and frame parsing, sans-IO (mediaserver/moderation.py, chat_room.parse_frame), with a
+"""Moderation rules and frame parsing, sans-IO (mediaserver/chat/moderation.py, chat/room.parse_frame), with a
 bounded fuzz of the frame parser."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from mediaserver.chat_room import ChatLimits, FrameError, parse_frame
-from mediaserver.moderation import BlockedWords, ModerationPolicy, find_link
+from mediaserver.chat.room import ChatLimits, FrameError, parse_frame
+from mediaserver.chat.moderation import BlockedWords, ModerationPolicy, find_link
 
 BLOCKED = BlockedWords(["ass", "heretic", "badword"])
 

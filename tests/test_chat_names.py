@@ -1,12 +1,12 @@
-"""Display names, look-alike folding and sanctions, sans-IO (mediaserver/chat_names.py, chat_text.py,
-chat_sanctions.py)."""
+"""Display names, look-alike folding and sanctions, sans-IO (mediaserver/chat/names.py, text.py,
+sanctions.py)."""
 from __future__ import annotations
 
 import pytest
 
-from mediaserver.chat_names import choose_guest_name, clean_name, guest_name, name_key, poses_as_staff
-from mediaserver.chat_sanctions import Authors, Sanction, Sanctions
-from mediaserver.chat_text import fold, skeleton, strip_invisible, within_one_edit
+from mediaserver.chat.names import choose_guest_name, clean_name, guest_name, name_key, poses_as_staff
+from mediaserver.chat.sanctions import Authors, Sanction, Sanctions
+from mediaserver.chat.text import fold, skeleton, strip_invisible, within_one_edit
 
 STAFF_LOOKALIKES = [
     "Pastor", "Moderator", "Admin", "Pastor Jim", "PastorJim",

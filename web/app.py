@@ -10,7 +10,7 @@ from storage.local import LocalStore
 from mediaserver.playback_tokens import PlaybackSigner
 from mediaserver.webhooks import WebhookStore
 from mediaserver.access import AccessPolicy
-from mediaserver.chat_hub import ChatHub
+from mediaserver.chat.hub import ChatHub
 from mediaserver.passwords import PasswordChecker
 from web import guard
 from web import api, chat_ws, errors, media, orgs_api, pages, series_api, webhooks_api

@@ -15,9 +15,9 @@ from aiohttp import WSMsgType, web
 from aiohttp_sse import sse_response
 
 from mediaserver.access import VIEWER_COOKIE, VIEWER_ID_TTL, AccessPolicy, Caller, Decision, Role
-from mediaserver.chat_names import MAX_NAME, name_key
-from mediaserver.chat_room import FrameError, Room, Viewer, frame, parse_frame
-from mediaserver.moderation import RateLimit
+from mediaserver.chat.names import MAX_NAME, name_key
+from mediaserver.chat.room import FrameError, Room, Viewer, frame, parse_frame
+from mediaserver.chat.moderation import RateLimit
 from web.auth import THROTTLE, error
 from web.guard import ACCESS, bearer_token, client_address, stream_row, watch_access
 from web.keys import CHAT, DB

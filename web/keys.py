@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from mediaserver.chat_hub import ChatHub
+from mediaserver.chat.hub import ChatHub
 from mediaserver.config import Config
 from mediaserver.db import Database
 from mediaserver.passwords import PasswordChecker

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from mediaserver.chat_room import ChatLimits, Room
-from mediaserver.chat_store import ChatStore
+from mediaserver.chat.room import ChatLimits, Room
+from mediaserver.chat.store import ChatStore
 from mediaserver.events import Event, LocalEventBus
-from mediaserver.moderation import ModerationPolicy
+from mediaserver.chat.moderation import ModerationPolicy
 
 
 class ChatHub:

@@ -14,13 +14,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from mediaserver.chat_protocol import (CLOSE_TOO_LARGE, HISTORY, MAX_FRAME, MESSAGE_TYPES, PRIVATE_FIELDS,
+from mediaserver.chat.protocol import (CLOSE_TOO_LARGE, HISTORY, MAX_FRAME, MESSAGE_TYPES, PRIVATE_FIELDS,
                                        REACTIONS, STAFF, ChatLimits, FrameError, device_and_browser, frame,
                                        parse_frame, public)
-from mediaserver.chat_names import MAX_NAME, choose_guest_name, clean_name, name_key
-from mediaserver.chat_sanctions import Authors, Sanction, Sanctions
-from mediaserver.chat_store import ChatStore
-from mediaserver.moderation import ModerationPolicy, RateLimit
+from mediaserver.chat.names import MAX_NAME, choose_guest_name, clean_name, name_key
+from mediaserver.chat.sanctions import Authors, Sanction, Sanctions
+from mediaserver.chat.store import ChatStore
+from mediaserver.chat.moderation import ModerationPolicy, RateLimit
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from publicsuffixlist import PublicSuffixList
 
-from mediaserver.chat_text import BIDI_CONTROLS, fold, strip_marks, skeleton, visible
+from mediaserver.chat.text import BIDI_CONTROLS, fold, strip_marks, skeleton, visible
 
 __all__ = ["BlockedWords", "ModerationPolicy", "RateLimit", "Verdict", "find_link", "fold", "match_text"]
 

@@ -14,8 +14,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from mediaserver.chat_names import name_key
-from mediaserver.chat_text import within_one_edit
+from mediaserver.chat.names import name_key
+from mediaserver.chat.text import within_one_edit
 
 GENERATED_NAME = re.compile(r"Guest \d{4}")  # the name a refused guest gets: says nothing about who it is
 MIN_LOOKALIKE_KEY = 3                       # "Al"/"Ali" are too short to call one a disguise of the other

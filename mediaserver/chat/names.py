@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from typing import Collection
 
-from mediaserver.chat_text import fold, has_bidi_controls, leet_words, strip_invisible
+from mediaserver.chat.text import fold, has_bidi_controls, leet_words, strip_invisible
 
 MAX_NAME = 40
 # Words no guest name may contain, however spelled ("Pаstor", "Ｐａｓｔｏｒ", "Moder4tor", "P a s t o r").
