@@ -107,3 +107,39 @@ async def _patch(session: aiohttp.ClientSession, server: ServerHandle, body: dic
                              headers={"Authorization": f"Bearer {ADMIN_TOKEN}",
                                       "Content-Type": "application/json"}) as response:
         return response.status, await response.json()
+
+
+def test_an_empty_room_is_closed_and_reopens_with_its_state(tmp_path: Path) -> None:
+    """The hub keeps only rooms in use; a closed room's history and reactions come back on the next join."""
+    import asyncio
+
+    server = run_server(small_config(tmp_path / "data"))
+    hub = server.server.chat
+    hub.idle_close = 0.3
+    stream = server.create_stream()
+
+    async def scenario() -> None:
+        async with guest_session() as browser, aiohttp.ClientSession() as staff:
+            mod = await connect(staff, server, stream["id"], token=ADMIN_TOKEN)
+            ann = await connect(browser, server, stream["id"], name="Ann")
+            await ann.send("chat:message", {"text": "before the close"})
+            await mod.expect("chat:message", lambda d: d["text"] == "before the close")
+            await ann.send("stream:reaction", {"type": "AMEN"})
+            await ann.ws.close()
+            await mod.ws.close()
+        for _ in range(50):
+            if stream["id"] not in hub.rooms:
+                break
+            await asyncio.sleep(0.1)
+        assert stream["id"] not in hub.rooms  # closed once empty
+        async with guest_session() as browser:
+            again = await connect(browser, server, stream["id"], name="Bea")
+            assert [m["text"] for m in again.history["messages"]] == ["before the close"]
+            totals = await again.expect("stream:reactions")
+            assert totals["totals"].get("AMEN") == 1  # the last half second's reaction was saved on close
+        assert stream["id"] in hub.rooms
+
+    try:
+        run(scenario())
+    finally:
+        server.stop()

@@ -175,6 +175,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                       path="/", secure=request.secure)
     await ws.prepare(request)
     if not decision.allowed and not await _first_auth(ws, conn, room):
+        request.app[CHAT].release(stream["id"])
         return ws
     viewer = conn.viewer(room.limits.send_queue)
 
@@ -204,6 +205,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 break
     finally:
         room.leave(viewer)
+        request.app[CHAT].release(stream["id"])
         if viewer.closing and not sender.done():
             # Let the sender deliver what explains the close (chat:error too_large) before closing.
             await asyncio.wait([sender], timeout=5)
@@ -241,6 +243,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                     await sse.send(json.dumps(message["data"]), event=message["event"])
         finally:
             room.leave(viewer)
+            request.app[CHAT].release(stream["id"])
     return sse
 
 

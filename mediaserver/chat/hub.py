@@ -15,10 +15,15 @@ from mediaserver.chat.moderation import ModerationPolicy
 class ChatHub:
     """Rooms by stream id; `limits` apply to every room."""
 
-    def __init__(self, store: ChatStore, bus: LocalEventBus, limits: ChatLimits | None = None) -> None:
+    def __init__(self, store: ChatStore, bus: LocalEventBus, limits: ChatLimits | None = None,
+                 idle_close: float = 120.0) -> None:
         self.store = store
         self.limits = limits or ChatLimits()
+        # A room nobody is in is closed after this many seconds (its state is in SQLite; the next join reloads
+        # it), so the hub holds the rooms in use, not every room joined since the server started.
+        self.idle_close = idle_close
         self.rooms: dict[str, Room] = {}
+        self._closing: dict[str, asyncio.TimerHandle | asyncio.Task[None]] = {}  # pending idle checks
         self._locks: dict[str, asyncio.Lock] = {}
         bus.subscribe(self._on_event)
 
@@ -32,6 +37,34 @@ class ChatHub:
                 await room.start()
                 self.rooms[stream_id] = room
             return room
+
+    def release(self, stream_id: str) -> None:
+        """Someone left the room: close it later if it is still empty then."""
+        room = self.rooms.get(stream_id)
+        if room is None or room.viewers or stream_id in self._closing:
+            return
+        loop = asyncio.get_running_loop()
+
+        def check() -> None:
+            task = loop.create_task(self._close_if_idle(stream_id))
+            self._closing[stream_id] = task
+            task.add_done_callback(lambda _: self._closing.pop(stream_id, None))
+
+        self._closing[stream_id] = loop.call_later(self.idle_close, check)
+
+    async def _close_if_idle(self, stream_id: str) -> None:
+        lock = self._locks.get(stream_id)
+        if lock is None:
+            return
+        async with lock:
+            room = self.rooms.get(stream_id)
+            if room is None or room.viewers:
+                return
+            del self.rooms[stream_id]
+            await room.stop()
+            await self.store.flush()  # on disk before the next join (under this lock) loads the room again
+        if not lock.locked() and self.rooms.get(stream_id) is None:
+            self._locks.pop(stream_id, None)
 
     def apply_settings(self, org_id: str, org_settings: dict[str, Any]) -> int:
         """An organization's chat settings changed: its open rooms follow at once. Returns how many."""
@@ -58,6 +91,8 @@ class ChatHub:
             room.system_message("The service has ended. Thank you for worshipping with us.")
 
     async def stop(self) -> None:
+        for pending in list(self._closing.values()):
+            pending.cancel()
         for room in self.rooms.values():
             for viewer in list(room.viewers.values()):
                 viewer.close(1001, "server shutting down")  # ends the socket's sender

@@ -145,6 +145,9 @@ class Room:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._reaction_counts:  # reactions of the last half second still count
+            self.store.add_reactions(self.stream_id, self._reaction_counts)
+            self._reaction_counts = {}
 
     def apply_policy(self, policy: ModerationPolicy) -> None:
         """New moderation settings, in force from the next message."""

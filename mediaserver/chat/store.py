@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 class ChatStore:
     def __init__(self, path: str | Path, flush_interval: float = 0.2) -> None:
         self._lock = threading.RLock()
+        self._flushing = asyncio.Lock()
         self.db = open_sqlite(path)
         names = self.db.table_names()
         if "chat_messages" not in names:
@@ -117,12 +118,14 @@ class ChatStore:
             self.db.table("chat_audit").insert(item)
 
     async def flush(self) -> None:
-        batch, self._pending = self._pending, []
-        if batch:
-            try:
-                await asyncio.to_thread(self._write, batch)
-            except (sqlite3.Error, OSError):
-                log.exception("chat: %d writes could not be saved", len(batch))
+        # One flush at a time, batches in the order they were taken: an update never overtakes its insert.
+        async with self._flushing:
+            batch, self._pending = self._pending, []
+            if batch:
+                try:
+                    await asyncio.to_thread(self._write, batch)
+                except (sqlite3.Error, OSError):
+                    log.exception("chat: %d writes could not be saved", len(batch))
 
     async def start(self) -> None:
         async def run() -> None:
