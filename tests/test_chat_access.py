@@ -2,6 +2,7 @@
 per-browser viewer token (real clients against a running server)."""
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -185,3 +186,30 @@ def test_each_browser_gets_a_viewer_token(server: ServerHandle) -> None:
             assert by_query.joined()["name"] == me["name"]
 
     run(scenario())
+
+
+def test_making_a_stream_private_during_a_service_empties_the_room_of_strangers(tmp_path: Path) -> None:
+    server = run_server(small_config(tmp_path / "data"))
+    stream = server.create_stream()
+    _, grant = server.api("POST", f"/api/streams/{stream['id']}/playback-tokens", {"ttl": 600})
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            stranger = await connect(session, server, stream["id"], name="Passer-by")
+            invited = await connect(session, server, stream["id"], name="Invited", token=grant["token"])
+            host = await connect(session, server, stream["id"], token=ADMIN_TOKEN)
+            events = await session.get(f"{server.http}/sse/streams/{stream['id']}")
+            assert events.status == 200
+            status, _ = server.api("PATCH", f"/api/streams/{stream['id']}", {"visibility": "PRIVATE"})
+            assert status == 200
+            code, frames = await stranger.closed()
+            assert code == 4403 and any(f["event"] == "chat:error" and f["data"]["code"] == "forbidden" for f in frames)
+            await asyncio.wait_for(events.content.read(), 10)  # the event stream ends too
+            # Those with a token for it, and the staff, stay and keep talking.
+            await invited.send("chat:message", {"text": "still here"})
+            await host.expect("chat:message", lambda d: d["text"] == "still here")
+
+    try:
+        run(scenario())
+    finally:
+        server.stop()

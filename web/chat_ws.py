@@ -15,6 +15,7 @@ from aiohttp import WSMsgType, web
 from aiohttp_sse import sse_response
 
 from mediaserver.access import VIEWER_COOKIE, VIEWER_ID_TTL, AccessPolicy, Caller, Decision, Role
+from mediaserver.chat.protocol import CLOSE_AUTH_REQUIRED, CLOSE_FORBIDDEN
 from mediaserver.chat.names import MAX_NAME, name_key
 from mediaserver.chat.room import FrameError, Room, Viewer, frame, parse_frame
 from mediaserver.chat.moderation import RateLimit
@@ -26,8 +27,6 @@ __all__ = ["add_routes"]
 
 log = logging.getLogger(__name__)
 
-CLOSE_AUTH_REQUIRED = 4401   # no (valid) credentials for a private room
-CLOSE_FORBIDDEN = 4403       # credentials that don't reach this stream
 
 
 def _text(value: Any) -> str | None:
@@ -74,7 +73,7 @@ class Connection:
     def viewer(self, queue_size: int) -> Viewer:
         role, name, identity = self.seat()
         return Viewer(name, role, self.address, self.request.headers.get("User-Agent", ""), queue_size=queue_size,
-                      identity=identity, viewer_token=self.viewer_token if role == "guest" else None)
+                      caller=self.caller, identity=identity, viewer_token=self.viewer_token if role == "guest" else None)
 
     async def check(self, token: str | None) -> Decision:
         """Adopt what `token` proves; a bad one is refused (and counted against the address)."""
@@ -144,6 +143,7 @@ async def _reauth(conn: Connection, room: Room, viewer: Viewer, data: dict[str, 
     if name:
         conn.asked = name[:MAX_NAME * 4]
     role, asked, identity = conn.seat()
+    viewer.caller = conn.caller
     room.reidentify(viewer, role=role, name=asked, identity=identity,
                     viewer_token=conn.viewer_token if role == "guest" else None)
 
@@ -229,7 +229,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     org = await asyncio.to_thread(request.app[DB].org, stream["org_id"])
     room = await request.app[CHAT].room(stream["id"], json.loads(org["settings"] or "{}") if org else {},
                                         stream["org_id"])
-    viewer = Viewer("sse", "listener", client_address(request), queue_size=64)
+    viewer = Viewer("sse", "listener", client_address(request), queue_size=64, caller=caller)
     async with sse_response(request) as sse:
         await sse.send(json.dumps({"status": stream["status"]}), event="stream:state")
         room.join(viewer)

@@ -13,6 +13,8 @@ STAFF = ("moderator", "admin")
 # Kept with each message for moderation, never sent to clients.
 PRIVATE_FIELDS = ("author_viewer", "author_address")
 CLOSE_TOO_LARGE = 1009
+CLOSE_AUTH_REQUIRED = 4401   # no (valid) credentials for a private room
+CLOSE_FORBIDDEN = 4403       # credentials that don't reach this stream (any more)
 
 
 @dataclass(frozen=True)

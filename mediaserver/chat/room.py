@@ -14,7 +14,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from mediaserver.chat.protocol import (CLOSE_TOO_LARGE, HISTORY, MAX_FRAME, MESSAGE_TYPES, PRIVATE_FIELDS,
+from mediaserver.access import AccessPolicy, Caller
+from mediaserver.chat.protocol import (CLOSE_FORBIDDEN, CLOSE_TOO_LARGE, HISTORY, MAX_FRAME, MESSAGE_TYPES, PRIVATE_FIELDS,
                                        REACTIONS, STAFF, ChatLimits, FrameError, device_and_browser, frame,
                                        parse_frame, public)
 from mediaserver.chat.names import MAX_NAME, choose_guest_name, clean_name, name_key
@@ -45,6 +46,7 @@ class Viewer:
     joined_at: float = field(default_factory=time.time)
     key: str = ""                  # name_key(name), set on join
     asked: str = ""                # the name asked for (`name` is the one the room settled on)
+    caller: Caller | None = None   # what admitted them; asked again if the stream's visibility changes
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.queue_size)
@@ -119,6 +121,7 @@ class Room:
         # The stream's own switches (chat_enabled, reactions_enabled); staff may still post when chat is off.
         self.chat_enabled = True
         self.reactions_enabled = True
+        self.visibility = "PUBLIC"
 
     async def start(self) -> None:
         """Load what the room had before a restart: history, pinned message, review queue, sanctions."""
@@ -304,9 +307,18 @@ class Room:
         return limit
 
     def apply_stream(self, stream: dict[str, Any]) -> None:
-        """The stream's chat_enabled / reactions_enabled switches, as they are now."""
+        """The stream as it is now: its chat_enabled / reactions_enabled switches, and its visibility — made
+        private during a service, everyone whose credentials no longer reach it leaves the room at once."""
         self.chat_enabled = bool(stream.get("chat_enabled", 1))
         self.reactions_enabled = bool(stream.get("reactions_enabled", 1))
+        visibility = stream.get("visibility") or "PUBLIC"
+        if visibility == self.visibility:
+            return
+        self.visibility = visibility
+        for viewer in list(self.viewers.values()):
+            if viewer.caller is not None and not AccessPolicy.may_watch(viewer.caller, stream).allowed:
+                self.error(viewer, "forbidden", "this stream is now private")
+                viewer.close(CLOSE_FORBIDDEN, "stream is private")
 
     def on_message(self, viewer: Viewer, data: dict[str, Any]) -> None:
         if not self.chat_enabled and not viewer.staff:
