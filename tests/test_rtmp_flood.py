@@ -6,6 +6,7 @@ import logging
 import os
 import resource
 import socket
+import subprocess
 import threading
 import time
 from collections import deque
@@ -255,6 +256,24 @@ def test_1000_idle_sockets_do_not_keep_the_encoder_out(tmp_path: Path, caplog: p
               f"{accepted_after:.2f} s after its process was started")
         assert len(attackers) >= 990
         assert still_open <= 64 and pending == 64 and addresses <= 20
+
+        # A second stack, the ffmpeg CLI's RTMP client, gets in past the same held-open sockets.
+        second = handle.create_stream("Second Campus")
+        ffmpeg = subprocess.Popen(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
+             "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30", "-f", "lavfi", "-i", "sine=frequency=440",
+             "-t", "4", "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-pix_fmt", "yuv420p",
+             "-c:a", "aac", "-f", "flv", handle.rtmp_url(second["stream_key"])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_for(lambda: handle.api("GET", f"/api/streams/{second['id']}")[1]["status"] == "LIVE"
+                     or ffmpeg.poll() is not None, 30, "the ffmpeg CLI's broadcast LIVE")
+            assert handle.api("GET", f"/api/streams/{second['id']}")[1]["status"] == "LIVE"
+            _, err = ffmpeg.communicate(timeout=30)
+            assert ffmpeg.returncode == 0, err.decode(errors="replace")
+        finally:
+            if ffmpeg.poll() is None:
+                ffmpeg.kill()
     finally:
         for sock in attackers:
             sock.close()
