@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Generic, Protocol, TypeVar
 
@@ -116,6 +116,7 @@ class _RtmpSession(SessionManager):  # type: ignore[misc]
         super().__init__(reader=reader, writer=writer)
         self.streams: dict[int, _ChunkStream] = {}
         self.byte_budget: int | None = None  # set while the peer has not published yet
+        self.progressed: Callable[[int], None] = lambda stage: None  # told each handshake stage reached
 
     @property
     def bytes_read(self) -> int:
@@ -130,11 +131,13 @@ class _RtmpSession(SessionManager):  # type: ignore[misc]
                 hint = f" ({chr(version)!r}: an HTTP or other text request?)"
             raise ProtocolViolation(f"not an RTMP handshake: version byte 0x{version:02x}{hint}")
         c1 = await C1.from_stream(self.fifo_reader)
+        self.progressed(STAGE_HELLO)
         s1 = C1(time=0, zero=0, random=random_byte_array(1528))
         s2 = C2(time1=c1.time, time2=c1.time, random=c1.random)
         self.writer.write(C0(protocol_version=3).to_bytes() + s1.to_bytes() + s2.to_bytes())
         await self.writer.drain()
         await C2.from_stream(self.fifo_reader)
+        self.progressed(STAGE_HANDSHAKE)
 
     async def read_raw_chunk(self) -> RawChunk:
         read = self.fifo_reader.read
@@ -433,6 +436,7 @@ class _PublishController(BaseRTMPController):  # type: ignore[misc]
     # -- pyrtmp's controller hooks ------------------------------------------------------------------
 
     async def on_handshake(self, session: _RtmpSession) -> None:
+        session.progressed = lambda stage: self.server._slots.advance(self, stage)
         await session.handshake()
 
     async def on_nc_connect(self, session: _RtmpSession, message: NCConnect) -> None:
@@ -443,6 +447,7 @@ class _PublishController(BaseRTMPController):  # type: ignore[misc]
                          SetChunkSize(chunk_size=OUR_CHUNK_SIZE))
         session.writer_chunk_size = OUR_CHUNK_SIZE  # only after SetChunkSize went out at the old size
         await self._send(session, message.create_response())
+        self.server._slots.advance(self, STAGE_CONNECTED)
 
     async def on_window_acknowledgement_size(self, session: _RtmpSession, message: WindowAcknowledgementSize) -> None:
         self.peer_ack_window = max(1, int(message.ack_window_size))
@@ -513,6 +518,10 @@ def _address_group(host: str) -> str:
 
 
 C = TypeVar("C", bound=Hashable)
+# How far a pending connection got: the least advanced are closed first when the pending slots are full.
+STAGE_HELLO = 1      # sent a whole C0+C1 (a real RTMP client, not an idle socket)
+STAGE_HANDSHAKE = 2  # handshake done
+STAGE_CONNECTED = 3  # its connect command answered
 
 
 class ConnectionSlots(Generic[C]):
@@ -532,6 +541,7 @@ class ConnectionSlots(Generic[C]):
         self.publishers: set[C] = set()
         self._pending: dict[C, str] = {}                 # oldest first (insertion order), to its address
         self._by_address: dict[str, dict[C, None]] = {}  # an address's pending connections, oldest first
+        self._stage: dict[C, int] = {}                   # how far each pending connection got (see advance)
 
     @property
     def pending(self) -> int:
@@ -547,18 +557,30 @@ class ConnectionSlots(Generic[C]):
         displaced: list[tuple[C, str]] = []
         group = self._by_address.get(address)
         if group is not None and len(group) >= self.max_pending_per_address:
-            oldest = next(iter(group))
+            oldest = self._least_advanced(group)
             displaced.append((oldest, f"oldest of {len(group)} pending connections from {address} "
                                       f"(max_pending_per_address = {self.max_pending_per_address})"))
             self._forget_pending(oldest)
         if len(self._pending) >= self.max_pending:
-            oldest = next(iter(self._pending))
+            oldest = self._least_advanced(self._pending)
             displaced.append((oldest, f"oldest of {len(self._pending)} pending connections "
                                       f"(max_pending_connections = {self.max_pending})"))
             self._forget_pending(oldest)
         self._pending[conn] = address
+        self._stage[conn] = 0
         self._by_address.setdefault(address, {})[conn] = None
         return displaced
+
+    def advance(self, conn: C, stage: int) -> None:
+        """conn got further towards publishing (STAGE_HELLO, STAGE_HANDSHAKE, STAGE_CONNECTED)."""
+        if conn in self._stage:
+            self._stage[conn] = max(self._stage[conn], stage)
+
+    def _least_advanced(self, group: Iterable[C]) -> C:
+        """The connection to close: the least advanced, the oldest among equals (groups are oldest first).
+        A real encoder sends its C0+C1 at once and is through its handshake within milliseconds, so a flood
+        of idle sockets from its own address (a church NAT) displaces the flood's own sockets first."""
+        return min(group, key=lambda c: self._stage.get(c, 0))
 
     def claim_publisher(self, conn: C) -> bool:
         """Moves conn from pending to publishers; False (conn stays pending) when max_publishers are taken."""
@@ -578,6 +600,7 @@ class ConnectionSlots(Generic[C]):
 
     def _forget_pending(self, conn: C) -> None:
         address = self._pending.pop(conn, None)
+        self._stage.pop(conn, None)
         if address is None:
             return
         group = self._by_address[address]
