@@ -1,11 +1,20 @@
-"""The `mediaserver` command: serve, and manage streams from the shell."""
+"""The `mediaserver` command: serve, and manage streams from the shell.
+
+Stream and series commands call the running server's API (so organization defaults, webhooks and live sessions
+apply); organizations and tokens are set up in the database directly, before the server runs.
+"""
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
 
 from mediaserver.config import Config, ConfigError, load_config
 from mediaserver.db import Database
@@ -17,7 +26,16 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-port", type=int, default=None, help="HTTP port (default 8080)")
     parser.add_argument("--rtmp-port", type=int, default=None, help="RTMP port (default 1935)")
     parser.add_argument("--host", default=None, help="address to listen on (default 0.0.0.0)")
-    parser.add_argument("--public-host", default=None, help="host name encoders and viewers use to reach this box")
+    parser.add_argument("--public-url", default=None, help="URL people use to reach this box, e.g. https://stream.mychurch.org")
+    parser.add_argument("--public-host", default=None, help="(deprecated: use --public-url) host name of this box")
+
+
+def add_client(parser: argparse.ArgumentParser) -> None:
+    """Flags of the commands that talk to the running server's API."""
+    add_common(parser)
+    parser.add_argument("--server", default=None,
+                        help="URL of the running server (default $MEDIASERVER_URL, else http://127.0.0.1:HTTP_PORT)")
+    parser.add_argument("--json", action="store_true", help="print the API's JSON answer")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,15 +44,35 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server (HTTP + RTMP)")
     add_common(serve)
     serve.add_argument("--log-level", default="INFO")
-    streams = sub.add_parser("streams", help="create and list streams")
+    streams = sub.add_parser("streams", help="manage streams (through the running server)")
     streams_sub = streams.add_subparsers(dest="action", required=True)
     create = streams_sub.add_parser("create", help="create a stream and print its RTMP URL and key")
-    add_common(create)
+    add_client(create)
     create.add_argument("--title", required=True)
-    create.add_argument("--json", action="store_true", help="print JSON")
+    create.add_argument("--description", default=None)
+    create.add_argument("--scheduled-start", default=None, help="e.g. 2026-12-06T16:30:00Z")
+    create.add_argument("--visibility", choices=["PUBLIC", "MEMBERS_ONLY", "PRIVATE"], default=None)
     listing = streams_sub.add_parser("list", help="list streams")
-    add_common(listing)
-    listing.add_argument("--json", action="store_true", help="print JSON")
+    add_client(listing)
+    listing.add_argument("--state", choices=["live", "upcoming", "past", "all"], default="all")
+    for action, text in (("show", "show one stream"), ("end", "end the broadcast now (skips the reconnect window)"),
+                         ("rotate-key", "issue a new stream key (shown once); the old one stops working"),
+                         ("delete", "delete a stream and all its media (not while on air)")):
+        one = streams_sub.add_parser(action, help=text)
+        add_client(one)
+        one.add_argument("stream_id", metavar="ID")
+        if action == "rotate-key":
+            one.add_argument("--disconnect", action="store_true", help="also cut a broadcast live on the old key")
+    series = sub.add_parser("series", help="recurring services (through the running server)")
+    series_sub = series.add_subparsers(dest="action", required=True)
+    series_create = series_sub.add_parser("create", help="create a recurring series; prints the key its services share")
+    add_client(series_create)
+    series_create.add_argument("--title", required=True)
+    series_create.add_argument("--rrule", required=True, help="e.g. FREQ=WEEKLY;BYDAY=SU")
+    series_create.add_argument("--start-time", required=True, help="local HH:MM, e.g. 10:30")
+    series_create.add_argument("--duration", type=int, required=True, help="minutes")
+    series_create.add_argument("--timezone", required=True, help="e.g. America/Chicago")
+    series_create.add_argument("--dtstart", default=None, help="first day, YYYY-MM-DD (default today)")
     orgs = sub.add_parser("orgs", help="organizations (a church, or one campus)")
     orgs_sub = orgs.add_subparsers(dest="action", required=True)
     org_create = orgs_sub.add_parser("create", help="create an organization")
@@ -106,47 +144,163 @@ def resolve_config(args: argparse.Namespace) -> Config:
         config.server.host = args.host
     if args.public_host:
         config.server.public_host = args.public_host
+    if args.public_url:
+        config.server.public_url = args.public_url
     return config
 
 
-def urls(config: Config, stream_id: str) -> dict[str, str]:
-    host = config.server.public_host or "localhost"
-    rtmp_port = "" if config.server.rtmp_port == 1935 else f":{config.server.rtmp_port}"
-    http_port = "" if config.server.http_port == 80 else f":{config.server.http_port}"
-    return {
-        "rtmp_url": f"rtmp://{host}{rtmp_port}/{config.rtmp.app}",
-        "playback_url": f"http://{host}{http_port}/hls/{stream_id}/master.m3u8",
-        "watch_url": f"http://{host}{http_port}/watch/{stream_id}",
-    }
+class CliError(Exception):
+    """A command that could not be carried out; the message is printed as it is."""
+
+
+class ApiClient:
+    """The running server's HTTP API, as the CLI uses it: the same code paths (organization defaults, webhooks,
+    the live session) as any other API client."""
+
+    def __init__(self, base_url: str, token: str, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        request.add_header("Authorization", f"Bearer {self.token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            try:
+                answer = json.loads(exc.read() or b"null")
+            except ValueError:
+                answer = None
+            if isinstance(answer, dict) and "error" in answer:
+                details = answer.get("details")
+                raise CliError(f"{answer['error']}" + (f": {json.dumps(details)}" if details else "")) from None
+            raise CliError(f"{method} {path}: HTTP {exc.code}") from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CliError(f"the server is not running at {self.base_url} ({reason}); start it with "
+                           "`mediaserver serve`, or name it with --server URL") from None
+        return json.loads(raw) if raw else None
+
+
+def server_url(args: argparse.Namespace, config: Config) -> str:
+    """Where the running server listens: --server, $MEDIASERVER_URL, else this machine's HTTP port."""
+    if getattr(args, "server", None):
+        return str(args.server)
+    if os.environ.get("MEDIASERVER_URL"):
+        return os.environ["MEDIASERVER_URL"]
+    host = config.server.host
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{config.server.http_port}"
+
+
+def client_token(config: Config) -> str:
+    """$MEDIASERVER_ADMIN_TOKEN, else server.admin_token, else the one the server generated into data/admin_token."""
+    if config.admin_token:
+        return config.admin_token
+    path = config.data_path / "admin_token"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        raise CliError(f"no admin token: set $MEDIASERVER_ADMIN_TOKEN, or run the server once so it writes {path} "
+                       "(use --data-dir or --config to find it)") from None
+
+
+def print_stream(view: dict[str, Any], key: str | None = None) -> None:
+    print(f"Stream {view['id']}: {view['title']}")
+    print(f"  Status:      {view['status']}" + (f"  ({view['error']})" if view.get("error") else ""))
+    for label, name in (("Scheduled", "scheduled_start"), ("Started", "actual_start"), ("Ended", "actual_end")):
+        if view.get(name):
+            print(f"  {label + ':':<12} {view[name]}")
+    print(f"  Server:      {view['rtmp_url']}")
+    if key:
+        print(f"  Stream key:  {key}   (shown only now; keep it secret)")
+    print(f"  Watch:       {view['watch_url']}")
+    print(f"  HLS:         {view['playback_url']}")
+    recording = view.get("recording")
+    if recording:
+        print(f"  Recording:   {recording['status']}, {recording['duration']:.0f} s, {recording['playback_url']}")
+        if recording.get("mp4_url"):
+            print(f"  MP4:         {recording['mp4_url']}")
+    if "storage_bytes" in view:
+        print(f"  Storage:     {view['storage_bytes'] / 1e6:.1f} MB")
 
 
 def cmd_streams(args: argparse.Namespace, config: Config) -> int:
-    from mediaserver.server import database_path
-
-    db = Database(database_path(config))
+    api = ApiClient(server_url(args, config), client_token(config))
     if args.action == "create":
-        row, key = db.create_stream(args.title)
-        info = {"id": row["id"], "title": row["title"], "status": row["status"], "stream_key": key, **urls(config, row["id"])}
+        body: dict[str, Any] = {"title": args.title}
+        for name in ("description", "scheduled_start", "visibility"):
+            if getattr(args, name) is not None:
+                body[name] = getattr(args, name)
+        view = api.call("POST", "/api/streams", body)
         if args.json:
-            print(json.dumps(info, indent=2))
+            print(json.dumps(view, indent=2))
         else:
-            print(f"Created stream {row['id']}: {row['title']}")
-            print(f"  OBS → Settings → Stream → Service: Custom")
-            print(f"  Server:      {info['rtmp_url']}")
-            print(f"  Stream key:  {key}   (shown only now; keep it secret)")
-            print(f"  Watch:       {info['watch_url']}")
-            print(f"  HLS:         {info['playback_url']}")
-            if not config.server.public_host:
-                print("  (Replace localhost with this machine's address, or set server.public_host in config.toml.)")
+            print("Created. In OBS: Settings → Stream → Service: Custom, then Server and Stream key below.")
+            print_stream(view, view.get("stream_key"))
+            host = urllib.parse.urlsplit(view["watch_url"]).hostname or ""
+            if host in ("127.0.0.1", "localhost", "::1"):
+                print(f"  ({host} is this machine: set server.public_url in config.toml, e.g. "
+                      "\"https://stream.mychurch.org\", so the URLs work from other machines.)")
         return 0
-    rows = db.streams()
+    if args.action == "list":
+        views: list[dict[str, Any]] = []
+        offset: int | None = 0
+        while offset is not None:
+            page = api.call("GET", f"/api/streams?state={args.state}&limit=100&offset={offset}")
+            views += page["streams"]
+            offset = page["next_offset"]
+        if args.json:
+            print(json.dumps(views, indent=2))
+        else:
+            for v in views:
+                print(f"{v['id']}  {v['status']:<9}  {v['title']}")
+            if not views:
+                print("No streams yet. Create one: mediaserver streams create --title \"Sunday Service\"")
+        return 0
+    path = f"/api/streams/{urllib.parse.quote(args.stream_id, safe='')}"
+    if args.action == "delete":
+        api.call("DELETE", path)
+        if not args.json:
+            print(f"Deleted stream {args.stream_id} and its media.")
+        else:
+            print(json.dumps({"deleted": args.stream_id}))
+        return 0
+    if args.action == "show":
+        view = api.call("GET", path)
+    elif args.action == "end":
+        view = api.call("POST", path + "/end")
+    else:  # rotate-key
+        view = api.call("POST", path + "/rotate-key", {"disconnect": bool(args.disconnect)})
     if args.json:
-        print(json.dumps([{k: r[k] for k in ("id", "title", "status", "actual_start", "actual_end")} | urls(config, r["id"]) for r in rows], indent=2))
+        print(json.dumps(view, indent=2))
     else:
-        for r in rows:
-            print(f"{r['id']}  {r['status']:<9}  {r['title']}")
-        if not rows:
-            print("No streams yet. Create one: mediaserver streams create --title \"Sunday Service\"")
+        print_stream(view, view.get("stream_key"))
+    return 0
+
+
+def cmd_series(args: argparse.Namespace, config: Config) -> int:
+    api = ApiClient(server_url(args, config), client_token(config))
+    body: dict[str, Any] = {"title": args.title, "rrule": args.rrule, "start_time": args.start_time,
+                            "duration": args.duration, "timezone": args.timezone}
+    if args.dtstart:
+        body["dtstart"] = args.dtstart
+    series = api.call("POST", "/api/series", body)
+    if args.json:
+        print(json.dumps(series, indent=2))
+        return 0
+    print(f"Created series {series['id']}: {series['title']} ({series['rrule']} at {series['start_time']} "
+          f"{series['timezone']}, {series['duration']} min, from {series['dtstart']})")
+    print(f"  Stream key:  {series['stream_key']}   (shared by every service; shown only now)")
+    print("  Its services appear in: mediaserver streams list --state upcoming")
     return 0
 
 
@@ -158,8 +312,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mediaserver: config error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "streams":
-        return cmd_streams(args, config)
+    try:
+        if args.command == "streams":
+            return cmd_streams(args, config)
+        if args.command == "series":
+            return cmd_series(args, config)
+    except CliError as exc:
+        print(f"mediaserver: {exc}", file=sys.stderr)
+        return 1
     if args.command == "orgs":
         return cmd_orgs(args, config)
     if args.command == "tokens":
@@ -178,7 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve_forever(config))
+        try:
+            runner.run(serve_forever(config))
+        except ConfigError as exc:  # found only when starting, e.g. a certificate that can't be loaded
+            print(f"mediaserver: config error: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

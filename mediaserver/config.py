@@ -9,6 +9,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 
@@ -21,8 +22,11 @@ class ServerConfig:
     host: str = "0.0.0.0"
     http_port: int = 8080
     rtmp_port: int = 1935
-    # Address encoders and viewers use to reach this box, e.g. "stream.mychurch.org".
-    # Empty: taken from the HTTP request's Host header.
+    # The address people and encoders use to reach this box, e.g. "https://stream.mychurch.org" (a reverse proxy's
+    # or this server's own HTTPS). Every URL the server prints or returns is built from it; the RTMP URL takes its
+    # host name. Empty: public_host, else each request's Host header.
+    public_url: str = ""
+    # Deprecated (use public_url): a host name; the same as public_url = "http://NAME:HTTP_PORT".
     public_host: str = ""
     data_dir: str = "./data"
     # Bearer token for the admin API. MEDIASERVER_ADMIN_TOKEN in the environment wins.
@@ -30,6 +34,24 @@ class ServerConfig:
     # Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For names the real client.
     # Empty: the socket's peer address is the client (no header is believed).
     trusted_proxies: list[str] = field(default_factory=list)
+    # HTTPS served directly: PEM certificate (chain) and private key files. Both empty: HTTP only.
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Port of the HTTPS listener (only with tls_cert and tls_key); HTTP stays on http_port.
+    https_port: int = 8443
+
+    def base_url(self) -> str | None:
+        """The public base URL without a trailing slash (public_url, else derived from public_host), or None."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        if self.public_host:
+            return f"http://{self.public_host}{'' if self.http_port == 80 else f':{self.http_port}'}"
+        return None
+
+    def public_hostname(self) -> str | None:
+        """The host name in the public URL (for rtmp://HOST/...), or None."""
+        base = self.base_url()
+        return urlsplit(base).hostname if base else None
 
 
 @dataclass
@@ -105,6 +127,13 @@ class StorageConfig:
     # Media writes stop (reported as "disk full") when less than this is free, so the database
     # and the recordings of what was already streamed can still be saved.
     reserve_mb: float = 256.0
+    # Retention: this many days after a recording is saved, its HLS segments and playlists are deleted and the
+    # MP4 is kept (the recording then plays as the MP4). 0: keep them forever.
+    keep_segments_days: float = 30.0
+    # This many days after a recording is saved, the whole recording (MP4 included) is deleted. 0: forever.
+    keep_recordings_days: float = 0.0
+    # Seconds between retention passes.
+    retention_interval: float = 3600.0
 
 
 @dataclass
@@ -163,6 +192,17 @@ class Config:
             raise ConfigError(f"stream.reconnect_window must be >= 0, got {self.stream.reconnect_window}")
         if self.storage.reserve_mb < 0:
             raise ConfigError(f"storage.reserve_mb must be >= 0, got {self.storage.reserve_mb}")
+        for name in ("keep_segments_days", "keep_recordings_days"):
+            if getattr(self.storage, name) < 0:
+                raise ConfigError(f"storage.{name} must be >= 0 (0 = forever), got {getattr(self.storage, name)}")
+        if self.storage.retention_interval <= 0:
+            raise ConfigError(f"storage.retention_interval must be > 0, got {self.storage.retention_interval}")
+        if self.server.public_url:
+            parts = urlsplit(self.server.public_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+                raise ConfigError(f"server.public_url must be like https://stream.mychurch.org, got {self.server.public_url!r}")
+        if bool(self.server.tls_cert) != bool(self.server.tls_key):
+            raise ConfigError("server.tls_cert and server.tls_key must be set together (or both left empty)")
         for name in ("messages_per_viewer", "messages_per_address", "reactions_per_viewer"):
             if getattr(self.chat, name) < 1:
                 raise ConfigError(f"chat.{name} must be >= 1, got {getattr(self.chat, name)}")

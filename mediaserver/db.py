@@ -147,6 +147,9 @@ class Database:
                     pk="id",
                     foreign_keys=[("stream_id", "streams", "id"), ("broadcast_id", "broadcasts", "id")],
                 )
+            recordings = self.db.table("recordings")
+            if "segments_deleted_at" not in recordings.columns_dict:  # retention: the recording plays as its MP4
+                recordings.add_column("segments_deleted_at", float)
 
     # -- streams -----------------------------------------------------------------------------------
     def create_stream(self, title: str, org_id: str = DEFAULT_ORG, key_hash: str | None = None,
@@ -335,6 +338,33 @@ class Database:
                 self.db.table("recordings").rows_where("stream_id = ?", [stream_id], order_by="created_at desc", limit=1)
             )
         return rows[0] if rows else None
+
+    def recording(self, stream_id: str, recording_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            rows = list(self.db.table("recordings").rows_where("id = ? and stream_id = ?", [recording_id, stream_id]))
+        return rows[0] if rows else None
+
+    def storage_bytes(self, stream_id: str) -> int:
+        """Bytes of the stream's saved recordings (HLS segments and MP4s)."""
+        with self._lock:
+            row = self.db.execute(
+                "SELECT coalesce(sum(coalesce(size, 0) + coalesce(mp4_size, 0)), 0) FROM recordings WHERE stream_id = ?",
+                [stream_id]).fetchone()
+        return int(row[0])
+
+    def recordings_where(self, where: str, params: list[Any]) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.db.table("recordings").rows_where(where, params))
+
+    def delete_recording(self, recording_id: str) -> None:
+        with self._lock:
+            self.db.table("recordings").delete(recording_id)
+
+    def delete_media_rows(self, stream_id: str) -> None:
+        """A deleted stream's broadcasts and recordings."""
+        with self._lock, self.db.conn:
+            self.db.execute("DELETE FROM recordings WHERE stream_id = ?", [stream_id])
+            self.db.execute("DELETE FROM broadcasts WHERE stream_id = ?", [stream_id])
 
     def recording_for_broadcast(self, broadcast_id: str) -> dict[str, Any] | None:
         with self._lock:

@@ -7,16 +7,18 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
 from ingest.rtmp import RtmpServer
-from mediaserver.config import Config
+from mediaserver.config import Config, ConfigError
 from mediaserver.db import Database
 from mediaserver.chat.store import ChatStore
 from mediaserver.events import LocalEventBus
+from mediaserver.retention import RetentionTask
 from mediaserver.scheduler import Scheduler
 from mediaserver.webhook_bridge import WebhookBridge
 from mediaserver.webhooks import WebhookSender, WebhookStore
@@ -60,12 +62,16 @@ class RunningServer:
     chat: ChatHub
     webhook_sender: WebhookSender
     webhook_bridge: WebhookBridge
+    retention: RetentionTask | None = None
+    https_port: int | None = None  # None: no certificate configured, HTTP only
 
     @property
     def rtmp_port(self) -> int:
         return self.rtmp.port
 
     async def stop(self) -> None:
+        if self.retention is not None:
+            await self.retention.stop()
         await self.scheduler.stop()
         await self.chat.stop()
         await self.rtmp.stop()
@@ -76,6 +82,7 @@ class RunningServer:
 
 
 async def start_server(config: Config) -> RunningServer:
+    tls = tls_context(config)  # a certificate that can't be loaded stops the start before anything listens
     config.data_path.mkdir(parents=True, exist_ok=True)
     db = Database(database_path(config))
     store = LocalStore(config.data_path, int(config.storage.reserve_mb * 1024 * 1024))
@@ -102,6 +109,14 @@ async def start_server(config: Config) -> RunningServer:
     site = web.TCPSite(runner, config.server.host, config.server.http_port)
     await site.start()
     http_port = runner.addresses[0][1] if runner.addresses else config.server.http_port
+    https_port: int | None = None
+    if tls is not None:
+        before = len(runner.addresses)
+        https_site = web.TCPSite(runner, config.server.host, config.server.https_port, ssl_context=tls)
+        await https_site.start()
+        added = runner.addresses[before:]
+        https_port = added[0][1] if added else config.server.https_port
+        config.server.https_port = https_port
     rtmp = RtmpServer(
         manager.authorize,
         host=config.server.host,
@@ -118,19 +133,69 @@ async def start_server(config: Config) -> RunningServer:
     config.server.http_port, config.server.rtmp_port = http_port, rtmp.port
     log.info("HTTP on %s:%d, RTMP on %s:%d, data in %s", config.server.host, http_port,
              config.server.host, rtmp.port, config.data_path.resolve())
+    if https_port is not None:
+        log.info("HTTPS on %s:%d", config.server.host, https_port)
     scheduler = Scheduler(config.schedule, db, bus)
     await scheduler.start()
-    return RunningServer(config, db, manager, runner, rtmp, http_port, scheduler, chat, webhook_sender, webhook_bridge)
+    retention = RetentionTask(config.storage, db, store)
+    await retention.start()
+    return RunningServer(config, db, manager, runner, rtmp, http_port, scheduler, chat, webhook_sender, webhook_bridge,
+                         retention, https_port)
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The server-side TLS context for `[server] tls_cert`/`tls_key`, or None when no certificate is configured."""
+    if not (config.server.tls_cert and config.server.tls_key):
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(config.server.tls_cert, config.server.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"server.tls_cert/tls_key: cannot load {config.server.tls_cert}: {exc}") from exc
+    return context
+
+
+def lan_address() -> str:
+    """This machine's address on its network (the one its default route leaves from; no packet is sent),
+    else its host name."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: only picks the outgoing interface
+            address = str(probe.getsockname()[0])
+        if address and not address.startswith("0."):
+            return address
+    except OSError:
+        pass
+    return socket.gethostname()
+
+
+def banner(config: Config, server: RunningServer) -> str:
+    """What `mediaserver serve` prints: where to point OBS and where people watch."""
+    base = config.server.base_url()
+    host = config.server.public_hostname() or lan_address()
+    if base is None:
+        base = f"https://{host}:{server.https_port}" if server.https_port else f"http://{host}:{server.http_port}"
+    lines = [
+        "mediaserver is running.",
+        f"  Watch & admin: {base}/",
+        f"  OBS server:    rtmp://{host}:{server.rtmp_port}/{config.rtmp.app}",
+    ]
+    if server.https_port:
+        lines.append(f"  HTTPS:         port {server.https_port} (HTTP stays on {server.http_port})")
+    lines += [
+        f"  Data:          {config.data_path.resolve()}",
+        f"  Admin token:   in {config.data_path / 'admin_token'} or $MEDIASERVER_ADMIN_TOKEN",
+    ]
+    if not config.server.base_url():
+        lines.append("  (Set server.public_url in config.toml, e.g. \"https://stream.mychurch.org\", "
+                     "so every URL uses the name people know.)")
+    return "\n".join(lines)
 
 
 async def serve_forever(config: Config) -> None:
     server = await start_server(config)
-    # Tell the operator where to point OBS and where people watch.
-    host = config.server.public_host or socket.gethostname()
-    print(f"mediaserver is running.\n  Watch & admin: http://{host}:{server.http_port}/\n"
-          f"  OBS server:    rtmp://{host}:{server.rtmp_port}/{config.rtmp.app}\n"
-          f"  Data:          {config.data_path.resolve()}\n"
-          f"  Admin token:   in {config.data_path / 'admin_token'} or $MEDIASERVER_ADMIN_TOKEN", flush=True)
+    print(banner(config, server), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -3,10 +3,15 @@
 SCHEDULED -> STARTING (encoder connected) -> LIVE (first segment) -> ENDING (encoder gone, reconnect
 window open) -> ENDED, or FAILED. A reconnect inside the window continues the broadcast after an
 EXT-X-DISCONTINUITY; every ingest protocol ends up here through `authorize` and a PublishSink.
+
+What a broadcast does follows its stream's and organization's settings (BroadcastSettings): the DVR
+window (dvr_enabled, the org's dvr_window_minutes), the ladder (the org's default_ladder) and whether a
+recording is made (recording_enabled; without one, the segments are deleted when the broadcast ends).
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import time
@@ -18,8 +23,8 @@ from ingest.rtmp import PublishRefused
 from mediaserver.config import Config
 from mediaserver.db import Database
 from mediaserver.events import Event, LocalEventBus
-from packager.playlist import RenditionTrack, render_master, render_media, window
-from packager.recording import entry_from_event, load_index, write_mp4, write_vod
+from packager.playlist import RenditionTrack, current_period, producing_now, render_master, render_media, window
+from packager.recording import complete_rungs, entry_from_event, load_index, mp4_source, write_mp4, write_vod
 from storage.local import LocalStore
 from transcode.job import RenditionSpec, TranscodeJob, WorkerEvent
 from transcode.process import WorkerGone, WorkerProcess
@@ -27,6 +32,58 @@ from transcode.process import WorkerGone, WorkerProcess
 log = logging.getLogger(__name__)
 
 MEDIA_ROOT = "media"
+# Seconds a publish waits for the same key's previous connection to finish closing (its worker flushing
+# the last segments) before it is refused.
+CLOSING_WAIT = 15.0
+
+
+@dataclass
+class BroadcastSettings:
+    """What a broadcast does, from its stream's and organization's settings and the server config."""
+
+    dvr_window: float                 # seconds of rewind in the live playlists; 0 = the live edge only
+    ladder: list[RenditionSpec]       # the renditions its encoder connections are transcoded to
+    recording: bool = True            # VOD playlists + MP4 at the end; False: segments deleted at the end
+
+
+def org_settings(org: dict[str, Any] | None) -> dict[str, Any]:
+    if org is None:
+        return {}
+    try:
+        settings = json.loads(org["settings"] or "{}")
+    except (KeyError, TypeError, ValueError):
+        return {}
+    return settings if isinstance(settings, dict) else {}
+
+
+def dvr_window_for(config: Config, stream: dict[str, Any], org: dict[str, Any] | None) -> float:
+    """Seconds of rewind for this stream: 0 when dvr_enabled is off, else its organization's
+    dvr_window_minutes, else hls.dvr_window. (The watch page should use the same number.)"""
+    if not stream.get("dvr_enabled", 1):
+        return 0.0
+    minutes = org_settings(org).get("dvr_window_minutes")
+    if isinstance(minutes, int) and not isinstance(minutes, bool) and minutes >= 0:
+        return minutes * 60.0
+    return config.hls.dvr_window
+
+
+def ladder_for(config: Config, org: dict[str, Any] | None) -> list[RenditionSpec]:
+    """The organization's default_ladder (a repeated name: the first rung wins), else transcode.renditions."""
+    ladder: list[RenditionSpec] = []
+    for rung in org_settings(org).get("default_ladder") or []:
+        try:
+            spec = RenditionSpec(str(rung["name"]), int(rung["height"]), int(rung["video_bitrate"]),
+                                 bool(rung.get("passthrough", False)))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if all(r.name != spec.name for r in ladder):
+            ladder.append(spec)
+    return ladder or [RenditionSpec(r.name, r.height, r.video_bitrate, r.passthrough) for r in config.transcode.renditions]
+
+
+def broadcast_settings(config: Config, stream: dict[str, Any], org: dict[str, Any] | None) -> BroadcastSettings:
+    return BroadcastSettings(dvr_window_for(config, stream, org), ladder_for(config, org),
+                             bool(stream.get("recording_enabled", 1)))
 
 
 class EndedByServer(ConnectionAbortedError):
@@ -50,6 +107,7 @@ class Broadcast:
     error: str | None = None
     auto_publish: bool = True
     previewing: bool = False  # segments are coming but an admin has not put it live yet
+    settings: BroadcastSettings | None = None
 
     @property
     def ended(self) -> bool:
@@ -79,6 +137,7 @@ class PublishConnection:
         self.restarts = 0
         self.aborted: str | None = None
         self.closed = asyncio.Event()
+        self.closing = False  # the encoder has gone; the worker is flushing
         self._header_sent = False
         self._sequence_headers: dict[int, FlvTag] = {}
         self._await_keyframe = False
@@ -122,6 +181,7 @@ class PublishConnection:
         await self.worker.write(replay)
 
     async def on_close(self, reason: str) -> None:
+        self.closing = True
         try:
             await self.manager.connection_closed(self, reason)
         finally:
@@ -129,18 +189,37 @@ class PublishConnection:
 
 
 class StreamManager:
-    def __init__(self, config: Config, db: Database, store: LocalStore, bus: LocalEventBus) -> None:
+    def __init__(self, config: Config, db: Database, store: LocalStore, bus: LocalEventBus, *,
+                 closing_wait: float = CLOSING_WAIT) -> None:
         self.config = config
         self.db = db
         self.store = store
         self.bus = bus
+        self.closing_wait = closing_wait
         self.broadcasts: dict[str, Broadcast] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # One claim at a time per stream: two publishes with one key can't both start a broadcast.
+        self._claims: dict[str, tuple[asyncio.Lock, int]] = {}
 
     # -- ingest side ---------------------------------------------------------------------------
     async def authorize(self, app: str, key: str, peer: str) -> PublishConnection:
         if app != self.config.rtmp.app:
             raise PublishRefused(f"unknown application {app!r}; use /{self.config.rtmp.app}")
+        stream = await self._publishable(key)
+        stream_id = stream["id"]
+        lock, users = self._claims.get(stream_id) or (asyncio.Lock(), 0)
+        self._claims[stream_id] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._claim(stream, key, peer)
+        finally:
+            lock, users = self._claims[stream_id]
+            if users <= 1:
+                del self._claims[stream_id]
+            else:
+                self._claims[stream_id] = (lock, users - 1)
+
+    async def _publishable(self, key: str) -> dict[str, Any]:
         stream = await asyncio.to_thread(self.db.stream_by_key, key)
         if stream is None:
             raise PublishRefused("unknown stream key")
@@ -148,21 +227,45 @@ class StreamManager:
             raise PublishRefused("stream is disabled")
         if stream["status"] == "CANCELLED":
             raise PublishRefused("this stream was cancelled")
+        return stream
+
+    async def _claim(self, stream: dict[str, Any], key: str, peer: str) -> PublishConnection:
+        """Check and take the stream for this encoder; runs under the stream's claim lock."""
         stream_id = stream["id"]
         broadcast = self.broadcasts.get(stream_id)
         if broadcast is not None and broadcast.connection is not None:
-            raise PublishRefused("this stream already has a live encoder")
+            previous = broadcast.connection
+            if not previous.closing:
+                raise PublishRefused("this stream already has a live encoder")
+            # The last encoder stopped a moment ago and its worker is still flushing: wait for it, then
+            # continue the broadcast as a reconnect does.
+            try:
+                await asyncio.wait_for(previous.closed.wait(), self.closing_wait)
+            except TimeoutError:
+                raise PublishRefused("the previous connection is still closing; try again in a moment") from None
+            stream = await self._publishable(key)  # the key may have been retired meanwhile (auto_rotate_key)
+            broadcast = self.broadcasts.get(stream_id)
         if broadcast is not None and broadcast.ended:
-            raise PublishRefused("the previous broadcast is still being saved; try again in a moment")
+            # Ended (no reconnect window, or an admin ended it): once its end is written, a new broadcast
+            # starts; the old one's recording is saved alongside.
+            async with broadcast.lock:
+                pass
+            stream = await self._publishable(key)  # auto_rotate_key retires the key as a broadcast ends
+            broadcast = None
+        org = await asyncio.to_thread(self.db.org, stream["org_id"]) if stream.get("org_id") else None
+        settings = broadcast_settings(self.config, stream, org)
         if broadcast is None:
             row = await asyncio.to_thread(self.db.create_broadcast, stream_id, MEDIA_ROOT)
-            broadcast = Broadcast(stream_id, row["id"], row["key_prefix"])
+            broadcast = Broadcast(stream_id, row["id"], row["key_prefix"], settings=settings)
             self.broadcasts[stream_id] = broadcast
             log.info("stream %s: encoder %s connected; broadcast %s starts", stream_id, peer, broadcast.id)
         else:
             if broadcast.end_timer is not None:
                 broadcast.end_timer.cancel()
                 broadcast.end_timer = None
+            # The ladder stays the broadcast's own (rung names must not change under a player).
+            ladder = broadcast.settings.ladder if broadcast.settings else settings.ladder
+            broadcast.settings = BroadcastSettings(settings.dvr_window, ladder, settings.recording)
             log.info("stream %s: encoder %s reconnected inside the window", stream_id, peer)
         broadcast.auto_publish = bool(stream["auto_publish"])
         connection = PublishConnection(self, broadcast, peer)
@@ -188,7 +291,8 @@ class StreamManager:
             stream_id=broadcast.stream_id,
             store_root=str(self.store.root),
             key_prefix=broadcast.key_prefix,
-            renditions=[RenditionSpec(r.name, r.height, r.video_bitrate, r.passthrough) for r in tc.renditions],
+            renditions=list(broadcast.settings.ladder) if broadcast.settings else [
+                RenditionSpec(r.name, r.height, r.video_bitrate, r.passthrough) for r in tc.renditions],
             segment_duration=self.config.hls.segment_duration,
             first_sequence=sequence,
             period=broadcast.period,
@@ -213,9 +317,8 @@ class StreamManager:
         if event.event == "rendition":
             name = str(data["name"])
             track = broadcast.tracks.setdefault(name, RenditionTrack(name))
-            track.width, track.height = int(data["width"]), int(data["height"])
-            track.codecs, track.frame_rate = str(data["codecs"]), float(data["frame_rate"])
-            track.nominal_bitrate = int(data["bitrate"])
+            track.set_format(period, int(data["width"]), int(data["height"]), str(data["codecs"]),
+                             float(data["frame_rate"]), int(data["bitrate"]))
         elif event.event == "segment":
             track = broadcast.tracks.setdefault(str(data["rendition"]), RenditionTrack(str(data["rendition"])))
             entry = entry_from_event(data, broadcast.key_prefix, period, track.entries[-1] if track.entries else None)
@@ -347,6 +450,8 @@ class StreamManager:
         await self._write(self.db.update_broadcast, broadcast.id, status=status, ended_at=now)
         self.bus.publish(Event(f"stream.{status.lower()}", broadcast.stream_id, {"broadcast": broadcast.id}))
         stream = await asyncio.to_thread(self.db.stream, broadcast.stream_id)
+        if stream is not None and broadcast.settings is not None:
+            broadcast.settings.recording = bool(stream["recording_enabled"])  # as the stream says at its end
         if stream is not None and stream["auto_rotate_key"]:
             # The used key dies with the broadcast; an admin takes a fresh one with rotate-key.
             await self._write(self.db.rotate_key, broadcast.stream_id)
@@ -356,12 +461,23 @@ class StreamManager:
     async def _record(self, broadcast: Broadcast) -> None:
         try:
             tracks = broadcast.published_tracks()
-            if tracks:
+            if broadcast.settings is not None and not broadcast.settings.recording:
+                await self._discard_media(broadcast.stream_id, broadcast.key_prefix)
+            elif tracks:
                 await save_recording(self.db, self.store, self.config, broadcast.stream_id, broadcast.id,
                                      broadcast.key_prefix, tracks, self.bus)
         finally:
             if self.broadcasts.get(broadcast.stream_id) is broadcast:
                 del self.broadcasts[broadcast.stream_id]
+
+    async def _discard_media(self, stream_id: str, key_prefix: str) -> None:
+        """recording_enabled off: no recording; the broadcast's segments go once it has ended."""
+        try:
+            freed = await asyncio.to_thread(self.store.delete_prefix, key_prefix)
+        except OSError as exc:
+            log.error("stream %s: cannot delete the segments of %s: %s", stream_id, key_prefix, exc)
+            return
+        log.info("stream %s: recording off; %s deleted (%d bytes)", stream_id, key_prefix, freed)
 
     def _spawn(self, coro) -> asyncio.Task[None]:  # type: ignore[no-untyped-def]
         task = asyncio.get_running_loop().create_task(coro)
@@ -378,7 +494,10 @@ class StreamManager:
             now = time.time()
             await asyncio.to_thread(self.db.update_broadcast, row["id"], status="ENDED", ended_at=now)
             await asyncio.to_thread(self.db.update_stream, row["stream_id"], status="ENDED", actual_end=now)
-            if any(t.entries for t in tracks):
+            stream = await asyncio.to_thread(self.db.stream, row["stream_id"])
+            if stream is not None and not stream["recording_enabled"]:
+                await self._discard_media(row["stream_id"], row["key_prefix"])
+            elif any(t.entries for t in tracks):
                 await save_recording(self.db, self.store, self.config, row["stream_id"], row["id"],
                                      row["key_prefix"], [t for t in tracks if t.entries], self.bus)
 
@@ -394,7 +513,11 @@ class StreamManager:
         # A previewed broadcast (auto_publish off) stays hidden until an admin puts it live.
         if broadcast is None or broadcast.previewing or not broadcast.published_tracks():
             return None
-        return render_master([t.variant(f"{t.name}.m3u8") for t in broadcast.published_tracks()])
+        # Only the rungs the encoder's current connection produces: a reconnect at another size may drop some.
+        tracks = producing_now(broadcast.published_tracks())
+        period = current_period(tracks)
+        assert period is not None
+        return render_master([t.live_variant(f"{t.name}.m3u8", period) for t in tracks])
 
     def live_media(self, stream_id: str, rendition: str) -> str | None:
         broadcast = self.broadcasts.get(stream_id)
@@ -405,7 +528,7 @@ class StreamManager:
             return None
         hls = self.config.hls
         return render_media(
-            window(track.entries, hls.dvr_window, hls.live_edge_segments),
+            window(track.entries, self.dvr_window(broadcast), hls.live_edge_segments),
             all_entries=track.entries,
             configured_target=hls.segment_duration,
             ended=broadcast.ended,
@@ -425,8 +548,10 @@ class StreamManager:
         track = broadcast.tracks.get(rendition)
         if track is None or not track.entries:
             return None
-        hls = self.config.hls
-        return window(track.entries, hls.dvr_window, hls.live_edge_segments)[0].sequence
+        return window(track.entries, self.dvr_window(broadcast), self.config.hls.live_edge_segments)[0].sequence
+
+    def dvr_window(self, broadcast: Broadcast) -> float:
+        return broadcast.settings.dvr_window if broadcast.settings is not None else self.config.hls.dvr_window
 
 
 async def save_recording(
@@ -434,7 +559,8 @@ async def save_recording(
     key_prefix: str, tracks: list[RenditionTrack], bus: LocalEventBus,
 ) -> None:
     """VOD playlists first (quick), then the MP4 of the top rendition; both recorded in SQLite."""
-    duration = sum(e.duration for e in tracks[0].entries)
+    complete = complete_rungs(tracks) or tracks
+    duration = sum(e.duration for e in complete[0].entries)
     hls_size = sum(e.size for t in tracks for e in t.entries)
     try:
         await asyncio.to_thread(write_vod, store, key_prefix, tracks, config.hls.segment_duration)
@@ -447,8 +573,15 @@ async def save_recording(
         mp4_size=None, playlist_key=f"{key_prefix}/master.m3u8", mp4_key=None, status="PROCESSING", error=None,
     )
     log.info("stream %s: recording %s: %.1f s, VOD playlists written", stream_id, recording["id"], duration)
+    source = mp4_source(tracks)
+    if source is None:
+        message = "MP4 not made: the picture size changed at a reconnect; the HLS recording has every part"
+        log.warning("stream %s: %s", stream_id, message)
+        await asyncio.to_thread(db.update_recording, recording["id"], status="READY", error=message)
+        bus.publish(Event("recording.ready", stream_id, {"recording": recording["id"], "broadcast": broadcast_id}))
+        return
     try:
-        mp4_key = await asyncio.to_thread(write_mp4, store, key_prefix, tracks[0])
+        mp4_key = await asyncio.to_thread(write_mp4, store, key_prefix, source)
         path = store.local_path(mp4_key)
         mp4_size = path.stat().st_size if path else None
         await asyncio.to_thread(db.update_recording, recording["id"], mp4_key=mp4_key, mp4_size=mp4_size, status="READY")

@@ -21,6 +21,7 @@ class SegmentEntry:
     program_date_time: float  # unix seconds
     size: int
     discontinuity: bool = False  # first segment after an encoder reconnect
+    period: int = 0              # encoder connection (0, 1, ...) inside the broadcast
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,17 +102,32 @@ def render_media(
 def render_master(variants: list[VariantInfo]) -> str:
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
     for v in sorted(variants, key=lambda v: v.bandwidth, reverse=True):
+        # An audio-only variant (no picture: width = height = 0) has no RESOLUTION or FRAME-RATE.
+        picture = f",RESOLUTION={v.width}x{v.height}" if v.width and v.height else ""
+        rate = f",FRAME-RATE={v.frame_rate:.3f}" if v.width and v.height else ""
         lines.append(
-            f"#EXT-X-STREAM-INF:BANDWIDTH={v.bandwidth},AVERAGE-BANDWIDTH={v.average_bandwidth},"
-            f'RESOLUTION={v.width}x{v.height},CODECS="{v.codecs}",FRAME-RATE={v.frame_rate:.3f}'
+            f"#EXT-X-STREAM-INF:BANDWIDTH={v.bandwidth},AVERAGE-BANDWIDTH={v.average_bandwidth}"
+            f'{picture},CODECS="{v.codecs}"{rate}'
         )
         lines.append(v.uri)
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True, slots=True)
+class RenditionFormat:
+    """What one rendition looked like during one encoder connection (a reconnect may change the source)."""
+
+    width: int
+    height: int
+    codecs: str
+    frame_rate: float
+    nominal_bitrate: int
+
+
 @dataclass
 class RenditionTrack:
-    """Everything a broadcast knows about one rendition: its segments and measured bitrates."""
+    """Everything a broadcast knows about one rendition: its segments, its format per encoder connection
+    (period) and measured bitrates. width/height/... are the latest connection's."""
 
     name: str
     width: int = 0
@@ -120,18 +136,73 @@ class RenditionTrack:
     frame_rate: float = 0.0
     nominal_bitrate: int = 0
     entries: list[SegmentEntry] = field(default_factory=list)
+    formats: dict[int, RenditionFormat] = field(default_factory=dict)
 
-    def peak_bitrate(self) -> int:
-        rates = [e.size * 8 / e.duration for e in self.entries if e.duration > 0.5]
+    def set_format(self, period: int, width: int, height: int, codecs: str, frame_rate: float, bitrate: int) -> None:
+        self.formats[period] = RenditionFormat(width, height, codecs, frame_rate, bitrate)
+        self.width, self.height, self.codecs, self.frame_rate, self.nominal_bitrate = (
+            width, height, codecs, frame_rate, bitrate)
+
+    def periods(self) -> set[int]:
+        return {e.period for e in self.entries}
+
+    def resolutions(self) -> set[tuple[int, int]]:
+        """The sizes this rendition had in the periods it has segments for."""
+        return {(f.width, f.height) for p, f in self.formats.items() if p in self.periods()} or {(self.width, self.height)}
+
+    def peak_bitrate(self, entries: list[SegmentEntry] | None = None) -> int:
+        rates = [e.size * 8 / e.duration for e in (self.entries if entries is None else entries) if e.duration > 0.5]
         return int(max([self.nominal_bitrate, *rates]))
 
-    def average_bitrate(self) -> int:
-        total = sum(e.duration for e in self.entries)
+    def average_bitrate(self, entries: list[SegmentEntry] | None = None) -> int:
+        entries = self.entries if entries is None else entries
+        total = sum(e.duration for e in entries)
         if total <= 0:
             return self.nominal_bitrate
-        return int(sum(e.size for e in self.entries) * 8 / total)
+        return int(sum(e.size for e in entries) * 8 / total)
 
     def variant(self, uri: str) -> VariantInfo:
-        return VariantInfo(
-            uri, self.width, self.height, self.codecs, self.frame_rate, self.peak_bitrate(), self.average_bitrate()
-        )
+        """The variant over the whole broadcast: RESOLUTION the largest it had, CODECS every format used
+        (RFC 8216 4.3.4.2: all the formats present in one or more of its segments)."""
+        used = [f for p, f in sorted(self.formats.items()) if p in self.periods()]
+        if not used:
+            return VariantInfo(uri, self.width, self.height, self.codecs, self.frame_rate,
+                               self.peak_bitrate(), self.average_bitrate())
+        largest = max(used, key=lambda f: f.width * f.height)
+        codecs: list[str] = []
+        for f in used:
+            codecs += [c for c in f.codecs.split(",") if c and c not in codecs]
+        return VariantInfo(uri, largest.width, largest.height, ",".join(codecs), max(f.frame_rate for f in used),
+                           self.peak_bitrate(), self.average_bitrate())
+
+    def live_variant(self, uri: str, period: int) -> VariantInfo:
+        """The variant as the encoder connection `period` produces it now."""
+        fmt = self.formats.get(period) or RenditionFormat(self.width, self.height, self.codecs, self.frame_rate,
+                                                          self.nominal_bitrate)
+        entries = [e for e in self.entries if e.period == period]
+        return VariantInfo(uri, fmt.width, fmt.height, fmt.codecs, fmt.frame_rate,
+                           max(self.peak_bitrate(entries), fmt.nominal_bitrate), self.average_bitrate(entries))
+
+
+def current_period(tracks: list[RenditionTrack]) -> int | None:
+    """The latest encoder connection that has published a segment (None before the first)."""
+    ends = [t.entries[-1].period for t in tracks if t.entries]
+    return max(ends) if ends else None
+
+
+def producing_now(tracks: list[RenditionTrack]) -> list[RenditionTrack]:
+    """The rungs the current encoder connection produces: the only ones a live master playlist may list
+    (a reconnect at another resolution can drop or add rungs)."""
+    period = current_period(tracks)
+    return [t for t in tracks if t.entries and t.entries[-1].period == period]
+
+
+def complete_rungs(tracks: list[RenditionTrack]) -> list[RenditionTrack]:
+    """The rungs with segments in every period of the broadcast, for a recording's master playlist. When no
+    rung covers every period (the ladder changed completely), those covering the most periods."""
+    with_media = [t for t in tracks if t.entries]
+    if not with_media:
+        return []
+    every = set().union(*(t.periods() for t in with_media))
+    best = max(len(t.periods() & every) for t in with_media)
+    return [t for t in with_media if len(t.periods() & every) == best]

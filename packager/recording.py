@@ -1,6 +1,12 @@
 """Turns a finished broadcast into its recording: VOD playlists over every segment and a fast-start MP4.
 
 Also rebuilds a broadcast's segment list from the workers' index files after a server restart.
+
+A reconnect at another source size can change the ladder mid-broadcast. The recording's master playlist
+then lists only the rungs that have segments in every encoder connection (a player never runs out of
+media on a rung that stopped); a rung made for part of the broadcast keeps its own <rendition>.m3u8 and
+segments, but is left out of master.m3u8. The MP4 needs one picture size throughout: it is made from the
+tallest complete rung that kept its size, and not made (the recording says why) when none did.
 """
 from __future__ import annotations
 
@@ -13,14 +19,16 @@ from typing import Any
 
 import av
 
-from packager.playlist import RenditionTrack, SegmentEntry, render_master, render_media
+from packager.playlist import RenditionTrack, SegmentEntry, complete_rungs, render_master, render_media
 from storage.local import LocalStore
 
 log = logging.getLogger(__name__)
 
 
 def write_vod(store: LocalStore, key_prefix: str, tracks: list[RenditionTrack], segment_duration: float) -> None:
-    """<prefix>/master.m3u8 and <prefix>/<rendition>.m3u8, relative URIs, EXT-X-ENDLIST."""
+    """<prefix>/master.m3u8 and <prefix>/<rendition>.m3u8, relative URIs, EXT-X-ENDLIST. The master lists
+    the complete rungs only (see the module docstring)."""
+    complete = {t.name for t in complete_rungs(tracks)}
     variants = []
     for track in tracks:
         if not track.entries:
@@ -29,7 +37,11 @@ def write_vod(store: LocalStore, key_prefix: str, tracks: list[RenditionTrack], 
             track.entries, all_entries=track.entries, configured_target=segment_duration, ended=True, vod=True
         )
         store.write(f"{key_prefix}/{track.name}.m3u8", text.encode(), use_reserve=True)
-        variants.append(track.variant(f"{track.name}.m3u8"))
+        if track.name in complete:
+            variants.append(track.variant(f"{track.name}.m3u8"))
+        else:
+            log.info("%s: rendition %s was made in part of the broadcast only; left out of master.m3u8",
+                     key_prefix, track.name)
     store.write(f"{key_prefix}/master.m3u8", render_master(variants).encode(), use_reserve=True)
 
 
@@ -82,6 +94,12 @@ def periods(track: RenditionTrack) -> list[tuple[str, list[SegmentEntry]]]:
             runs.append((entry.init_uri, []))
         runs[-1][1].append(entry)
     return runs
+
+
+def mp4_source(tracks: list[RenditionTrack]) -> RenditionTrack | None:
+    """The rung the MP4 is made from: the tallest complete rung with one picture size throughout, or None."""
+    steady = [t for t in complete_rungs(tracks) if len(t.resolutions()) == 1]
+    return max(steady, key=lambda t: t.height) if steady else None
 
 
 def write_mp4(store: LocalStore, key_prefix: str, track: RenditionTrack) -> str:
@@ -145,9 +163,8 @@ def load_index(store: LocalStore, key_prefix: str) -> list[RenditionTrack]:
                 continue
             track = tracks.setdefault(name, RenditionTrack(name))
             if event["event"] == "rendition":
-                track.width, track.height = event["width"], event["height"]
-                track.codecs, track.frame_rate = event["codecs"], event["frame_rate"]
-                track.nominal_bitrate = event["bitrate"]
+                track.set_format(period, int(event["width"]), int(event["height"]), str(event["codecs"]),
+                                 float(event["frame_rate"]), int(event["bitrate"]))
             elif event["event"] == "segment":
                 previous = track.entries[-1] if track.entries else None
                 track.entries.append(entry_from_event(event, key_prefix, period, previous))
@@ -171,4 +188,5 @@ def entry_from_event(
         program_date_time=float(event["pdt"]),
         size=int(event["size"]),
         discontinuity=discontinuity,
+        period=period,
     )

@@ -60,6 +60,44 @@ class LocalStore:
     def delete(self, key: str) -> None:
         self.path_for(key).unlink(missing_ok=True)
 
+    def delete_prefix(self, prefix: str, *, keep: tuple[str, ...] = ()) -> int:
+        """Delete every file under prefix (a folder key) except the keys in keep, then the emptied folders.
+        Returns the bytes freed. A missing folder frees 0."""
+        base = self.path_for(prefix)
+        if not base.is_dir():
+            return 0
+        kept = {self.path_for(key) for key in keep}
+        freed = 0
+        for path in sorted(base.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path in kept:
+                continue
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    if not any(path.iterdir()):
+                        path.rmdir()
+                else:
+                    freed += path.lstat().st_size
+                    path.unlink()
+            except FileNotFoundError:
+                pass
+        if not kept and base.is_dir() and not any(base.iterdir()):
+            base.rmdir()
+        return freed
+
+    def usage(self, prefix: str) -> int:
+        """Bytes of the files under prefix (a directory walk: call it off the event loop)."""
+        base = self.path_for(prefix)
+        if not base.is_dir():
+            return 0
+        total = 0
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(dirpath, name)).st_size
+                except FileNotFoundError:
+                    pass
+        return total
+
     def list(self, prefix: str) -> list[str]:
         base = self.path_for(prefix) if prefix else self.root
         if not base.is_dir():

@@ -277,3 +277,29 @@ def test_two_viewers_chat_react_and_give(tmp_path: Path, browser: Any) -> None:
         assert errors == []
     finally:
         server.stop()
+
+
+@pytest.mark.media
+def test_player_plays_a_recording_kept_as_mp4_only(tmp_path: Path, browser: Any) -> None:
+    """After retention drops a recording's HLS segments, the watch page plays its MP4."""
+    from mediaserver.retention import DAY
+    from tests.media_source import publish
+    from tests.test_broadcast import wait_recording
+
+    server = run_server(small_config(tmp_path / "data", reconnect_window=0.5))
+    try:
+        stream = server.create_stream("Advent Sunday")
+        publish(server.rtmp_url(stream["stream_key"]), seconds=3.0)
+        recording = wait_recording(server, stream["id"])["recording"]
+        assert server.server.retention is not None
+        report = server.call(server.server.retention.run_once(time.time() + 31 * DAY))
+        assert report.segments_dropped == [recording["id"]]
+        assert server.get(f"/hls/{stream['id']}/master.m3u8")[0] == 404  # the HLS copy is gone
+        page, errors = open_page(browser, f"{server.http}/watch/{stream['id']}")
+        page.wait_for_function("window.player && window.player.video.currentTime > 0.5", timeout=20_000)
+        assert page.evaluate("window.player.hls") is None
+        assert page.evaluate("window.player.video.currentSrc").endswith("/recording.mp4")
+        page.close()
+        assert errors == []
+    finally:
+        server.stop()

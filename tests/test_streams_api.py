@@ -285,17 +285,18 @@ def test_organization_settings_are_stream_defaults(server: ServerHandle, checker
     status, org = api.call("GET", "/api/orgs/settings")
     assert status == 200 and org["settings"] == {}
     status, org = api.call("PATCH", "/api/orgs/settings", {"timezone": "America/Denver", "settings": {
-        "auto_publish": False, "dvr_enabled": False, "latency_mode": "LOW",
+        "auto_publish": False, "dvr_enabled": False, "latency_mode": "STANDARD",
         "chat": {"blocked_words": ["spam"], "link_filter": True, "slow_mode_seconds": 5},
         "branding": {"watermark_position": "TOP_RIGHT", "pre_stream_image": "/static/pre.png"},
         "default_ladder": [{"name": "720p", "height": 720, "video_bitrate": 2800000}]}})
     assert status == 200 and org["timezone"] == "America/Denver" and org["settings"]["chat"]["slow_mode_seconds"] == 5
     _, stream = api.call("POST", "/api/streams", {"title": "Defaults"})
     assert (stream["auto_publish"], stream["dvr_enabled"], stream["low_latency"], stream["timezone"]) == \
-        (False, False, True, "America/Denver")
+        (False, False, False, "America/Denver")
     _, explicit = api.call("POST", "/api/streams", {"title": "Explicit", "auto_publish": True})
     assert explicit["auto_publish"] is True
     for bad, field in [({"settings": {"latency_mode": "WARP"}}, "settings.latency_mode"),
+                       ({"settings": {"latency_mode": "LOW"}}, "settings.latency_mode"),
                        ({"settings": {"chat": {"slow_mode_seconds": -1}}}, "settings.chat.slow_mode_seconds"),
                        ({"timezone": "Mars/Base"}, "timezone"), ({"colour": "red"}, "colour")]:
         status, body = api.call("PATCH", "/api/orgs/settings", bad)

@@ -16,8 +16,9 @@ from typing import Any, NoReturn
 from aiohttp import web
 
 from mediaserver.db import DEFAULT_ORG
+from mediaserver.retention import SEGMENTS_DELETED, RecordingBusyError, delete_recording, delete_stream_media, plays_as_mp4
 from web.auth import SCOPE, error, manages
-from web.keys import CHAT, CONFIG, DB, MANAGER, PASSWORDS, SIGNER
+from web.keys import CHAT, CONFIG, DB, MANAGER, PASSWORDS, SIGNER, STORE
 from web.openapi import DATE_PATTERN, DATE_TIME_PATTERN, DOCUMENT, FLAGS, MAX_OFFSET, body_errors
 
 LIVE_STATES = ("STARTING", "LIVE", "ENDING")
@@ -170,10 +171,17 @@ def bad_fields(problems: dict[str, str]) -> web.Response:
     return error(400, "invalid fields", problems)
 
 
-def stream_view(request: web.Request, row: dict[str, Any], recording: dict[str, Any] | None) -> dict[str, Any]:
+def public_base(request: web.Request) -> str:
+    """Where URLs we hand out start: `server.public_url` (or the deprecated public_host), else this request's own
+    scheme and Host."""
+    return request.app[CONFIG].server.base_url() or f"{request.scheme}://{request.host}"
+
+
+def stream_view(request: web.Request, row: dict[str, Any], recording: dict[str, Any] | None,
+                storage_bytes: int = 0) -> dict[str, Any]:
     config = request.app[CONFIG]
-    base = f"{request.scheme}://{request.host}"
-    host = config.server.public_host or request.url.host or "127.0.0.1"
+    base = public_base(request)
+    host = config.server.public_hostname() or request.url.host or "127.0.0.1"
     rtmp_port = config.server.rtmp_port
     view: dict[str, Any] = {
         "id": row["id"], "org_id": row["org_id"], "title": row["title"], "slug": row["slug"],
@@ -191,18 +199,26 @@ def stream_view(request: web.Request, row: dict[str, Any], recording: dict[str, 
         "rtmp_url": f"rtmp://{host}{'' if rtmp_port == 1935 else f':{rtmp_port}'}/{config.rtmp.app}",
         "playback_url": f"{base}/hls/{row['id']}/master.m3u8",
         "watch_url": f"{base}/watch/{row['id']}",
+        "storage_bytes": storage_bytes,
         "recording": None,
     }
     if recording is not None:
         prefix = f"{base}/hls/{row['id']}/{recording['broadcast_id']}"
+        mp4_url = f"{prefix}/recording.mp4" if recording["mp4_key"] else None
+        mp4_only = plays_as_mp4(recording)
         view["recording"] = {
             "id": recording["id"], "status": recording["status"],
-            "playback_url": f"{prefix}/master.m3u8",
-            "mp4_url": f"{prefix}/recording.mp4" if recording["mp4_key"] else None,
+            "playback_url": mp4_url if mp4_only else f"{prefix}/master.m3u8",
+            "playback_type": "mp4" if mp4_only else "hls",
+            "mp4_url": mp4_url,
             "duration": recording["duration"],
             "size": recording["mp4_size"] if recording["mp4_size"] is not None else recording["size"],
             "hls_size": recording["size"], "error": recording["error"],
+            "segments_deleted_at": iso(recording.get(SEGMENTS_DELETED)),
         }
+        # Off air, the stream plays its latest recording: once that is MP4 only, so does the stream.
+        if mp4_only and mp4_url and row["status"] not in LIVE_STATES:
+            view["playback_url"] = mp4_url
     return view
 
 
@@ -219,7 +235,8 @@ async def respond_stream(request: web.Request, stream_id: str, status: int = 200
     row = await asyncio.to_thread(db.stream, stream_id)
     assert row is not None
     recording = await asyncio.to_thread(db.latest_recording, stream_id)
-    return web.json_response({**stream_view(request, row, recording), **extra}, status=status)
+    used = await asyncio.to_thread(db.storage_bytes, stream_id)
+    return web.json_response({**stream_view(request, row, recording, used), **extra}, status=status)
 
 
 async def slug_taken(request: web.Request, org_id: str, slug: str, except_id: str | None = None) -> bool:
@@ -289,7 +306,8 @@ async def list_streams(request: web.Request) -> web.Response:
     views = []
     for row in rows:
         recording = await asyncio.to_thread(db.latest_recording, row["id"])
-        views.append(stream_view(request, row, recording))
+        used = await asyncio.to_thread(db.storage_bytes, row["id"])
+        views.append(stream_view(request, row, recording, used))
     next_offset = offset + limit if offset + limit < total else None
     return web.json_response({"streams": views, "total": total, "limit": limit, "offset": offset, "next_offset": next_offset})
 
@@ -327,7 +345,26 @@ async def delete_stream(request: web.Request) -> web.Response:
     row = await find_stream(request)
     if request.app[MANAGER].has_broadcast(row["id"]):
         return error(409, "the stream is on air; end it first", {"status": row["status"]})
+    latest = await asyncio.to_thread(request.app[DB].latest_recording, row["id"])
+    if latest is not None and latest["status"] == "PROCESSING":
+        return error(409, "the stream's recording is still being saved; try again in a moment", {"status": row["status"]})
     await asyncio.to_thread(request.app[DB].delete_stream, row["id"])
+    # Its media goes with it: every broadcast's segments, playlists and MP4 under media/STREAM.
+    await asyncio.to_thread(delete_stream_media, request.app[DB], request.app[STORE], row["id"])
+    return web.Response(status=204)
+
+
+async def delete_recording_route(request: web.Request) -> web.Response:
+    """DELETE /api/streams/{stream_id}/recordings/{recording_id}: the recording's segments, playlists and MP4."""
+    row = await find_stream(request)
+    db = request.app[DB]
+    found = await asyncio.to_thread(db.recording, row["id"], request.match_info["recording_id"])
+    if found is None:
+        return error(404, "recording not found", None)
+    try:
+        await asyncio.to_thread(delete_recording, db, request.app[STORE], found)
+    except RecordingBusyError as exc:
+        return error(409, str(exc), {"status": found["status"]})
     return web.Response(status=204)
 
 
@@ -385,7 +422,7 @@ async def playback_token(request: web.Request) -> web.Response:
     row = await find_stream(request)
     body = await read_json(request, "PlaybackTokenRequest", optional=True)
     token, expires = request.app[SIGNER].issue(row["id"], float(body.get("ttl", 6 * 3600)), body.get("viewer_id"))
-    url = f"{request.scheme}://{request.host}/hls/{row['id']}/master.m3u8?token={token}"
+    url = f"{public_base(request)}/hls/{row['id']}/master.m3u8?token={token}"
     return web.json_response({"token": token, "expires_at": iso(expires), "playback_url": url}, status=201)
 
 
@@ -400,6 +437,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/streams/{stream_id}", get_stream)
     app.router.add_patch("/api/streams/{stream_id}", update_stream)
     app.router.add_delete("/api/streams/{stream_id}", delete_stream)
+    app.router.add_delete("/api/streams/{stream_id}/recordings/{recording_id}", delete_recording_route)
     app.router.add_post("/api/streams/{stream_id}/start", start_stream)
     app.router.add_post("/api/streams/{stream_id}/go-live", go_live)
     app.router.add_post("/api/streams/{stream_id}/end", end_stream)

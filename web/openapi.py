@@ -4,7 +4,7 @@ Request bodies are validated against these same schemas, so the document can't d
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
@@ -37,6 +37,15 @@ ISO = {"type": "string", "format": "date-time"}
 NULLABLE_ISO = {"type": ["string", "null"], "format": "date-time"}
 STATUS = {"type": "string", "enum": ["SCHEDULED", "STARTING", "LIVE", "ENDING", "ENDED", "CANCELLED", "FAILED"]}
 VISIBILITY = {"type": "string", "enum": ["PUBLIC", "MEMBERS_ONLY", "PRIVATE"]}
+LOW_LATENCY_REFUSAL = "low-latency HLS is not available yet"
+FLAG_DESCRIPTIONS = {
+    "dvr_enabled": "false: viewers can't rewind; the live playlist keeps only the live edge (hls.live_edge_segments). "
+                   "true: the organization's dvr_window_minutes, else the server's hls.dvr_window. Applies from the "
+                   "next encoder connection",
+    "recording_enabled": "false: no recording (VOD playlists, MP4) is made; the broadcast's segments are kept while "
+                         "it is live (for the DVR window) and deleted when it ends. Read when the broadcast ends",
+    "low_latency": f"only false is accepted for now ({LOW_LATENCY_REFUSAL}; true is refused, 400)",
+}
 FLAGS = ["chat_enabled", "reactions_enabled", "giving_enabled", "dvr_enabled", "low_latency",
          "recording_enabled", "auto_publish", "auto_rotate_key"]
 
@@ -53,7 +62,11 @@ EDITABLE_STREAM_FIELDS: dict[str, Any] = {
     "password": {"type": ["string", "null"], "minLength": 4, "maxLength": 200, "writeOnly": True},
     "giving_url": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^https?://"},
     "giving_message": {"type": ["string", "null"], "maxLength": 200},
-    **{flag: {"type": "boolean"} for flag in FLAGS},
+    **{flag: {"type": "boolean", **({"description": FLAG_DESCRIPTIONS[flag]} if flag in FLAG_DESCRIPTIONS else {})}
+       for flag in FLAGS},
+    # Refused until LL-HLS lands; "x-error" is the message the 400 gives (see _message).
+    "low_latency": {"type": "boolean", "const": False, "description": FLAG_DESCRIPTIONS["low_latency"],
+                    "x-error": LOW_LATENCY_REFUSAL},
 }
 
 RECORDING = {
@@ -76,6 +89,7 @@ STREAM = {
         **{k: v for k, v in EDITABLE_STREAM_FIELDS.items() if k != "password"},
         # What was stored is echoed as it is (read checks belong to writes).
         "title": {"type": "string"}, "slug": {"type": ["string", "null"]}, "timezone": {"type": ["string", "null"]},
+        "low_latency": {"type": "boolean"},
         "scheduled_start": NULLABLE_ISO, "scheduled_end": NULLABLE_ISO,
         "status": STATUS,
         "has_password": {"type": "boolean"},
@@ -89,6 +103,65 @@ STREAM = {
         "recording": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Recording"}]},
     },
     "additionalProperties": False,
+}
+
+ORG_SETTINGS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "default_ladder": {"type": "array", "maxItems": 8, "items": {
+            "type": "object", "required": ["name", "height", "video_bitrate"],
+            "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$"},
+                           "height": {"type": "integer", "minimum": 64, "maximum": 4320},
+                           "video_bitrate": {"type": "integer", "minimum": 50000, "maximum": 50000000},
+                           "passthrough": {"type": "boolean"}},
+            "additionalProperties": False}},
+        "latency_mode": {"type": "string", "enum": ["STANDARD", "LOW"]},
+        "dvr_enabled": {"type": "boolean"},
+        "dvr_window_minutes": {"type": "integer", "minimum": 0, "maximum": 720},
+        "recording_enabled": {"type": "boolean"},
+        "auto_publish": {"type": "boolean"},
+        "chat": {"type": "object", "properties": {
+            "blocked_words": {"type": "array", "maxItems": 500, "items": {"type": "string", "minLength": 1, "maxLength": 100}},
+            "link_filter": {"type": "boolean"},
+            "slow_mode_seconds": {"type": "integer", "minimum": 0, "maximum": 3600},
+            "hold_for_review": {"type": "boolean"}},
+            "additionalProperties": False},
+        "branding": {"type": "object", "properties": {
+            "accent_color": {"type": ["string", "null"], "pattern": "^#[0-9A-Fa-f]{6}$", "examples": ["#1d4ed8"],
+                             "description": "the watch page's accent (LIVE badge, seek bar, buttons)"},
+            "logo_url": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^(https?://|/)",
+                         "description": "a logo the watch page shows beside the church's name"},
+            "pre_stream_image": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^(https?://|/)"},
+            "post_stream_image": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^(https?://|/)"},
+            "watermark_image": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^(https?://|/)"},
+            "watermark_position": {"type": "string", "enum": ["TOP_LEFT", "TOP_RIGHT", "BOTTOM_LEFT", "BOTTOM_RIGHT"]}},
+            "additionalProperties": False},
+    },
+    "additionalProperties": False,
+}
+
+ORG_SETTINGS["properties"]["default_ladder"]["description"] = (
+    "the renditions new broadcasts of the organization's streams are transcoded to, instead of the server's "
+    "transcode.renditions; a rung taller than the source is skipped, a passthrough rung copies the source; "
+    "[] means the server's ladder; names are unique (a repeated name is ignored: the first rung wins)")
+ORG_SETTINGS["properties"]["dvr_window_minutes"]["description"] = (
+    "minutes viewers of the organization's streams can rewind, instead of the server's hls.dvr_window; 0 keeps "
+    "only the live edge; a stream with dvr_enabled false has none")
+ORG_SETTINGS["properties"]["dvr_enabled"]["description"] = "new streams' dvr_enabled"
+ORG_SETTINGS["properties"]["recording_enabled"]["description"] = "new streams' recording_enabled"
+ORG_SETTINGS["properties"]["auto_publish"]["description"] = "new streams' auto_publish"
+ORG_SETTINGS["properties"]["latency_mode"]["description"] = (
+    f"STANDARD only for now: LOW is refused ({LOW_LATENCY_REFUSAL}); a LOW stored earlier has no effect")
+ORG_SETTINGS["properties"]["branding"]["description"] = (
+    "the watch page of the organization's streams shows the church's name with logo_url, in accent_color, and "
+    "pre_stream_image as the picture before the broadcast starts; post_stream_image, watermark_image and "
+    "watermark_position are stored for the admin console and not used yet")
+# What a PATCH may set: the same, but LOW latency is refused until LL-HLS lands.
+ORG_SETTINGS_UPDATE: dict[str, Any] = {
+    **ORG_SETTINGS,
+    "properties": {**ORG_SETTINGS["properties"],
+                   "latency_mode": {"type": "string", "const": "STANDARD", "x-error": LOW_LATENCY_REFUSAL,
+                                    "description": ORG_SETTINGS["properties"]["latency_mode"]["description"]}},
 }
 
 ERROR = {
@@ -190,36 +263,8 @@ SCHEMAS: dict[str, Any] = {
         },
         "additionalProperties": False,
     },
-    "OrgSettings": {
-        "type": "object",
-        "properties": {
-            "default_ladder": {"type": "array", "maxItems": 8, "items": {
-                "type": "object", "required": ["name", "height", "video_bitrate"],
-                "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$"},
-                               "height": {"type": "integer", "minimum": 64, "maximum": 4320},
-                               "video_bitrate": {"type": "integer", "minimum": 50000, "maximum": 50000000},
-                               "passthrough": {"type": "boolean"}},
-                "additionalProperties": False}},
-            "latency_mode": {"type": "string", "enum": ["STANDARD", "LOW"]},
-            "dvr_enabled": {"type": "boolean"},
-            "dvr_window_minutes": {"type": "integer", "minimum": 0, "maximum": 720},
-            "recording_enabled": {"type": "boolean"},
-            "auto_publish": {"type": "boolean"},
-            "chat": {"type": "object", "properties": {
-                "blocked_words": {"type": "array", "maxItems": 500, "items": {"type": "string", "minLength": 1, "maxLength": 100}},
-                "link_filter": {"type": "boolean"},
-                "slow_mode_seconds": {"type": "integer", "minimum": 0, "maximum": 3600},
-                "hold_for_review": {"type": "boolean"}},
-                "additionalProperties": False},
-            "branding": {"type": "object", "properties": {
-                "pre_stream_image": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^(https?://|/)"},
-                "post_stream_image": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^(https?://|/)"},
-                "watermark_image": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^(https?://|/)"},
-                "watermark_position": {"type": "string", "enum": ["TOP_LEFT", "TOP_RIGHT", "BOTTOM_LEFT", "BOTTOM_RIGHT"]}},
-                "additionalProperties": False},
-        },
-        "additionalProperties": False,
-    },
+    "OrgSettings": ORG_SETTINGS,
+    "OrgSettingsUpdate": ORG_SETTINGS_UPDATE,
     "Org": {
         "type": "object", "required": ["id", "slug", "name", "timezone", "settings"],
         "properties": {"id": {"type": "string"}, "slug": {"type": "string"}, "name": {"type": "string"},
@@ -231,7 +276,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "minProperties": 1,
         "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK},
                        "timezone": TIME_ZONE,
-                       "settings": {"$ref": "#/components/schemas/OrgSettings"}},
+                       "settings": {"$ref": "#/components/schemas/OrgSettingsUpdate"}},
         "additionalProperties": False,
     },
     "MemberTokenRequest": {
@@ -415,6 +460,29 @@ DOCUMENT: dict[str, Any] = {
     },
 }
 
+# -- media storage: bytes kept, retention, deleting recordings (web/api.py, mediaserver/retention.py) ---------------
+cast(dict[str, Any], RECORDING["properties"]).update({
+    "playback_type": {"type": "string", "enum": ["hls", "mp4"],
+                      "description": "what playback_url plays: the HLS ladder, or (once retention deleted the "
+                                     "segments after storage.keep_segments_days) the MP4"},
+    "segments_deleted_at": {**NULLABLE_ISO, "description": "when retention deleted the HLS segments (null: kept)"},
+})
+cast(dict[str, Any], STREAM["properties"]).update({
+    "storage_bytes": {"type": "integer", "minimum": 0,
+                      "description": "bytes the stream's saved recordings keep on disk (HLS segments and MP4s); "
+                                     "a broadcast on air counts once its recording is saved"},
+})
+STREAM["required"] = [*cast(list[str], STREAM["required"]), "storage_bytes"]
+DOCUMENT["paths"]["/api/streams/{stream_id}"]["delete"]["summary"] = (
+    "Delete a stream and all its media: recordings, segments and MP4s (not while an encoder is connected)")
+DOCUMENT["paths"]["/api/streams/{stream_id}/recordings/{recording_id}"] = {
+    "delete": {
+        "summary": "Delete one recording: its segments, playlists and MP4 (409 while it is still being saved)",
+        "parameters": STREAM_ID + [{"name": "recording_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"204": {"description": "deleted"}, **ERRORS},
+    },
+}
+
 _registry: Registry = Registry().with_resource("urn:mediaserver:api", Resource.from_contents(
     {"$schema": "https://json-schema.org/draft/2020-12/schema", **DOCUMENT}))
 
@@ -445,6 +513,8 @@ def body_errors(schema_name: str, body: Any) -> dict[str, str]:
 def _message(error: Any) -> str:
     """jsonschema's message, made readable where it would quote a long regex."""
     schema = error.schema if isinstance(error.schema, dict) else {}
+    if schema.get("x-error"):
+        return str(schema["x-error"])
     if error.validator == "pattern" and schema.get("examples"):
         years = " (years 1000 to 9999)" if schema.get("format") in ("date", "date-time") else ""
         return f"{error.instance!r} is not like {schema['examples'][0]}{years}"

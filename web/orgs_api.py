@@ -1,14 +1,16 @@
-"""Organizations under /api/orgs: their time zone and the settings new streams start from."""
+"""Organizations under /api/orgs: their time zone, the settings new streams start from, and the ones
+(ladder, DVR window) every broadcast of their streams follows."""
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from web.api import read_json
+from web.api import public_base, read_json
 from web.auth import error, manages
 from web.keys import CHAT, DB
 
@@ -16,7 +18,7 @@ from web.keys import CHAT, DB
 def org_view(request: web.Request, row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "slug": row["slug"], "name": row["name"], "timezone": row["timezone"],
             "settings": json.loads(row["settings"] or "{}"),
-            "calendar_url": f"{request.scheme}://{request.host}/api/orgs/{row['slug']}/calendar.ics"}
+            "calendar_url": f"{public_base(request)}/api/orgs/{row['slug']}/calendar.ics"}
 
 
 async def find_org(request: web.Request) -> dict[str, Any]:
@@ -77,9 +79,31 @@ def stream_defaults(org: dict[str, Any] | None) -> dict[str, Any]:
     for flag in ("dvr_enabled", "recording_enabled", "auto_publish"):
         if flag in settings:
             defaults[flag] = int(bool(settings[flag]))
-    if settings.get("latency_mode") == "LOW":
-        defaults["low_latency"] = 1
+    # latency_mode LOW is refused until LL-HLS lands (a LOW stored earlier gives no low_latency stream).
+    # default_ladder and dvr_window_minutes act per broadcast (mediaserver/sessions.py broadcast_settings),
+    # so a change reaches every stream of the organization, old ones too.
     return defaults
+
+
+def page_branding(org: dict[str, Any] | None) -> dict[str, Any]:
+    """What the watch page shows of its organization (settings.branding and the name): the page config's
+    "branding". Values the schema let in only; None where unset."""
+    if org is None:
+        return {"church_name": None, "accent_color": None, "logo_url": None, "pre_stream_image": None}
+    try:
+        branding = json.loads(org["settings"] or "{}").get("branding") or {}
+    except (ValueError, AttributeError):
+        branding = {}
+    color = branding.get("accent_color")
+    if not (isinstance(color, str) and re.fullmatch(r"#[0-9A-Fa-f]{6}", color)):
+        color = None
+
+    def url(name: str) -> str | None:
+        value = branding.get(name)
+        return value if isinstance(value, str) and re.match(r"(https?://|/)", value) else None
+
+    return {"church_name": org["name"], "accent_color": color, "logo_url": url("logo_url"),
+            "pre_stream_image": url("pre_stream_image")}
 
 
 def add_routes(app: web.Application) -> None:

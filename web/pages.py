@@ -13,8 +13,11 @@ from urllib.parse import quote
 
 from mediaserver.access import VIEWER_COOKIE, VIEWER_ID_TTL, AccessPolicy
 from mediaserver.passwords import TooManyAttempts
+from mediaserver.retention import plays_as_mp4
+from mediaserver.sessions import dvr_window_for
 from web.guard import ACCESS, client_address, stream_row, watch_access
-from web.keys import CONFIG, DB, PASSWORDS, SIGNER
+from web.keys import CONFIG, DB, MANAGER, PASSWORDS, SIGNER
+from web.orgs_api import page_branding
 
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -30,6 +33,15 @@ async def watch(request: web.Request) -> web.Response:
     playback_url = f"/hls/{row['id']}/master.m3u8"
     if caller.playback_token:
         playback_url += f"?token={quote(caller.playback_token, safe='')}"
+    mp4 = False
+    if decision.allowed and row["status"] in ("ENDED", "FAILED") and not request.app[MANAGER].has_broadcast(row["id"]):
+        recording = await asyncio.to_thread(request.app[DB].latest_recording, row["id"])
+        if recording is not None and plays_as_mp4(recording):
+            # Retention kept only the MP4: the player plays that file, with the same token.
+            mp4 = True
+            playback_url = f"/hls/{row['id']}/{recording['broadcast_id']}/recording.mp4" + \
+                (f"?token={quote(caller.playback_token, safe='')}" if caller.playback_token else "")
+    org = await asyncio.to_thread(request.app[DB].org, row["org_id"])
     config: dict[str, Any]
     if decision.allowed:
         config = {
@@ -43,9 +55,11 @@ async def watch(request: web.Request) -> web.Response:
             "giving_enabled": bool(row["giving_enabled"]),
             "giving_url": row["giving_url"],
             "giving_message": row["giving_message"],
-            "dvr_window_seconds": request.app[CONFIG].hls.dvr_window,
+            "dvr_window_seconds": dvr_window_for(request.app[CONFIG], row, org),
+            "branding": page_branding(org),
             "segment_duration": request.app[CONFIG].hls.segment_duration,
             "status": row["status"],
+            "mp4": mp4,
         }
     else:
         # Nothing about a private stream but that it exists and whether a password opens it.
@@ -54,6 +68,7 @@ async def watch(request: web.Request) -> web.Response:
             "has_password": bool(row["password_hash"]), "chat_enabled": False, "reactions_enabled": False,
             "giving_enabled": False, "giving_url": None, "giving_message": None,
             "dvr_window_seconds": 0, "segment_duration": request.app[CONFIG].hls.segment_duration, "status": "",
+            "branding": page_branding(org),
         }
     # '<' escaped so a title can never close the <script> element it sits in.
     payload = json.dumps(config).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

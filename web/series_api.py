@@ -18,7 +18,7 @@ from mediaserver.db import DEFAULT_ORG, hash_key, new_stream_key
 from mediaserver.ical import CalendarEvent, render_calendar
 from mediaserver.schedule import ScheduleError, SeriesRule, occurrences, split_series
 from mediaserver.scheduler import materialize, rule_of
-from web.api import iso, parse_date, parse_time, read_json, stream_fields
+from web.api import iso, parse_date, parse_time, public_base, read_json, stream_fields
 from web.auth import SCOPE, error, manages
 from web.guard import ACCESS
 from web.keys import CONFIG, DB
@@ -213,7 +213,7 @@ async def calendar_feed(request: web.Request) -> web.Response:
         "and status in ('SCHEDULED', 'STARTING', 'LIVE', 'CANCELLED')",
         [org["id"], now - 86400], "scheduled_start", 1000, 0,
     )
-    base = f"{request.scheme}://{request.host}"
+    base = public_base(request)
     events = [
         CalendarEvent(
             uid=f"{r['id']}@mediaserver", title=r["title"],

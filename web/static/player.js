@@ -51,6 +51,15 @@
 
   document.title = cfg.title ? cfg.title + " — Watch" : "Watch";
   $("title").textContent = cfg.title || "";  // textContent: a title is never markup
+  const brand = cfg.branding || {};
+  if (/^#[0-9A-Fa-f]{6}$/.test(brand.accent_color || "")) document.documentElement.style.setProperty("--accent", brand.accent_color);
+  if (brand.church_name || brand.logo_url) {
+    const church = document.createElement("p"); church.className = "church";
+    if (brand.logo_url) { const logo = document.createElement("img"); logo.src = brand.logo_url; logo.alt = ""; logo.className = "church-logo"; church.append(logo); }
+    church.append(document.createTextNode(brand.church_name || ""));
+    $("title").before(church);
+  }
+  if (brand.pre_stream_image && !["LIVE", "ENDING", "ENDED"].includes(cfg.status)) video.poster = brand.pre_stream_image;
 
   function setStatus(text) { statusLine.textContent = text || ""; }
 
@@ -221,7 +230,14 @@
     if (hls) { hls.destroy(); hls = null; }
     lastDetails = null;
     render();
-    if (window.Hls && Hls.isSupported()) {
+    if (cfg.mp4) {
+      // A recording kept as its MP4 only (retention dropped its HLS segments): the browser plays it natively.
+      window.player = { hls: null, video };
+      quality.disabled = true;
+      video.addEventListener("error", () => setStatus("This recording is no longer available."), { once: true });
+      video.src = cfg.playback_url;
+      tryPlay();
+    } else if (window.Hls && Hls.isSupported()) {
       hls = new Hls({
         // Latency in target durations, so it follows whatever segment length the server uses. (hls.js
         // forbids mixing these *Count options with liveSyncDuration/liveMaxLatencyDuration in seconds.)
