@@ -19,7 +19,18 @@ class FlvError(ValueError):
 
 
 class UnsupportedCodec(FlvError):
-    """Well-formed FLV carrying a codec we don't take (we take H.264 and AAC)."""
+    """Well-formed FLV carrying a codec we don't take (we take H.264 and AAC).
+
+    Retrying can't help: the encoder must be set to another codec."""
+
+
+# Enhanced RTMP (veovera enhanced-rtmp v1/v2) video FourCCs, with what to tell the operator.
+_ENHANCED_VIDEO = {
+    b"hvc1": "HEVC (H.265)",
+    b"av01": "AV1",
+    b"vp09": "VP9",
+    b"avc1": "H.264 in the enhanced RTMP format",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +116,9 @@ def parse_video_body(body: bytes) -> VideoTagInfo:
         raise FlvError("empty video tag")
     frame_type, codec_id = body[0] >> 4, body[0] & 0x0F
     if body[0] & 0x80:
-        raise UnsupportedCodec("enhanced-RTMP video (HEVC/AV1) is not supported; set the encoder to H.264")
+        fourcc = bytes(body[1:5])
+        name = _ENHANCED_VIDEO.get(fourcc, f"video FourCC {fourcc!r}")
+        raise UnsupportedCodec(f"{name} over enhanced RTMP is not supported yet; set OBS to H.264 (x264)")
     if codec_id != 7:
         raise UnsupportedCodec(f"video codec id {codec_id} is not H.264 (7); set the encoder to H.264")
     if len(body) < 5:
@@ -132,3 +145,79 @@ def parse_audio_body(body: bytes) -> AudioTagInfo:
     if len(body) < 2:
         raise FlvError("AAC audio tag is too short")
     return AudioTagInfo(sound_format, body[1], bytes(body[2:]))
+
+
+# -- script tags (onMetaData) ------------------------------------------------------------------
+_AMF_MAX_DEPTH = 8
+
+
+def _amf0_value(data: bytes, pos: int, depth: int = 0) -> tuple[object, int]:
+    if depth > _AMF_MAX_DEPTH:
+        raise FlvError("AMF0 value nested too deeply")
+    if pos >= len(data):
+        raise FlvError("AMF0 value runs past the end of the script tag")
+    marker = data[pos]
+    pos += 1
+    if marker == 0x00:  # number
+        if pos + 8 > len(data):
+            raise FlvError("AMF0 number runs past the end of the script tag")
+        return struct.unpack_from(">d", data, pos)[0], pos + 8
+    if marker == 0x01:  # boolean
+        if pos >= len(data):
+            raise FlvError("AMF0 boolean runs past the end of the script tag")
+        return bool(data[pos]), pos + 1
+    if marker == 0x02:  # string
+        return _amf0_string(data, pos)
+    if marker in (0x03, 0x08):  # object, ECMA array (with a 4-byte count we don't need)
+        if marker == 0x08:
+            pos += 4
+        obj: dict[str, object] = {}
+        while True:
+            if pos + 3 <= len(data) and data[pos : pos + 3] == b"\x00\x00\x09":
+                return obj, pos + 3
+            if pos >= len(data):
+                return obj, pos  # some encoders leave out the end marker
+            key, pos = _amf0_string(data, pos)
+            obj[key], pos = _amf0_value(data, pos, depth + 1)
+    if marker in (0x05, 0x06):  # null, undefined
+        return None, pos
+    if marker == 0x0A:  # strict array
+        if pos + 4 > len(data):
+            raise FlvError("AMF0 array runs past the end of the script tag")
+        count = int.from_bytes(data[pos : pos + 4], "big")
+        pos += 4
+        items: list[object] = []
+        for _ in range(min(count, len(data))):
+            item, pos = _amf0_value(data, pos, depth + 1)
+            items.append(item)
+        return items, pos
+    if marker == 0x0B:  # date
+        return None, pos + 10
+    raise FlvError(f"AMF0 type {marker:#04x} is not expected in a script tag")
+
+
+def _amf0_string(data: bytes, pos: int) -> tuple[str, int]:
+    if pos + 2 > len(data):
+        raise FlvError("AMF0 string length runs past the end of the script tag")
+    size = int.from_bytes(data[pos : pos + 2], "big")
+    pos += 2
+    if pos + size > len(data):
+        raise FlvError(f"AMF0 string of {size} bytes runs past the end of the script tag")
+    return data[pos : pos + size].decode("utf-8", "replace"), pos + size
+
+
+def parse_metadata(body: bytes) -> dict[str, object] | None:
+    """The onMetaData properties of a script tag body (RTMP's @setDataFrame prefix allowed), else None."""
+    pos = 0
+    name: object = None
+    while pos < len(body):
+        value, pos = _amf0_value(body, pos)
+        if isinstance(value, str):
+            name = value
+            if name == "@setDataFrame":
+                continue
+            continue
+        if isinstance(value, dict) and name == "onMetaData":
+            return value
+        return None
+    return None

@@ -168,7 +168,8 @@ class PublishConnection:
         assert self.worker is not None
         await self.worker.finish(timeout=5)
         reason = self.worker.last_error or reason
-        if self.restarts >= self.manager.config.transcode.max_restarts:
+        # A worker that declared the source unusable (an unsupported codec) is not restarted: it would fail again.
+        if not self.worker.retry or self.restarts >= self.manager.config.transcode.max_restarts:
             self.aborted = f"transcoding failed: {reason}"
             await self.manager.fail(self.broadcast, self.aborted)
             raise EndedByServer(self.aborted)

@@ -113,15 +113,22 @@ def write_mp4(store: LocalStore, key_prefix: str, track: RenditionTrack) -> str:
         out_streams: dict[str, av.stream.Stream] = {}
         last_dts: dict[str, int] = {}
         dropped = 0
+        # Every output stream is added before the first packet is muxed: adding one later (a period that
+        # brings audio the first lacked) makes FFmpeg's mp4 muxer divide by zero (SIGFPE, the whole process).
+        for init_uri, _ in periods(track):
+            init_path = store.path_for(f"{key_prefix}/{init_uri}")
+            if not init_path.exists():
+                continue
+            with av.open(ConcatReader([init_path]), "r", format="mp4") as init:
+                for stream in init.streams:
+                    if stream.type not in out_streams:
+                        out_streams[stream.type] = out.add_stream_from_template(stream)
         for init_uri, entries in periods(track):
             paths = [store.path_for(f"{key_prefix}/{init_uri}")] + [
                 store.path_for(f"{key_prefix}/{e.uri}") for e in entries
             ]
             paths = [p for p in paths if p.exists()]
             with av.open(ConcatReader(paths), "r", format="mp4") as source:
-                for stream in source.streams:
-                    if stream.type not in out_streams:
-                        out_streams[stream.type] = out.add_stream_from_template(stream)
                 for packet in source.demux():
                     kind = packet.stream.type
                     if packet.dts is None or kind not in out_streams:
@@ -177,7 +184,9 @@ def entry_from_event(
     """A playlist entry from a worker's segment event; a new init segment means a discontinuity."""
     rel = str(event["key"])[len(key_prefix) + 1 :]
     name = str(event["rendition"])
-    init_uri = f"{name}/init-{period}.mp4"
+    # A worker that reopened its renditions (audio arriving late) names the new init in the event.
+    init_key = str(event.get("init") or "")
+    init_uri = init_key[len(key_prefix) + 1 :] if init_key.startswith(key_prefix + "/") else f"{name}/init-{period}.mp4"
     discontinuity = previous is not None and previous.init_uri != init_uri
     return SegmentEntry(
         sequence=int(event["sequence"]),

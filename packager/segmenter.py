@@ -1,12 +1,16 @@
 """Cuts one rendition's encoded video and audio into CMAF segments at the keyframes the transcoder marks.
 
-Sans-IO: samples in, (init bytes, finished Segment objects) out; the caller stores them.
+Sans-IO: samples in, (init bytes, finished Segment objects) out; the caller stores them. Decode times
+never go backwards here, whatever the caller passes; an audio-only rendition cuts on audio time.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from packager.fmp4 import AudioTrack, Sample, TrackFragment, VideoTrack, init_segment, media_segment
+
+log = logging.getLogger(__name__)
 
 VIDEO_TRACK_ID = 1
 AUDIO_TRACK_ID = 2
@@ -47,30 +51,51 @@ class _PendingCut:
 @dataclass
 class Segmenter:
     """Per-rendition segmenter. Call add_video for every encoded frame (boundary=True on the
-    keyframes where a segment must start), add_audio for every encoded audio frame, finish at the end."""
+    keyframes where a segment must start), add_audio for every encoded audio frame, finish at the end.
+    Without a video track (radio-style audio-only), segments are cut every `segment_duration` of audio."""
 
-    video: VideoTrack
+    video: VideoTrack | None
     audio: AudioTrack | None
     first_sequence: int = 0
     # Audio may trail video by this much (in seconds) before a segment is closed without it.
     max_audio_lag: float = 1.0
+    segment_duration: float = 2.0  # audio-only segments
     _sequence: int = field(init=False)
     _video: list[_VideoSample] = field(init=False, default_factory=list)
     _audio: list[_AudioSample] = field(init=False, default_factory=list)
     _pending: list[_PendingCut] = field(init=False, default_factory=list)
     _audio_high: int = field(init=False, default=-(2**62))
+    _last_dts: int = field(init=False, default=-1)
+    _audio_end: int = field(init=False, default=0)
+    _clamped: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self._sequence = self.first_sequence
+        if self.video is None and self.audio is None:
+            raise ValueError("a segmenter needs a video or an audio track")
 
     def init_bytes(self) -> bytes:
-        tracks: list[VideoTrack | AudioTrack] = [self.video]
+        tracks: list[VideoTrack | AudioTrack] = [] if self.video is None else [self.video]
         if self.audio is not None:
             tracks.append(self.audio)
         return init_segment(tracks)
 
+    def _clamp(self, what: str, value: int, low: int) -> int:
+        if value >= low:
+            return value
+        if self._clamped < 5:
+            log.warning("%s %d is before %d; moved forward (decode times only increase)", what, value, low)
+        self._clamped += 1
+        return low
+
     def add_video(self, data: bytes, pts: int, dts: int, keyframe: bool, boundary: bool) -> list[Segment]:
         """Times in the video timescale. A boundary frame must be a keyframe."""
+        if self.video is None:
+            raise ValueError("this segmenter has no video track")
+        cts = pts - dts
+        dts = self._clamp("video dts", dts, self._last_dts + 1)
+        pts = dts + cts
+        self._last_dts = dts
         out: list[Segment] = []
         if boundary and self._video:
             end_audio = self._to_audio(dts)
@@ -85,12 +110,20 @@ class Segmenter:
 
     def add_audio(self, data: bytes, pts: int, duration: int) -> list[Segment]:
         """Times in the audio timescale (its sample rate)."""
+        if self.audio is None:
+            raise ValueError("this segmenter has no audio track")
+        pts = self._clamp("audio pts", pts, self._audio_end)
+        self._audio_end = pts + duration
         self._audio.append(_AudioSample(data, pts, duration))
         self._audio_high = max(self._audio_high, pts + duration)
+        if self.video is None:
+            return self._release_audio_only(force=False)
         return self._release(force=False)
 
     def finish(self, end_dts: int | None = None) -> list[Segment]:
         """Close everything still open; end_dts is where the last frame ends (defaults to last dts + its step)."""
+        if self.video is None:
+            return self._release_audio_only(force=True)
         if self._video:
             if end_dts is None:
                 last = self._video[-1].dts
@@ -105,7 +138,7 @@ class Segmenter:
         return self._sequence + len(self._pending) + (1 if self._video else 0)
 
     def _to_audio(self, video_time: int) -> int:
-        if self.audio is None:
+        if self.audio is None or self.video is None:
             return 0
         return video_time * self.audio.timescale // self.video.timescale
 
@@ -113,7 +146,7 @@ class Segmenter:
         out: list[Segment] = []
         while self._pending:
             cut = self._pending[0]
-            if self.audio is not None and not force:
+            if self.audio is not None and self.video is not None and not force:
                 lag = (cut.audio_end - self._audio_high) / self.audio.timescale
                 # Wait for audio to reach the cut, unless it has fallen too far behind (or stopped).
                 newest_video = self._video[-1].dts if self._video else cut.end_dts
@@ -124,7 +157,26 @@ class Segmenter:
             out.append(self._build(cut))
         return out
 
+    def _release_audio_only(self, force: bool) -> list[Segment]:
+        assert self.audio is not None
+        out: list[Segment] = []
+        span = max(1, int(round(self.segment_duration * self.audio.timescale)))
+        while self._audio:
+            start = self._audio[0].pts
+            if not force and self._audio_high - start < span:
+                break  # wait until a whole segment of audio is in
+            taken = [a for a in self._audio if a.pts < start + span]
+            self._audio = self._audio[len(taken):]
+            end = taken[-1].pts + taken[-1].duration
+            samples = [Sample(data=a.data, duration=a.duration, keyframe=True) for a in taken]
+            data = media_segment(self._sequence + 1, [TrackFragment(AUDIO_TRACK_ID, start, samples)])
+            ts = self.audio.timescale
+            out.append(Segment(self._sequence, start / ts, (end - start) / ts, data))
+            self._sequence += 1
+        return out
+
     def _build(self, cut: _PendingCut) -> Segment:
+        assert self.video is not None
         frames = cut.video
         samples: list[Sample] = []
         for i, f in enumerate(frames):

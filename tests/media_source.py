@@ -5,10 +5,15 @@ server running in the test's own process.
 """
 from __future__ import annotations
 
+import io
+import json
 import multiprocessing
 import queue
 import time
+from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -161,3 +166,200 @@ def publish(url: str, *, seconds: float, width: int = 320, height: int = 180, fp
     if publisher.error is not None:
         raise publisher.error
     return publisher.frames
+
+
+# -- FLV tags for tests that shape the stream themselves (timestamps, track order, codecs) -----------------
+
+def encode_flv(*, seconds: float, width: int = 320, height: int = 180, fps: float = 30, gop_seconds: float = 1.0,
+               audio: bool = True, video: bool = True, codec: str = "libx264", audio_rate: int = 48000,
+               audio_channels: int = 2, interlaced: bool = False, bframes: bool = False) -> bytes:
+    """`seconds` of the synthetic picture and tone, encoded by PyAV into an in-memory FLV file: the same tags
+    an encoder sends over RTMP. codec "libx265" gives HEVC in enhanced-RTMP FLV."""
+
+    buf = io.BytesIO()
+    container = av.open(buf, "w", format="flv")
+    vstream = None
+    rate = Fraction(fps).limit_denominator(1001)
+    if video:
+        vstream = container.add_stream(codec, rate=rate)
+        vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
+        gop = str(max(1, int(float(fps) * gop_seconds)))
+        if codec == "libx264":
+            options = {"preset": "ultrafast", "g": gop}
+            if not bframes:
+                options["tune"] = "zerolatency"
+            if interlaced:
+                options["x264-params"] = "interlaced=1:tff=1"
+                options["flags"] = "+ildct+ilme"
+            vstream.options = options
+        elif codec == "libx265":
+            vstream.options = {"preset": "ultrafast", "x265-params": f"keyint={gop}:log-level=error"}
+    layout = "stereo" if audio_channels == 2 else "mono"
+    astream = container.add_stream("aac", rate=audio_rate, layout=layout) if audio else None
+    video_frames = int(round(seconds * float(fps))) if vstream is not None else 0
+    block = 1024
+    audio_blocks = int(seconds * audio_rate) // block if astream is not None else 0
+    tone_phase = 0
+    vi = ai = 0
+    while vi < video_frames or ai < audio_blocks:
+        video_next = vi / float(fps) if vi < video_frames else float("inf")
+        audio_next = ai * block / audio_rate if ai < audio_blocks else float("inf")
+        if vstream is not None and video_next <= audio_next:
+            frame = av.VideoFrame.from_ndarray(_frame_image(vi, width, height), format="rgb24")
+            frame.pts = vi
+            frame.time_base = 1 / rate
+            for packet in vstream.encode(frame):
+                container.mux(packet)
+            vi += 1
+        elif astream is not None:
+            t = np.arange(block, dtype=np.float32) + tone_phase
+            wave = (0.2 * np.sin(2 * np.pi * 440 * t / audio_rate)).astype(np.float32)
+            planes = np.stack([wave] * audio_channels)
+            aframe = av.AudioFrame.from_ndarray(planes, format="fltp", layout=layout)
+            aframe.sample_rate = audio_rate
+            aframe.pts = tone_phase
+            aframe.time_base = Fraction(1, audio_rate)
+            tone_phase += block
+            for packet in astream.encode(aframe):
+                container.mux(packet)
+            ai += 1
+    if vstream is not None:
+        for packet in vstream.encode(None):
+            container.mux(packet)
+    if astream is not None:
+        for packet in astream.encode(None):
+            container.mux(packet)
+    container.close()
+    return buf.getvalue()
+
+
+def flv_tags(data: bytes) -> "list[FlvTag]":
+    """The tags of an FLV file (see encode_flv)."""
+    from ingest.flv import FlvReader
+
+    return FlvReader().feed(data)
+
+
+def flv_file(tags: "list[FlvTag]") -> bytes:
+    """An FLV file of these tags (what the server writes into a transcode worker)."""
+    from ingest.flv import encode_tag, flv_header
+
+    return flv_header() + b"".join(encode_tag(t) for t in tags)
+
+
+def publish_tags(url: str, tags: "list[FlvTag]", *, realtime: bool = False, chunk_size: int = 4096) -> None:
+    """Publish FLV tags as they are (timestamps untouched, absolute type-0 headers) over a plain RTMP client,
+    then unpublish. url is rtmp://HOST:PORT/APP/KEY. Raises PublishError if the server closes early."""
+    from urllib.parse import urlparse
+
+    from tests.test_rtmp_ingest import RawClient
+
+    parsed = urlparse(url)
+    app, key = parsed.path.strip("/").split("/", 1)
+    client = RawClient(parsed.port or 1935)
+    try:
+        client.connect_and_publish(key, app)
+        client.set_chunk_size(chunk_size)
+        start = time.perf_counter()
+        first = tags[0].timestamp_ms if tags else 0
+        csid = {8: 5, 9: 6, 18: 4}
+        for tag in tags:
+            if realtime:
+                delay = start + (tag.timestamp_ms - first) / 1000.0 - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            client.message(tag.kind, tag.body, field=tag.timestamp_ms & 0xFFFFFFFF, csid=csid[tag.kind], msid=1)
+        client.command("FCUnpublish", 6, None, key)
+        client.command("deleteStream", 7, None, 1)
+        client.is_closed_by_server(10)
+    except (OSError, AssertionError) as exc:
+        raise PublishError(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        client.close()
+
+
+# -- a transcode worker run in this process on FLV bytes, and its output read back ---------------------------
+
+
+@dataclass
+class WorkerRun:
+    code: int
+    events: list[dict[str, Any]]
+    root: Path
+    job: Any
+    frame_rate: float = 0.0
+    pipeline: Any = None
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == kind]
+
+    def segments(self, rendition: str) -> list[dict[str, Any]]:
+        return [e for e in self.of("segment") if e["rendition"] == rendition]
+
+    def media(self, rendition: str) -> bytes:
+        """init + every segment of a rendition, as one fragmented MP4."""
+        init = next(e["init"] for e in self.of("rendition") if e["name"] == rendition)
+        parts = [(self.root / init).read_bytes()]
+        parts += [(self.root / e["key"]).read_bytes() for e in self.segments(rendition)]
+        return b"".join(parts)
+
+
+@dataclass
+class Decoded:
+    video_pts: list[float] = field(default_factory=list)
+    audio_pts: list[float] = field(default_factory=list)
+    audio_samples: int = 0
+    width: int = 0
+    height: int = 0
+    audio_rate: int = 0
+    frames: list[Any] = field(default_factory=list)
+
+
+def decode(data: bytes, keep_frames: bool = False) -> Decoded:
+    out = Decoded()
+    with av.open(io.BytesIO(data)) as container:
+        streams = list(container.streams.video[:1]) + list(container.streams.audio[:1])
+        for frame in container.decode(*streams):
+            if frame.pts is None or frame.time_base is None:
+                continue
+            t = float(frame.pts * frame.time_base)
+            if isinstance(frame, av.VideoFrame):
+                out.video_pts.append(t)
+                out.width, out.height = frame.width, frame.height
+                if keep_frames:
+                    out.frames.append(frame.to_ndarray(format="gray"))
+            else:
+                out.audio_pts.append(t)
+                out.audio_samples += frame.samples
+                out.audio_rate = frame.sample_rate
+    return out
+
+
+def run_worker(flv: bytes, tmp_path: Path, *, renditions: "list[Any] | None" = None,
+               segment_duration: float = 1.0, time_offset: float = 0.0, audio_sample_rate: int = 48_000,
+               chunk: int = 65536, **pipeline_options: Any) -> WorkerRun:
+    from transcode.job import RenditionSpec, TranscodeJob
+    from transcode.worker import EventWriter, Worker
+
+    job = TranscodeJob(
+        stream_id="test", store_root=str(tmp_path / "store"), key_prefix="media/s/b",
+        renditions=renditions or [RenditionSpec("180p", 180, 300_000)], segment_duration=segment_duration,
+        time_offset=time_offset, preset="ultrafast", audio_sample_rate=audio_sample_rate,
+    )
+    out = io.BytesIO()
+    worker = Worker(job, EventWriter(out))
+    for name, value in pipeline_options.items():
+        setattr(worker.pipeline, name, value)
+
+    class Chunks(io.RawIOBase):
+        def __init__(self) -> None:
+            self.pos = 0
+
+        def read(self, size: int = -1) -> bytes:
+            piece = flv[self.pos : self.pos + chunk]
+            self.pos += len(piece)
+            return piece
+
+    code = worker.run(Chunks())  # type: ignore[arg-type]
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    return WorkerRun(code, events, tmp_path / "store", job, worker.pipeline.frame_rate, worker.pipeline)

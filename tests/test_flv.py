@@ -146,3 +146,35 @@ def test_fuzz_only_flv_error_escapes() -> None:
                 pos += step
         except FlvError:
             pass
+
+
+def test_enhanced_rtmp_video_names_the_codec() -> None:
+    from ingest.flv import parse_metadata  # noqa: F401
+
+    for fourcc, name in ((b"hvc1", "HEVC (H.265)"), (b"av01", "AV1"), (b"vp09", "VP9")):
+        with pytest.raises(UnsupportedCodec) as caught:
+            parse_video_body(bytes([0x90]) + fourcc + b"\x01\x02")
+        assert str(caught.value) == f"{name} over enhanced RTMP is not supported yet; set OBS to H.264 (x264)"
+    with pytest.raises(UnsupportedCodec, match="FourCC b'xyz0'"):
+        parse_video_body(b"\x91xyz0")
+
+
+def test_metadata_from_real_pyav_output_and_garbage() -> None:
+    from ingest.flv import parse_metadata
+
+    script = next(t for t in FlvReader().feed(pyav_flv()) if t.kind == TAG_SCRIPT)
+    meta = parse_metadata(script.body)
+    assert meta is not None and meta["width"] > 0 and meta["videocodecid"] == 7.0 and "framerate" in meta
+    rtmp_style = b"\x02\x00\x0d@setDataFrame" + script.body
+    assert parse_metadata(rtmp_style) == meta
+    assert parse_metadata(b"\x02\x00\x03abc\x00" + bytes(8)) is None
+    rng = random.Random(3)
+    for _ in range(2000):
+        data = bytearray(script.body)
+        for _ in range(rng.randrange(1, 6)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        data = data[: rng.randrange(len(data) + 1)]
+        try:
+            parse_metadata(bytes(data))
+        except FlvError:
+            pass

@@ -45,9 +45,12 @@ class TranscodeJob:
 
 # Worker events (one JSON object per stdout line), by "event":
 #   "rendition": name, width, height, bandwidth, codecs, frame_rate, init (store key)
-#   "segment":   rendition, sequence, start, duration, pdt (unix seconds), size, key (store key)
+#   "segment":   rendition, sequence, start, duration, pdt (unix seconds), size, key (store key),
+#                init (store key of its init segment: a connection gets a second one if audio starts late)
 #   "warning":   message      (e.g. disk full: a segment was lost, the stream goes on)
-#   "error":     message      (fatal; the worker exits non-zero)
+#   "rendition" also carries audio_only (a radio-style rung: width = height = 0, codecs "mp4a.40.2")
+#   "error":     message, and from the pipeline code + retry (retry false: the source's codec is
+#                unsupported, a restarted worker would fail the same way) (fatal; the worker exits non-zero)
 #   "end":       (all renditions flushed)
 @dataclass
 class WorkerEvent:

@@ -16,6 +16,10 @@ class PlannedRendition:
     height: int
     video_bitrate: int
     passthrough: bool
+    audio_only: bool = False  # the radio-style rung of a source without video (width = height = 0)
+
+
+AUDIO_ONLY = PlannedRendition("audio", 0, 0, 0, False, audio_only=True)
 
 
 def even(value: float) -> int:

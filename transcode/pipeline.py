@@ -1,6 +1,7 @@
 """Demuxes the FLV tags of one connection, decodes them and feeds every rendition thread.
 
 Decides the segment boundaries once, here, so every rung puts its keyframes at identical timestamps.
+Source timestamps go through a SourceClock first, so the timeline only moves forward.
 """
 from __future__ import annotations
 
@@ -9,13 +10,25 @@ from fractions import Fraction
 
 import av
 
-from ingest.flv import TAG_AUDIO, TAG_VIDEO, FlvError, FlvTag, UnsupportedCodec, parse_audio_body, parse_video_body
+from ingest.flv import (
+    TAG_AUDIO,
+    TAG_SCRIPT,
+    TAG_VIDEO,
+    FlvError,
+    FlvTag,
+    UnsupportedCodec,
+    parse_audio_body,
+    parse_metadata,
+    parse_video_body,
+)
 from packager.fmp4 import AudioTrack
 from packager.h264 import avcc_record
 from packager.segmenter import AUDIO_TRACK_ID
 from transcode.audio import AudioTranscoder
+from transcode.deinterlace import Deinterlacer
+from transcode.frame_rate import choose_rate, declared_rate
 from transcode.job import TranscodeJob
-from transcode.ladder import plan_ladder
+from transcode.ladder import AUDIO_ONLY, PlannedRendition, plan_ladder
 from transcode.rendition import (
     VIDEO_TIMESCALE,
     AudioItem,
@@ -25,75 +38,120 @@ from transcode.rendition import (
     SegmentSink,
     VideoFrameItem,
 )
+from transcode.source_clock import SourceClock
 
 log = logging.getLogger(__name__)
 
-# Decoded frames held back to measure the frame rate before the encoders open.
-FRAME_RATE_PROBE = 6
+# Frame timestamps kept to measure the frame rate when the source doesn't declare it (about a second).
+FRAME_RATE_SPAN_MS = 1000
+_MAX_RATE_STAMPS = 120
 
 
 class PipelineError(RuntimeError):
     """The source can't be transcoded (unsupported codec, no video); the message says why."""
 
+    retry = True  # a fresh worker might do better (a crash, a corrupt start)
+
+
+class UnsupportedSource(PipelineError):
+    """The encoder sends a codec we don't take: a restarted worker would fail the same way."""
+
+    retry = False
+
 
 class Pipeline:
-    def __init__(self, job: TranscodeJob, on_init: InitSink, on_segment: SegmentSink) -> None:
+    """Limits (all in the constructor): decoded frames, audio packets and source packets held before the
+    encoders open are capped (`max_held_frames`, `max_held_audio`); a source with no video goes live
+    audio-only after `audio_only_wait` seconds of audio; video waits up to `late_audio_wait` seconds for
+    an audio header that the metadata promises (or that no metadata rules out)."""
+
+    def __init__(self, job: TranscodeJob, on_init: InitSink, on_segment: SegmentSink, *,
+                 max_held_frames: int = 90, max_held_audio: int = 500, audio_only_wait: float = 3.0,
+                 late_audio_wait: float = 2.0) -> None:
         self.job = job
         self._on_init = on_init
         self._on_segment = on_segment
+        self.max_held_frames = max_held_frames
+        self.max_held_audio = max_held_audio
+        self.audio_only_wait = audio_only_wait
+        self.late_audio_wait = late_audio_wait
         self.renditions: list[RenditionEncoder] = []
+        self.clock = SourceClock(start=job.time_offset)
         self._video_decoder: av.VideoCodecContext | None = None
         self._source_avcc: bytes | None = None
         self._audio: AudioTranscoder | None = None
-        self._base_ms: int | None = None
+        self._audio_config: bytes | None = None
+        self._metadata: dict[str, object] | None = None
         self._held_frames: list[av.VideoFrame] = []
         self._held_audio: list[AudioItem] = []
+        self._held_packets: list[EncodedVideoItem] = []
         self._packet_dts: list[int] = []
         self._passthrough = any(r.passthrough for r in job.renditions)
-        self._held_packets: list[EncodedVideoItem] = []
         self._boundary_pts: set[int] = set()
         self._next_boundary: float | None = None
+        self._deinterlacer = Deinterlacer()
+        self._audio_only = False
+        self._generation = 0
+        self._newest_pts90: int | None = None
+        self._failure: BaseException | None = None
+        self._warned: set[str] = set()
         self.frame_rate = 30.0
+
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("stream %s: " + message, self.job.stream_id, *args)
+
+    @property
+    def started(self) -> bool:
+        return bool(self.renditions)
 
     # -- input ---------------------------------------------------------------------------------
     def on_tag(self, tag: FlvTag) -> None:
-        if tag.kind not in (TAG_AUDIO, TAG_VIDEO):
-            return  # onMetaData: nothing we need that the bitstream doesn't say
         try:
             if tag.kind == TAG_VIDEO:
                 self._on_video(tag)
-            else:
+            elif tag.kind == TAG_AUDIO:
                 self._on_audio(tag)
+            elif tag.kind == TAG_SCRIPT:
+                metadata = parse_metadata(tag.body)
+                if metadata is not None and self._metadata is None:
+                    self._metadata = metadata
         except UnsupportedCodec as exc:
-            raise PipelineError(str(exc)) from exc
+            raise UnsupportedSource(str(exc)) from exc
         except FlvError as exc:
             log.warning("stream %s: skipping bad tag at %d ms: %s", self.job.stream_id, tag.timestamp_ms, exc)
         except av.error.InvalidDataError as exc:
             log.warning("stream %s: undecodable data at %d ms: %s", self.job.stream_id, tag.timestamp_ms, exc)
 
-    def _time(self, ms: int) -> float:
-        if self._base_ms is None:
-            self._base_ms = ms
-        return (ms - self._base_ms) / 1000.0 + self.job.time_offset
-
     def _on_video(self, tag: FlvTag) -> None:
         info = parse_video_body(tag.body)
+        if self._audio_only:
+            self._warn_once("video-after-audio-only",
+                            "video began after the stream went live audio-only; it is ignored until the encoder reconnects")
+            return
         if info.packet_type == 0:
             record = avcc_record(info.data)
-            if self._video_decoder is None:
+            if record != self._source_avcc:
+                if self._video_decoder is not None:
+                    log.info("stream %s: new video parameters (SPS/PPS); reopening the decoder", self.job.stream_id)
+                    self._flush_decoder()
+                    if self._passthrough and self.started:
+                        self._warn_once("passthrough-sps", "passthrough renditions keep the first video parameters")
                 dec = av.CodecContext.create("h264", "r")
                 dec.extradata = record
                 self._video_decoder = dec  # type: ignore[assignment]
-            self._source_avcc = record
+                self._source_avcc = record
             return
         if info.packet_type != 1 or self._video_decoder is None or not info.data:
             return
-        dts_t = self._time(tag.timestamp_ms)
-        pts_t = dts_t + info.composition_time_ms / 1000.0
+        dts_ms = self.clock.place_ms("video", tag.timestamp_ms)
+        dts_t = self.clock.start + dts_ms / 1000.0
+        pts_t = dts_t + max(info.composition_time_ms, 0) / 1000.0
         pts90 = round(pts_t * VIDEO_TIMESCALE)
         dts90 = round(dts_t * VIDEO_TIMESCALE)
-        if len(self._packet_dts) < 30:
-            self._packet_dts.append(tag.timestamp_ms)
+        if not self.started and len(self._packet_dts) < _MAX_RATE_STAMPS:
+            self._packet_dts.append(dts_ms)
         if self._passthrough:
             boundary = info.keyframe and self._is_boundary(pts_t, info.keyframe)
             if boundary:
@@ -105,30 +163,52 @@ class Pipeline:
                         r.queue.put(item)
             else:
                 self._held_packets.append(item)
+                if len(self._held_packets) > self.max_held_frames * 2:
+                    self._warn_once("held-packets", "video packets held before the encoders open hit the cap")
+                    del self._held_packets[0]
         packet = av.Packet(info.data)
         packet.pts = pts90
         packet.dts = dts90
         packet.time_base = Fraction(1, VIDEO_TIMESCALE)
         for frame in self._video_decoder.decode(packet):
-            self._on_frame(frame)
+            self._on_decoded(frame)
+
+    def _flush_decoder(self) -> None:
+        if self._video_decoder is None:
+            return
+        try:
+            for frame in self._video_decoder.decode(None):
+                self._on_decoded(frame)
+        except av.error.FFmpegError as exc:
+            log.warning("stream %s: flushing the decoder: %s", self.job.stream_id, exc)
 
     def _on_audio(self, tag: FlvTag) -> None:
         info = parse_audio_body(tag.body)
         if info.packet_type == 0:
             if self._audio is None:
+                if self.started and not self._audio_only:
+                    self._reopen_with_audio(info.data)
+                    return
                 self._audio = AudioTranscoder(
                     info.data, sample_rate=self.job.audio_sample_rate, bitrate=self.job.audio_bitrate,
                     start_floor=self.job.time_offset,
                 )
+                self._audio_config = info.data
+                self._maybe_start()
             return
         if self._audio is None or not info.data:
             return
-        items = self._audio.push(info.data, self._time(tag.timestamp_ms))
+        items = self._audio.push(info.data, self.clock.place("audio", tag.timestamp_ms))
         self._dispatch_audio(items)
 
     def _dispatch_audio(self, items: list[AudioItem]) -> None:
         if not self.renditions:
             self._held_audio.extend(items)
+            if len(self._held_audio) > self.max_held_audio:
+                self._warn_once("held-audio", "audio held before the encoders open hit its cap of %d packets",
+                                self.max_held_audio)
+                del self._held_audio[: len(self._held_audio) - self.max_held_audio]
+            self._maybe_start()
             return
         for item in items:
             for r in self.renditions:
@@ -153,12 +233,14 @@ class Pipeline:
         return False
 
     # -- decoded video -------------------------------------------------------------------------
+    def _on_decoded(self, frame: av.VideoFrame) -> None:
+        for progressive in self._deinterlacer.push(frame):
+            self._on_frame(progressive)
+
     def _on_frame(self, frame: av.VideoFrame) -> None:
         if not self.renditions:
             self._held_frames.append(frame)
-            if len(self._held_frames) < FRAME_RATE_PROBE:
-                return
-            self._start_renditions()
+            self._maybe_start()
             return
         self._dispatch_frame(frame)
 
@@ -172,37 +254,68 @@ class Pipeline:
         else:
             boundary = self._is_boundary(t, True)
         item = VideoFrameItem(frame, pts90, boundary)
+        if self._newest_pts90 is None or pts90 > self._newest_pts90:
+            self._newest_pts90 = pts90
         for r in self.renditions:
             if not r.plan.passthrough:
                 r.queue.put(item)
 
-    def _measure_frame_rate(self) -> float:
-        stamps = sorted(set(self._packet_dts))
-        if len(stamps) < 2 or stamps[-1] <= stamps[0]:
-            return 30.0
-        # FLV timestamps are whole milliseconds: take the standard rate whose frame times they round to.
-        for rate in (30.0, 29.97, 25.0, 24.0, 23.976, 60.0, 59.94, 50.0, 48.0):
-            if all(abs((ts - stamps[0]) - i * 1000.0 / rate) <= 1.01 for i, ts in enumerate(stamps)):
-                return rate
-        measured = (len(stamps) - 1) * 1000.0 / (stamps[-1] - stamps[0])
-        return max(1.0, min(120.0, measured))
+    # -- when to open the encoders ---------------------------------------------------------------
+    def _declared_rate(self) -> float | None:
+        if self._video_decoder is not None:
+            rate = self._video_decoder.framerate
+            if rate is not None and rate.denominator and rate.numerator:
+                vui = declared_rate(float(rate))
+                if vui is not None:
+                    return vui
+        if self._metadata is not None:
+            return declared_rate(self._metadata.get("framerate", self._metadata.get("videoframerate")))
+        return None
 
-    def _start_renditions(self) -> None:
-        first = self._held_frames[0]
-        self.frame_rate = self._measure_frame_rate()
-        plans = plan_ladder(self.job.renditions, first.width, first.height)
-        audio_track = None
+    def _audio_expected(self) -> bool:
+        """Whether to wait for an audio header: unless the metadata lists the stream's tracks without audio."""
         if self._audio is not None:
-            audio_track = AudioTrack(
-                AUDIO_TRACK_ID, self._audio.sample_rate, self._audio.sample_rate, 2, self._audio.config
-            )
-        gop = max(1, round(self.frame_rate * self.job.segment_duration))
+            return False
+        if self._metadata is not None and "audiocodecid" not in self._metadata and "videocodecid" in self._metadata:
+            return False
+        return True
+
+    def _maybe_start(self) -> None:
+        if self.renditions:
+            return
+        if not self._held_frames:
+            if self._audio is not None and self._held_audio:
+                span = (self._held_audio[-1].pts - self._held_audio[0].pts) / self._audio.sample_rate
+                # A video header without decodable pictures waits until the audio held hits its cap.
+                if (self._video_decoder is None and span >= self.audio_only_wait) or (
+                        len(self._held_audio) >= self.max_held_audio):
+                    self._start_audio_only()
+            return
+        capped = len(self._held_frames) >= self.max_held_frames
+        frames_span = (int(self._held_frames[-1].pts or 0) - int(self._held_frames[0].pts or 0)) / VIDEO_TIMESCALE
+        stamps_span = (self._packet_dts[-1] - self._packet_dts[0]) if len(self._packet_dts) > 1 else 0
+        rate_known = self._declared_rate() is not None or stamps_span >= FRAME_RATE_SPAN_MS
+        if not (rate_known or capped):
+            return
+        if self._audio_expected() and frames_span < self.late_audio_wait and not capped:
+            return
+        if capped:
+            self._warn_once("held-frames", "started after holding the cap of %d decoded frames", self.max_held_frames)
+        self._start_renditions()
+
+    def _audio_track(self) -> AudioTrack | None:
+        if self._audio is None:
+            return None
+        return AudioTrack(AUDIO_TRACK_ID, self._audio.sample_rate, self._audio.sample_rate, 2, self._audio.config)
+
+    def _open(self, plans: list[PlannedRendition], audio_track: AudioTrack | None, gop: int,
+              first_sequence: int | None = None) -> None:
         for plan in plans:
             self.renditions.append(
                 RenditionEncoder(
                     plan,
                     audio_track,
-                    first_sequence=self.job.first_sequence,
+                    first_sequence=self.job.first_sequence if first_sequence is None else first_sequence,
                     frame_rate=self.frame_rate,
                     preset=self.job.preset,
                     tune=self.job.tune,
@@ -210,13 +323,59 @@ class Pipeline:
                     on_init=self._on_init,
                     on_segment=self._on_segment,
                     source_avcc=self._source_avcc,
+                    segment_duration=self.job.segment_duration,
+                    generation=self._generation,
                 )
             )
         for r in self.renditions:
             r.start()
+
+    def _start_audio_only(self) -> None:
+        self._audio_only = True
+        self.frame_rate = 0.0
+        log.info("stream %s: no video after %.1f s of audio; going live audio-only", self.job.stream_id,
+                 self.audio_only_wait)
+        self._open([AUDIO_ONLY], self._audio_track(), 1)
+        audio, self._held_audio = self._held_audio, []
+        self._dispatch_audio(audio)
+
+    def _reopen_with_audio(self, audio_config: bytes) -> None:
+        """Audio began after the rungs opened without it: close them (their last segments are written)
+        and open them again with the audio track, under a new init segment, where the video has got to."""
+        frame = 1.0 / self.frame_rate if self.frame_rate > 0 else 1 / 30
+        position = self.clock.start if self._newest_pts90 is None else self._newest_pts90 / VIDEO_TIMESCALE + frame
+        log.info("stream %s: audio began at %.3f s, after the video; reopening the renditions with it",
+                 self.job.stream_id, position)
+        old = self.renditions
+        for r in old:
+            r.queue.put(None)
+        for r in old:
+            r.join()
+            if r.error is not None and self._failure is None:
+                self._failure = r.error
+        next_sequence = max(r.next_sequence for r in old)
+        self._generation += 1
+        self._audio = AudioTranscoder(
+            audio_config, sample_rate=self.job.audio_sample_rate, bitrate=self.job.audio_bitrate,
+            start_floor=position,
+        )
+        self._audio_config = audio_config
+        self.renditions = []
+        self._next_boundary = None  # the next frame starts a segment (a keyframe in every rung)
+        self._boundary_pts.clear()
+        gop = max(1, round(self.frame_rate * self.job.segment_duration))
+        self._open([r.plan for r in old], self._audio_track(), gop, first_sequence=next_sequence)
+
+    def _start_renditions(self) -> None:
+        first = self._held_frames[0]
+        self.frame_rate = choose_rate(self._declared_rate(), None, self._packet_dts)
+        plans = plan_ladder(self.job.renditions, first.width, first.height)
+        gop = max(1, round(self.frame_rate * self.job.segment_duration))
+        self._open(plans, self._audio_track(), gop)
         log.info(
-            "stream %s: source %dx%d @ %.2f fps -> %s",
+            "stream %s: source %dx%d @ %.3f fps%s -> %s",
             self.job.stream_id, first.width, first.height, self.frame_rate,
+            "" if self._audio is not None else " (no audio)",
             ", ".join(f"{p.name} {p.width}x{p.height}{' (passthrough)' if p.passthrough else ''}" for p in plans),
         )
         for item in self._held_packets:
@@ -233,14 +392,14 @@ class Pipeline:
     # -- end -----------------------------------------------------------------------------------
     def finish(self) -> None:
         """Flush decoders and encoders; blocks until every rendition has written its last segment."""
-        if self._video_decoder is not None:
-            try:
-                for frame in self._video_decoder.decode(None):
-                    self._on_frame(frame)
-            except av.error.FFmpegError as exc:
-                log.warning("stream %s: flushing the decoder: %s", self.job.stream_id, exc)
-        if not self.renditions and self._held_frames:
-            self._start_renditions()
+        self._flush_decoder()
+        for frame in self._deinterlacer.flush():
+            self._on_frame(frame)
+        if not self.renditions:
+            if self._held_frames:
+                self._start_renditions()
+            elif self._held_audio:
+                self._start_audio_only()
         if self._audio is not None:
             self._dispatch_audio(self._audio.flush())
         for r in self.renditions:
@@ -249,6 +408,8 @@ class Pipeline:
             r.join()
 
     def failed(self) -> BaseException | None:
+        if self._failure is not None:
+            return self._failure
         for r in self.renditions:
             if r.error is not None:
                 return r.error

@@ -38,6 +38,8 @@ class WorkerProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._readers: list[asyncio.Task[None]] = []
         self.last_error: str | None = None
+        # False once the worker reported an error that a restart can't fix (an unsupported codec).
+        self.retry = True
 
     async def start(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
@@ -105,6 +107,8 @@ class WorkerProcess:
                 continue
             if event.event == "error":
                 self.last_error = str(event.data.get("message"))
+                if event.data.get("retry") is False:
+                    self.retry = False
             try:
                 await self._on_event(event)
             except Exception:

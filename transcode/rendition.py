@@ -18,6 +18,7 @@ from av.video.reformatter import VideoReformatter
 from packager.fmp4 import AudioTrack, VideoTrack
 from packager.h264 import avcc_record, codec_string, to_avcc_sample
 from packager.segmenter import VIDEO_TRACK_ID, Segment, Segmenter
+from transcode.bandwidth import rate_limits
 from transcode.ladder import PlannedRendition
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,13 @@ class RenditionEncoder(threading.Thread):
         on_segment: SegmentSink,
         source_avcc: bytes | None = None,
         queue_size: int = 90,
+        segment_duration: float = 2.0,
+        generation: int = 0,
     ) -> None:
         super().__init__(name=f"rendition-{plan.name}", daemon=True)
         self.plan = plan
+        # Bumped when the pipeline reopens the rungs mid-connection (audio that started late): a new init.
+        self.generation = generation
         self.queue: queue.Queue[Item] = queue.Queue(maxsize=queue_size)
         self.error: BaseException | None = None
         self._audio_track = audio_track
@@ -87,7 +92,12 @@ class RenditionEncoder(threading.Thread):
         self._reformatter = VideoReformatter()
         self._encoder: av.VideoCodecContext | None = None
         self._last_dts = 0
-        if plan.passthrough:
+        self._segment_duration = segment_duration
+        if plan.audio_only:
+            if audio_track is None:
+                raise ValueError("an audio-only rendition needs the audio track")
+            self._start_segmenter(None)
+        elif plan.passthrough:
             if source_avcc is None:
                 raise ValueError("passthrough needs the source's AVC configuration")
             self._start_segmenter(source_avcc)
@@ -103,7 +113,8 @@ class RenditionEncoder(threading.Thread):
         enc.pix_fmt = "yuv420p"
         enc.time_base = Fraction(1, VIDEO_TIMESCALE)
         enc.framerate = Fraction(self._frame_rate).limit_denominator(1001)
-        enc.bit_rate = self.plan.video_bitrate
+        limits = rate_limits(self.plan.video_bitrate, self._segment_duration)
+        enc.bit_rate = limits.bitrate
         enc.gop_size = gop_frames
         enc.max_b_frames = 0
         enc.flags |= av.codec.context.Flags.global_header
@@ -111,8 +122,9 @@ class RenditionEncoder(threading.Thread):
             "preset": preset,
             "forced-idr": "1",
             "sc_threshold": "0",
-            "maxrate": str(int(self.plan.video_bitrate * 1.2)),
-            "bufsize": str(int(self.plan.video_bitrate * 2)),
+            # The limits the variant's BANDWIDTH is derived from (transcode/bandwidth.py).
+            "maxrate": str(limits.maxrate),
+            "bufsize": str(limits.bufsize),
         }
         if tune:
             options["tune"] = tune
@@ -122,11 +134,21 @@ class RenditionEncoder(threading.Thread):
         enc.open()
         return enc
 
-    def _start_segmenter(self, avcc: bytes) -> None:
-        video = VideoTrack(VIDEO_TRACK_ID, VIDEO_TIMESCALE, self.plan.width, self.plan.height, avcc)
-        self._segmenter = Segmenter(video, self._audio_track, first_sequence=self._first_sequence)
-        self.codecs = codec_string(avcc)
+    def _start_segmenter(self, avcc: bytes | None) -> None:
+        video = None
+        self.codecs = ""  # the video codec; the worker adds the audio one
+        if avcc is not None:
+            video = VideoTrack(VIDEO_TRACK_ID, VIDEO_TIMESCALE, self.plan.width, self.plan.height, avcc)
+            self.codecs = codec_string(avcc)
+        self._segmenter = Segmenter(video, self._audio_track, first_sequence=self._first_sequence,
+                                    segment_duration=self._segment_duration)
         self._on_init(self, self._segmenter.init_bytes(), self.codecs)
+
+    @property
+    def next_sequence(self) -> int:
+        """The media sequence number the next segment of this rung would get."""
+        assert self._segmenter is not None
+        return self._segmenter.next_sequence
 
     def run(self) -> None:
         try:

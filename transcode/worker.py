@@ -16,6 +16,7 @@ from ingest.flv import FlvError, FlvReader
 from packager.segmenter import Segment
 from storage.local import LocalStore
 from storage.store import StorageError, StorageFullError
+from transcode.bandwidth import peak_bandwidth
 from transcode.job import TranscodeJob
 from transcode.pipeline import Pipeline, PipelineError
 from transcode.rendition import RenditionEncoder
@@ -54,22 +55,34 @@ class Worker:
         self.store = LocalStore(job.store_root, job.reserve_bytes)
         self._wall_start: float | None = None  # wall clock of the first segment's start
         self._timeline_start = job.time_offset
+        self._init_keys: dict[str, str] = {}
         self.pipeline = Pipeline(job, self._on_init, self._on_segment)
 
     def _key(self, rendition: str, name: str) -> str:
         return f"{self.job.key_prefix}/{rendition}/{name}"
 
     def _on_init(self, rendition: RenditionEncoder, data: bytes, codecs: str) -> None:
-        key = self._key(rendition.plan.name, f"init-{self.job.period}.mp4")
+        suffix = f"-{rendition.generation}" if rendition.generation else ""
+        key = self._key(rendition.plan.name, f"init-{self.job.period}{suffix}.mp4")
         self.store.write(key, data)
-        audio_codec = ",mp4a.40.2" if rendition._audio_track is not None else ""
+        self._init_keys[rendition.plan.name] = key
+        audio_codec = "mp4a.40.2" if rendition._audio_track is not None else ""
+        audio_bitrate = self.job.audio_bitrate if audio_codec else 0
+        if rendition.plan.passthrough:
+            # The source's own rate is not ours to bound: the measured peak takes over as segments come.
+            bitrate = rendition.plan.video_bitrate + audio_bitrate
+        else:
+            bitrate = peak_bandwidth(0 if rendition.plan.audio_only else rendition.plan.video_bitrate, audio_bitrate,
+                                     segment_duration=self.job.segment_duration, frame_rate=self.pipeline.frame_rate,
+                                     audio_sample_rate=self.job.audio_sample_rate)
         self.events.send(
             "rendition",
             name=rendition.plan.name,
             width=rendition.plan.width,
             height=rendition.plan.height,
-            bitrate=rendition.plan.video_bitrate + (self.job.audio_bitrate if audio_codec else 0),
-            codecs=codecs + audio_codec,
+            bitrate=bitrate,  # the peak a player will meet: BANDWIDTH from the first master playlist on
+            codecs=",".join(c for c in (codecs, audio_codec) if c),
+            audio_only=rendition.plan.audio_only,
             frame_rate=round(self.pipeline.frame_rate, 3),
             init=key,
             passthrough=rendition.plan.passthrough,
@@ -101,6 +114,7 @@ class Worker:
             pdt=round(self._pdt(segment.start), 3),
             size=len(segment.data),
             key=key,
+            init=self._init_keys.get(rendition.plan.name, ""),
         )
 
     def run(self, source: IO[bytes]) -> int:
@@ -118,7 +132,10 @@ class Worker:
                 if failure is not None:
                     raise failure
         except (FlvError, PipelineError) as exc:
-            self.events.send("error", message=str(exc))
+            # retry=False: the source itself is unsupported; restarting the worker can't help.
+            retry = not isinstance(exc, PipelineError) or exc.retry
+            self.events.send("error", message=str(exc), retry=retry,
+                             code="unsupported_codec" if not retry else "bad_source")
             log.error("stream %s: %s", self.job.stream_id, exc)
             self.pipeline.finish()
             return 2

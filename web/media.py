@@ -20,7 +20,7 @@ from web.keys import DB, MANAGER, STORE
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SEGMENT_RE = re.compile(r"^seg-(\d{1,12})\.m4s$")
-INIT_RE = re.compile(r"^init-\d{1,6}\.mp4$")
+INIT_RE = re.compile(r"^init-\d{1,6}(-\d{1,3})?\.mp4$")  # init-PERIOD[-REOPEN].mp4
 
 LIVE_PLAYLIST_CACHE = "public, max-age=1"
 VOD_PLAYLIST_CACHE = "public, max-age=60"
