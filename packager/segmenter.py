@@ -60,6 +60,9 @@ class Segmenter:
     # Audio may trail video by this much (in seconds) before a segment is closed without it.
     max_audio_lag: float = 1.0
     segment_duration: float = 2.0  # audio-only segments
+    # Audio held waiting for video (a source whose video stopped while its audio goes on) is bounded: past
+    # this many seconds the oldest is dropped, with a warning, rather than growing for the rest of the service.
+    max_audio_buffer: float = 20.0
     _sequence: int = field(init=False)
     _video: list[_VideoSample] = field(init=False, default_factory=list)
     _audio: list[_AudioSample] = field(init=False, default_factory=list)
@@ -68,6 +71,7 @@ class Segmenter:
     _last_dts: int = field(init=False, default=-1)
     _audio_end: int = field(init=False, default=0)
     _clamped: int = field(init=False, default=0)
+    _audio_dropped: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self._sequence = self.first_sequence
@@ -118,7 +122,18 @@ class Segmenter:
         self._audio_high = max(self._audio_high, pts + duration)
         if self.video is None:
             return self._release_audio_only(force=False)
-        return self._release(force=False)
+        segments = self._release(force=False)
+        self._bound_audio()
+        return segments
+
+    def _bound_audio(self) -> None:
+        limit = int(self.max_audio_buffer * self.audio.timescale) if self.audio is not None else 0
+        while self._audio and self._audio[-1].pts + self._audio[-1].duration - self._audio[0].pts > limit:
+            self._audio.pop(0)
+            if self._audio_dropped == 0:
+                log.warning("audio is %.0f s ahead of the video (has the video stopped?): dropping the oldest",
+                            self.max_audio_buffer)
+            self._audio_dropped += 1
 
     def finish(self, end_dts: int | None = None) -> list[Segment]:
         """Close everything still open; end_dts is where the last frame ends (defaults to last dts + its step)."""

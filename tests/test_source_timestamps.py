@@ -146,3 +146,21 @@ def test_segmenter_never_takes_a_decode_time_back() -> None:
         out += segmenter.add_video(b"\x00\x00\x00\x01\x65", dts, dts, i % 3 == 0, i % 3 == 0)
     out += segmenter.finish()
     assert all(s.duration > 0 for s in out) and [s.start for s in out] == sorted(s.start for s in out)
+
+
+def test_audio_waiting_for_a_stopped_video_is_bounded() -> None:
+    """Video stops, audio goes on for a minute: what the segmenter holds stays within max_audio_buffer."""
+    from packager.fmp4 import AudioTrack, VideoTrack
+    from packager.segmenter import Segmenter
+
+    avcc = next(t for t in flv_tags(encode_flv(seconds=0.2, audio=False)) if t.kind == 9).body[5:]
+    segmenter = Segmenter(VideoTrack(1, 90_000, 320, 180, avcc), AudioTrack(2, 48_000, 48_000, 2, b"\x11\x90"),
+                          max_audio_buffer=5.0)
+    for i in range(60):  # two seconds of video, then nothing
+        segmenter.add_video(b"\x00\x00\x00\x01\x65", i * 3000, i * 3000, i % 30 == 0, i % 30 == 0)
+    held = []
+    for n in range(60 * 48_000 // 1024):  # a minute of AAC frames
+        segmenter.add_audio(b"\x21" * 8, n * 1024, 1024)
+        held.append(sum(sample.duration for sample in segmenter._audio) / 48_000)
+    assert max(held) <= 5.0 + 1024 / 48_000
+    assert segmenter.finish()  # what is left still closes into segments
