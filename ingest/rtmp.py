@@ -522,6 +522,8 @@ C = TypeVar("C", bound=Hashable)
 STAGE_HELLO = 1      # sent a whole C0+C1 (a real RTMP client, not an idle socket)
 STAGE_HANDSHAKE = 2  # handshake done
 STAGE_CONNECTED = 3  # its connect command answered
+# Pending connections may briefly exceed their limits (for RtmpServer.settle_time), up to this many times over.
+HARD_FACTOR = 8
 
 
 class ConnectionSlots(Generic[C]):
@@ -552,24 +554,37 @@ class ConnectionSlots(Generic[C]):
         """Addresses with pending connections; an address is forgotten with its last one."""
         return len(self._by_address)
 
-    def add_pending(self, conn: C, address: str) -> list[tuple[C, str]]:
-        """Adds conn as the newest pending connection; returns those it displaced (to close), each with why."""
-        displaced: list[tuple[C, str]] = []
-        group = self._by_address.get(address)
-        if group is not None and len(group) >= self.max_pending_per_address:
-            oldest = self._least_advanced(group)
-            displaced.append((oldest, f"oldest of {len(group)} pending connections from {address} "
-                                      f"(max_pending_per_address = {self.max_pending_per_address})"))
-            self._forget_pending(oldest)
-        if len(self._pending) >= self.max_pending:
-            oldest = self._least_advanced(self._pending)
-            displaced.append((oldest, f"oldest of {len(self._pending)} pending connections "
-                                      f"(max_pending_connections = {self.max_pending})"))
-            self._forget_pending(oldest)
+    def add_pending(self, conn: C, address: str, *, enforce: bool = True) -> list[tuple[C, str]]:
+        """Adds conn as the newest pending connection; returns those displaced to make room (to close), each
+        with why. enforce=False defers that to enforce(), so connections accepted together all get a chance to
+        send their first bytes before anyone is judged (see RtmpServer.settle_time)."""
         self._pending[conn] = address
         self._stage[conn] = 0
         self._by_address.setdefault(address, {})[conn] = None
+        return self.enforce(address) if enforce else []
+
+    def enforce(self, address: str | None = None) -> list[tuple[C, str]]:
+        """Closes the least advanced (oldest among equals) of every group over its limit: one address's, or all."""
+        displaced: list[tuple[C, str]] = []
+        for addr in [address] if address is not None else list(self._by_address):
+            group = self._by_address.get(addr)
+            while group and len(group) > self.max_pending_per_address:
+                victim = self._least_advanced(group)
+                displaced.append((victim, f"least advanced of {len(group)} pending connections from {addr}, "
+                                          f"over max_pending_per_address = {self.max_pending_per_address}"))
+                self._forget_pending(victim)
+                group = self._by_address.get(addr)
+        while len(self._pending) > self.max_pending:
+            victim = self._least_advanced(self._pending)
+            displaced.append((victim, f"least advanced of {len(self._pending)} pending connections, "
+                                      f"over max_pending_connections = {self.max_pending}"))
+            self._forget_pending(victim)
         return displaced
+
+    def over(self, factor: int) -> bool:
+        """More pending than `factor` times a limit (in all, or for one address): too many to wait any longer."""
+        return len(self._pending) > factor * self.max_pending or any(
+            len(group) > factor * self.max_pending_per_address for group in self._by_address.values())
 
     def advance(self, conn: C, stage: int) -> None:
         """conn got further towards publishing (STAGE_HELLO, STAGE_HANDSHAKE, STAGE_CONNECTED)."""
@@ -620,7 +635,7 @@ class RtmpServer:
     def __init__(self, authorize: Authorize, *, host: str = "0.0.0.0", port: int = 1935, app: str = "live",
                  handshake_timeout: float = 10.0, idle_timeout: float = 30.0, max_connections: int = 100,
                  max_pending_connections: int = 64, max_pending_per_address: int = 8,
-                 max_prepublish_bytes: int = 256 * 1024, backlog: int = 511) -> None:
+                 max_prepublish_bytes: int = 256 * 1024, backlog: int = 511, settle_time: float = 0.05) -> None:
         self.authorize = authorize
         self.host = host
         self.requested_port = port
@@ -633,6 +648,8 @@ class RtmpServer:
             max_connections, max_pending_connections, max_pending_per_address)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.settle_time = settle_time  # seconds new connections get to send their first bytes before the limits bite
+        self._enforce_handle: asyncio.TimerHandle | None = None
 
     @property
     def pending_connections(self) -> int:
@@ -657,8 +674,20 @@ class RtmpServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     def _admit(self, controller: _PublishController) -> None:
-        for oldest, why in self._slots.add_pending(controller, controller.address):
-            oldest.evict(why)
+        # Judged a moment later, not on arrival: an encoder accepted in the same batch as a flood has sent its
+        # C0+C1 by then and is no longer among the least advanced. Past HARD_FACTOR times a limit, at once.
+        self._slots.add_pending(controller, controller.address, enforce=False)
+        if self._slots.over(HARD_FACTOR):
+            self._enforce()
+        elif self._enforce_handle is None:
+            self._enforce_handle = asyncio.get_running_loop().call_later(self.settle_time, self._enforce)
+
+    def _enforce(self) -> None:
+        if self._enforce_handle is not None:
+            self._enforce_handle.cancel()
+            self._enforce_handle = None
+        for victim, why in self._slots.enforce():
+            victim.evict(why)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -670,6 +699,9 @@ class RtmpServer:
             self._tasks.discard(task)
 
     async def stop(self) -> None:
+        if self._enforce_handle is not None:
+            self._enforce_handle.cancel()
+            self._enforce_handle = None
         if self._server is not None:
             self._server.close()
         for task in list(self._tasks):
