@@ -252,3 +252,52 @@ def test_calendar_feed_lists_public_services_only(server: ServerHandle) -> None:
     text = body.decode()
     assert status == 200 and "Open Vespers" in text
     assert "Deacons Closed Meeting" not in text and "Covenant Members Night" not in text
+
+
+def test_password_settings_act_on_the_checker() -> None:
+    """[access] password_workers bounds the threads scrypt runs on; unlock_attempts_per_minute the guesses."""
+    import asyncio
+    import threading as th
+
+    from mediaserver.passwords import PasswordChecker, TooManyAttempts, hash_password
+
+    stored = hash_password("grace123")
+    running, most = [0], [0]
+    lock = th.Lock()
+    import mediaserver.passwords as passwords
+    real = passwords.check_password
+
+    def counting(password: str, stored_hash: str) -> bool:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return real(password, stored_hash)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    async def scenario(workers: int, per_minute: int) -> tuple[int, int]:
+        checker = PasswordChecker(workers=workers, per_minute=per_minute)
+        refused = 0
+
+        async def one(n: int) -> None:
+            nonlocal refused
+            try:
+                await checker.check("192.0.2.1" if n < 4 else f"192.0.2.{n}", "wrong", stored)
+            except TooManyAttempts:
+                refused += 1
+
+        await asyncio.gather(*(one(n) for n in range(8)))
+        checker.close()
+        return refused, most[0]
+
+    passwords.check_password = counting
+    try:
+        refused, concurrent = asyncio.run(scenario(workers=1, per_minute=3))
+        assert refused == 1 and concurrent == 1  # 4 guesses from one address, 3 allowed; one thread
+        most[0] = 0
+        refused, concurrent = asyncio.run(scenario(workers=3, per_minute=10))
+        assert refused == 0 and concurrent >= 2  # more threads, and the guesses run side by side
+    finally:
+        passwords.check_password = real
