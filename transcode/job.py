@@ -32,6 +32,7 @@ class TranscodeJob:
     audio_bitrate: int = 128_000
     audio_sample_rate: int = 48_000
     reserve_bytes: int = 0     # free space the store keeps back (see storage.reserve_mb)
+    part_target: float | None = None  # LL-HLS: parts of at most this many seconds; None = segments only
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -49,6 +50,9 @@ class TranscodeJob:
 #                init (store key of its init segment: a connection gets a second one if audio starts late)
 #   "warning":   message      (e.g. disk full: a segment was lost, the stream goes on)
 #   "rendition" also carries audio_only (a radio-style rung: width = height = 0, codecs "mp4a.40.2")
+#   "part":      rendition, sequence, index, start, duration, independent (LL-HLS; payload: the part's bytes)
+#   "segment" and "rendition" carry their bytes (the media segment, the init segment) as payload too.
+#   An event with a payload says its size in "bytes"; the raw bytes follow its line on stdout.
 #   "error":     message, and from the pipeline code + retry (retry false: the source's codec is
 #                unsupported, a restarted worker would fail the same way) (fatal; the worker exits non-zero)
 #   "end":       (all renditions flushed)
@@ -56,6 +60,7 @@ class TranscodeJob:
 class WorkerEvent:
     event: str
     data: dict[str, Any] = field(default_factory=dict)
+    payload: bytes | None = None
 
     @classmethod
     def parse(cls, line: bytes) -> "WorkerEvent":

@@ -325,6 +325,7 @@ class Pipeline:
                     source_avcc=self._source_avcc,
                     segment_duration=self.job.segment_duration,
                     generation=self._generation,
+                    part_target=self.job.part_target,
                 )
             )
         for r in self.renditions:

@@ -105,6 +105,13 @@ class WorkerProcess:
             except (ValueError, KeyError):
                 log.warning("stream %s: unreadable worker output %r", self.job.stream_id, line[:200])
                 continue
+            size = event.data.pop("bytes", None)
+            if isinstance(size, int) and size >= 0:
+                try:
+                    event.payload = await self._proc.stdout.readexactly(size)
+                except asyncio.IncompleteReadError:
+                    log.warning("stream %s: worker output ended inside a %s payload", self.job.stream_id, event.event)
+                    return
             if event.event == "error":
                 self.last_error = str(event.data.get("message"))
                 if event.data.get("retry") is False:

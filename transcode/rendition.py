@@ -17,7 +17,7 @@ from av.video.reformatter import VideoReformatter
 
 from packager.fmp4 import AudioTrack, VideoTrack
 from packager.h264 import avcc_record, codec_string, to_avcc_sample
-from packager.segmenter import VIDEO_TRACK_ID, Segment, Segmenter
+from packager.segmenter import VIDEO_TRACK_ID, Output, Segmenter
 from transcode.bandwidth import rate_limits
 from transcode.ladder import PlannedRendition
 
@@ -52,7 +52,8 @@ class AudioItem:
 
 
 Item = VideoFrameItem | EncodedVideoItem | AudioItem | None
-SegmentSink = Callable[["RenditionEncoder", Segment], None]
+# Receives every Part (LL-HLS) and Segment the rung produces, in order.
+SegmentSink = Callable[["RenditionEncoder", Output], None]
 InitSink = Callable[["RenditionEncoder", bytes, str], None]
 
 
@@ -75,6 +76,7 @@ class RenditionEncoder(threading.Thread):
         queue_size: int = 90,
         segment_duration: float = 2.0,
         generation: int = 0,
+        part_target: float | None = None,
     ) -> None:
         super().__init__(name=f"rendition-{plan.name}", daemon=True)
         self.plan = plan
@@ -93,6 +95,7 @@ class RenditionEncoder(threading.Thread):
         self._encoder: av.VideoCodecContext | None = None
         self._last_dts = 0
         self._segment_duration = segment_duration
+        self._part_target = part_target
         if plan.audio_only:
             if audio_track is None:
                 raise ValueError("an audio-only rendition needs the audio track")
@@ -141,7 +144,7 @@ class RenditionEncoder(threading.Thread):
             video = VideoTrack(VIDEO_TRACK_ID, VIDEO_TIMESCALE, self.plan.width, self.plan.height, avcc)
             self.codecs = codec_string(avcc)
         self._segmenter = Segmenter(video, self._audio_track, first_sequence=self._first_sequence,
-                                    segment_duration=self._segment_duration)
+                                    segment_duration=self._segment_duration, part_target=self._part_target)
         self._on_init(self, self._segmenter.init_bytes(), self.codecs)
 
     @property
@@ -207,6 +210,6 @@ class RenditionEncoder(threading.Thread):
         step = int(VIDEO_TIMESCALE / self._frame_rate) if self._frame_rate > 0 else 3000
         self._emit(self._segmenter.finish(self._last_dts + step))
 
-    def _emit(self, segments: list[Segment]) -> None:
-        for segment in segments:
-            self._on_segment(self, segment)
+    def _emit(self, outputs: list[Output]) -> None:
+        for output in outputs:
+            self._on_segment(self, output)

@@ -13,7 +13,7 @@ import time
 from typing import IO
 
 from ingest.flv import FlvError, FlvReader
-from packager.segmenter import Segment
+from packager.segmenter import Output, Part, Segment
 from storage.local import LocalStore
 from storage.store import StorageError, StorageFullError
 from transcode.bandwidth import peak_bandwidth
@@ -35,7 +35,11 @@ class EventWriter:
         self._lock = threading.Lock()
         self._index: IO[bytes] | None = open(index_path, "ab") if index_path else None
 
-    def send(self, event: str, **data: object) -> None:
+    def send(self, event: str, payload: bytes | None = None, **data: object) -> None:
+        """One JSON line; with a payload, the line says its size ("bytes") and the raw bytes follow it
+        (stdout only), so the server holds the newest media in memory without reading the disk."""
+        if payload is not None:
+            data["bytes"] = len(payload)
         line = json.dumps({"event": event, **data}, separators=(",", ":")).encode() + b"\n"
         with self._lock:
             if self._index is not None and event in ("rendition", "segment"):
@@ -45,6 +49,8 @@ class EventWriter:
                 except OSError as exc:  # a full disk must not stop the live stream
                     log.error("cannot append to the recording index: %s", exc)
             self._out.write(line)
+            if payload is not None:
+                self._out.write(payload)
             self._out.flush()
 
 
@@ -56,7 +62,7 @@ class Worker:
         self._wall_start: float | None = None  # wall clock of the first segment's start
         self._timeline_start = job.time_offset
         self._init_keys: dict[str, str] = {}
-        self.pipeline = Pipeline(job, self._on_init, self._on_segment)
+        self.pipeline = Pipeline(job, self._on_init, self._on_output)
 
     def _key(self, rendition: str, name: str) -> str:
         return f"{self.job.key_prefix}/{rendition}/{name}"
@@ -77,6 +83,7 @@ class Worker:
                                      audio_sample_rate=self.job.audio_sample_rate)
         self.events.send(
             "rendition",
+            data,
             name=rendition.plan.name,
             width=rendition.plan.width,
             height=rendition.plan.height,
@@ -93,6 +100,18 @@ class Worker:
         wall_start = self._wall_start if self._wall_start is not None else time.time()
         return wall_start + (start - self._timeline_start)
 
+    def _on_output(self, rendition: RenditionEncoder, output: Output) -> None:
+        if isinstance(output, Part):
+            self._on_part(rendition, output)
+        else:
+            self._on_segment(rendition, output)
+
+    def _on_part(self, rendition: RenditionEncoder, part: Part) -> None:
+        """LL-HLS parts live in the server's memory only; their segment (the parts joined) is the file."""
+        self.events.send("part", part.data, rendition=rendition.plan.name, sequence=part.sequence, index=part.index,
+                         start=round(part.start, 6), duration=round(part.duration, 6),
+                         independent=part.independent)
+
     def _on_segment(self, rendition: RenditionEncoder, segment: Segment) -> None:
         key = self._key(rendition.plan.name, f"seg-{segment.sequence}.m4s")
         try:
@@ -107,6 +126,7 @@ class Worker:
             return
         self.events.send(
             "segment",
+            segment.data,
             rendition=rendition.plan.name,
             sequence=segment.sequence,
             start=round(segment.start, 6),
