@@ -102,6 +102,8 @@ class HlsConfig:
     dvr_window: float = 7200.0
     # Segments kept in the playlist when dvr_window is 0.
     live_edge_segments: int = 6
+    # Low-Latency HLS (streams with low_latency on): the longest part, in seconds.
+    part_target: float = 0.5
 
 
 @dataclass
@@ -206,6 +208,9 @@ class Config:
         for name in ("messages_per_viewer", "messages_per_address", "reactions_per_viewer"):
             if getattr(self.chat, name) < 1:
                 raise ConfigError(f"chat.{name} must be >= 1, got {getattr(self.chat, name)}")
+        if not 0.1 <= self.hls.part_target <= self.hls.segment_duration / 2:
+            raise ConfigError(f"hls.part_target must be between 0.1 s and half of hls.segment_duration "
+                              f"({self.hls.segment_duration / 2:g} s), got {self.hls.part_target}")
         if not self.transcode.renditions:
             raise ConfigError("transcode.renditions must list at least one rendition")
         names = [r.name for r in self.transcode.renditions]

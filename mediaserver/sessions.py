@@ -23,7 +23,17 @@ from ingest.rtmp import PublishRefused
 from mediaserver.config import Config
 from mediaserver.db import Database
 from mediaserver.events import Event, LocalEventBus
-from packager.playlist import RenditionTrack, current_period, producing_now, render_master, render_media, window
+from mediaserver.live_edge import LiveEdge, LivePart, PartUri
+from packager.playlist import (
+    LowLatency,
+    RenditionReport,
+    RenditionTrack,
+    current_period,
+    producing_now,
+    render_master,
+    render_media,
+    window,
+)
 from packager.recording import complete_rungs, entry_from_event, load_index, mp4_source, write_mp4, write_vod
 from storage.local import LocalStore
 from transcode.job import RenditionSpec, TranscodeJob, WorkerEvent
@@ -44,6 +54,7 @@ class BroadcastSettings:
     dvr_window: float                 # seconds of rewind in the live playlists; 0 = the live edge only
     ladder: list[RenditionSpec]       # the renditions its encoder connections are transcoded to
     recording: bool = True            # VOD playlists + MP4 at the end; False: segments deleted at the end
+    part_target: float | None = None  # Low-Latency HLS parts (the stream's low_latency); None: standard HLS
 
 
 def org_settings(org: dict[str, Any] | None) -> dict[str, Any]:
@@ -82,8 +93,9 @@ def ladder_for(config: Config, org: dict[str, Any] | None) -> list[RenditionSpec
 
 
 def broadcast_settings(config: Config, stream: dict[str, Any], org: dict[str, Any] | None) -> BroadcastSettings:
+    part_target = config.hls.part_target if stream.get("low_latency") else None
     return BroadcastSettings(dvr_window_for(config, stream, org), ladder_for(config, org),
-                             bool(stream.get("recording_enabled", 1)))
+                             bool(stream.get("recording_enabled", 1)), part_target)
 
 
 class EndedByServer(ConnectionAbortedError):
@@ -108,6 +120,8 @@ class Broadcast:
     auto_publish: bool = True
     previewing: bool = False  # segments are coming but an admin has not put it live yet
     settings: BroadcastSettings | None = None
+    edge: LiveEdge = field(default_factory=LiveEdge)  # the newest media, served from memory
+    notes: dict[str, str] = field(default_factory=dict)  # per rendition: why passthrough or encoded
 
     @property
     def ended(self) -> bool:
@@ -266,7 +280,9 @@ class StreamManager:
                 broadcast.end_timer = None
             # The ladder stays the broadcast's own (rung names must not change under a player).
             ladder = broadcast.settings.ladder if broadcast.settings else settings.ladder
-            broadcast.settings = BroadcastSettings(settings.dvr_window, ladder, settings.recording)
+            # LL-HLS stays as the broadcast started: a player's playlist must not lose its parts mid-service.
+            part_target = broadcast.settings.part_target if broadcast.settings else settings.part_target
+            broadcast.settings = BroadcastSettings(settings.dvr_window, ladder, settings.recording, part_target)
             log.info("stream %s: encoder %s reconnected inside the window", stream_id, peer)
         broadcast.auto_publish = bool(stream["auto_publish"])
         connection = PublishConnection(self, broadcast, peer)
@@ -303,6 +319,7 @@ class StreamManager:
             audio_bitrate=tc.audio_bitrate,
             audio_sample_rate=tc.audio_sample_rate,
             reserve_bytes=int(self.config.storage.reserve_mb * 1024 * 1024),
+            part_target=broadcast.settings.part_target if broadcast.settings else None,
         )
         period = broadcast.period
 
@@ -320,10 +337,21 @@ class StreamManager:
             track = broadcast.tracks.setdefault(name, RenditionTrack(name))
             track.set_format(period, int(data["width"]), int(data["height"]), str(data["codecs"]),
                              float(data["frame_rate"]), int(data["bitrate"]))
+            if data.get("note"):
+                broadcast.notes[name] = str(data["note"])
+            if event.payload is not None:
+                broadcast.edge.rendition(name).add_init(str(data["init"]).rsplit("/", 1)[-1], event.payload)
+        elif event.event == "part":
+            broadcast.edge.rendition(str(data["rendition"])).add_part(LivePart(
+                int(data["sequence"]), int(data["index"]), float(data["duration"]), bool(data["independent"]),
+                event.payload or b""))
+            await broadcast.edge.notify()
         elif event.event == "segment":
             track = broadcast.tracks.setdefault(str(data["rendition"]), RenditionTrack(str(data["rendition"])))
             entry = entry_from_event(data, broadcast.key_prefix, period, track.entries[-1] if track.entries else None)
             track.entries.append(entry)
+            broadcast.edge.rendition(track.name).add_segment(entry.sequence, event.payload)
+            await broadcast.edge.notify()
             if broadcast.status == "STARTING" and not broadcast.auto_publish:
                 broadcast.previewing = True
             elif broadcast.status == "STARTING":
@@ -446,6 +474,7 @@ class StreamManager:
 
     async def _finalize_locked(self, broadcast: Broadcast, status: str) -> None:
         broadcast.status = status
+        await broadcast.edge.end()  # waiting playlist requests get the final playlist now
         now = time.time()
         await self._set_status(broadcast, status, actual_end=now, error=broadcast.error)
         await self._write(self.db.update_broadcast, broadcast.id, status=status, ended_at=now)
@@ -520,21 +549,78 @@ class StreamManager:
         assert period is not None
         return render_master([t.live_variant(f"{t.name}.m3u8", period) for t in tracks])
 
-    def live_media(self, stream_id: str, rendition: str) -> str | None:
+    def live_broadcast(self, stream_id: str) -> Broadcast | None:
+        """The broadcast whose live playlists viewers may see (not a held preview)."""
         broadcast = self.broadcasts.get(stream_id)
-        if broadcast is None or broadcast.previewing:
+        return None if broadcast is None or broadcast.previewing else broadcast
+
+    def live_media(self, stream_id: str, rendition: str, *, skip: bool = False) -> str | None:
+        broadcast = self.live_broadcast(stream_id)
+        if broadcast is None:
             return None
         track = broadcast.tracks.get(rendition)
         if track is None or not track.entries:
             return None
         hls = self.config.hls
+        entries = window(track.entries, self.dvr_window(broadcast), hls.live_edge_segments)
         return render_media(
-            window(track.entries, self.dvr_window(broadcast), hls.live_edge_segments),
+            entries,
             all_entries=track.entries,
             configured_target=hls.segment_duration,
             ended=broadcast.ended,
             uri_prefix=f"{broadcast.id}/",
+            low_latency=self._low_latency(broadcast, track),
+            skip=skip,
         )
+
+    def _low_latency(self, broadcast: Broadcast, track: RenditionTrack) -> LowLatency | None:
+        part_target = broadcast.settings.part_target if broadcast.settings else None
+        if part_target is None or broadcast.ended:
+            return None
+        edge = broadcast.edge.rendition(track.name)
+        # Parts of the segments that end within three target durations of the playlist's end (RFC 8216bis
+        # 4.4.4.9), and of the open segment.
+        horizon = 3 * self.config.hls.segment_duration
+        end = track.entries[-1].start + track.entries[-1].duration
+        recent = [e.sequence for e in track.entries[-12:] if end - (e.start + e.duration) < horizon]
+        since = recent[0] if recent else track.entries[-1].sequence + 1
+        sequence, index = edge.next_part(self.config.hls.segment_duration, part_target)
+        reports = []
+        for other in producing_now(broadcast.published_tracks()):
+            if other.name == track.name:
+                continue
+            newest = broadcast.edge.rendition(other.name).newest_part()
+            if newest is not None:
+                reports.append(RenditionReport(f"{other.name}.m3u8", newest[0], newest[1]))
+        return LowLatency(part_target, edge.part_entries(since, PartUri(track.name)),
+                          f"{PartUri(track.name)(sequence, index)}", reports)
+
+    def blocking_target(self, stream_id: str, rendition: str) -> tuple[LiveEdge, int, float] | None:
+        """For a blocking playlist reload: the broadcast's live edge, the newest complete media sequence
+        and the longest a request may wait (three target durations). None when the stream has no LL-HLS."""
+        broadcast = self.live_broadcast(stream_id)
+        if broadcast is None or broadcast.settings is None or broadcast.settings.part_target is None:
+            return None
+        track = broadcast.tracks.get(rendition)
+        if track is None or not track.entries:
+            return None
+        return broadcast.edge, track.entries[-1].sequence, 3 * self.config.hls.segment_duration
+
+    def live_file(self, stream_id: str, broadcast_id: str, rendition: str, name: str) -> bytes | None:
+        """An init or media segment of a live broadcast from memory, if it is still held there."""
+        broadcast = self.broadcasts.get(stream_id)
+        if broadcast is None or broadcast.id != broadcast_id:
+            return None
+        edge = broadcast.edge.renditions.get(rendition)
+        if edge is None:
+            return None
+        if name.startswith("seg-"):
+            return edge.segments.get(int(name[4:-4]))
+        return edge.inits.get(name)
+
+    def live_edge(self, stream_id: str, broadcast_id: str) -> LiveEdge | None:
+        broadcast = self.broadcasts.get(stream_id)
+        return broadcast.edge if broadcast is not None and broadcast.id == broadcast_id else None
 
     def previewing(self, stream_id: str, broadcast_id: str) -> bool:
         """True while this broadcast is held as a preview (auto_publish off, not yet put live)."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 VERSION = 7
+LL_VERSION = 9  # EXT-X-SKIP (delta updates) needs version 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,39 @@ class SegmentEntry:
     size: int
     discontinuity: bool = False  # first segment after an encoder reconnect
     period: int = 0              # encoder connection (0, 1, ...) inside the broadcast
+
+
+@dataclass(frozen=True, slots=True)
+class PartEntry:
+    sequence: int      # media sequence of the parent segment
+    index: int         # from 0 inside the segment
+    duration: float
+    uri: str
+    independent: bool  # begins with a keyframe
+
+
+@dataclass(frozen=True, slots=True)
+class RenditionReport:
+    uri: str
+    last_msn: int
+    last_part: int
+
+
+@dataclass(frozen=True, slots=True)
+class LowLatency:
+    """The LL-HLS view of a live media playlist (RFC 8216bis 4.4.3.7–4.4.5.3)."""
+
+    part_target: float
+    parts: list[PartEntry]          # of the listed segments and the open one, oldest first
+    preload_uri: str | None         # the next part, announced before it exists
+    reports: list[RenditionReport] = field(default_factory=list)
+
+    @property
+    def part_hold_back(self) -> float:
+        return 3 * self.part_target  # the spec's minimum: three part targets
+
+    def can_skip_until(self, target: int) -> float:
+        return 6.0 * target  # the spec's minimum: six target durations
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +103,23 @@ def render_media(
     ended: bool,
     vod: bool = False,
     uri_prefix: str = "",
+    low_latency: LowLatency | None = None,
+    skip: bool = False,
 ) -> str:
     """A media playlist over `entries` (a tail of `all_entries`, which fixes the target and
-    discontinuity sequence)."""
+    discontinuity sequence). With `low_latency`, the LL-HLS tags: parts of the last three target
+    durations, the preload hint and rendition reports; `skip` then makes a delta update (EXT-X-SKIP
+    for the segments older than CAN-SKIP-UNTIL)."""
+    target = target_duration(all_entries, configured_target)
     lines = [
         "#EXTM3U",
-        f"#EXT-X-VERSION:{VERSION}",
-        f"#EXT-X-TARGETDURATION:{target_duration(all_entries, configured_target)}",
+        f"#EXT-X-VERSION:{LL_VERSION if low_latency else VERSION}",
+        f"#EXT-X-TARGETDURATION:{target}",
     ]
+    if low_latency is not None:
+        lines.append(f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={low_latency.part_hold_back:.3f},"
+                     f"CAN-SKIP-UNTIL={low_latency.can_skip_until(target):.1f}")
+        lines.append(f"#EXT-X-PART-INF:PART-TARGET={low_latency.part_target:.3f}")
     first_seq = entries[0].sequence if entries else (all_entries[-1].sequence + 1 if all_entries else 0)
     lines.append(f"#EXT-X-MEDIA-SEQUENCE:{first_seq}")
     dropped_discontinuities = sum(1 for e in all_entries if e.sequence < first_seq and e.discontinuity)
@@ -84,19 +127,58 @@ def render_media(
     if vod:
         lines.append("#EXT-X-PLAYLIST-TYPE:VOD")
     lines.append("#EXT-X-INDEPENDENT-SEGMENTS")
+    skipped = 0
+    if low_latency is not None and skip:
+        skipped = skippable(entries, low_latency.can_skip_until(target))
+        if skipped:
+            lines.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}")
+    parts_of: dict[int, list[PartEntry]] = {}
+    for part in low_latency.parts if low_latency is not None else []:
+        parts_of.setdefault(part.sequence, []).append(part)
     current_map = None
     for i, e in enumerate(entries):
+        if i < skipped:
+            continue
         if e.discontinuity and i > 0:
             lines.append("#EXT-X-DISCONTINUITY")
         if e.init_uri != current_map:
             lines.append(f'#EXT-X-MAP:URI="{uri_prefix}{e.init_uri}"')
             current_map = e.init_uri
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(e.program_date_time)}")
+        lines.extend(_part_lines(parts_of.pop(e.sequence, []), uri_prefix))
         lines.append(f"#EXTINF:{e.duration:.5f},")
         lines.append(f"{uri_prefix}{e.uri}")
+    if low_latency is not None and not ended:
+        # The open segment: its parts so far, then the hint for the next one.
+        for sequence in sorted(parts_of):
+            lines.extend(_part_lines(parts_of[sequence], uri_prefix))
+        if low_latency.preload_uri:
+            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{uri_prefix}{low_latency.preload_uri}"')
+        for report in low_latency.reports:
+            lines.append(f'#EXT-X-RENDITION-REPORT:URI="{report.uri}",LAST-MSN={report.last_msn},'
+                         f"LAST-PART={report.last_part}")
     if ended:
         lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
+
+
+def _part_lines(parts: list[PartEntry], uri_prefix: str) -> list[str]:
+    return [f'#EXT-X-PART:DURATION={p.duration:.5f},URI="{uri_prefix}{p.uri}"'
+            + (",INDEPENDENT=YES" if p.independent else "") for p in parts]
+
+
+def skippable(entries: list[SegmentEntry], skip_until: float) -> int:
+    """How many of the oldest listed segments a delta update replaces: those wholly older than
+    skip_until seconds before the end of the playlist (RFC 8216bis 4.4.5.2). Their tags go with them
+    (the client has them from its last full playlist); the map is written again before the first one kept."""
+    end = sum(e.duration for e in entries)
+    skipped, elapsed = 0, 0.0
+    for e in entries:
+        if end - (elapsed + e.duration) < skip_until:
+            break
+        elapsed += e.duration
+        skipped += 1
+    return skipped
 
 
 def render_master(variants: list[VariantInfo]) -> str:

@@ -16,9 +16,6 @@ from tests.server_fixture import ServerHandle, run_server, small_config
 from tests.test_broadcast import stream_status, wait_for
 from web.orgs_api import page_branding
 
-LOW_LATENCY = "low-latency HLS is not available yet"
-
-
 def live_edge_server(tmp_path: Path) -> ServerHandle:
     """A server with an hour of DVR by default and a two-segment live edge."""
     config = small_config(tmp_path / "data", dvr_window=3600.0, reconnect_window=0.0)
@@ -137,23 +134,35 @@ def test_org_default_ladder_is_the_ladder_of_its_broadcasts(tmp_path: Path) -> N
         server.stop()
 
 
-def test_low_latency_is_refused_until_ll_hls(tmp_path: Path) -> None:
+@pytest.mark.media
+def test_low_latency_and_latency_mode_turn_parts_on(tmp_path: Path) -> None:
+    """low_latency (and an organization's latency_mode LOW, for new streams) gives the live playlists
+    LL-HLS parts and blocking reload; a standard stream's playlists have neither."""
     server = run_server(small_config(tmp_path / "data"))
     try:
-        status, body = server.api("POST", "/api/streams", {"title": "Fast", "low_latency": True})
-        assert status == 400 and body["details"] == {"low_latency": LOW_LATENCY}, body
-        stream = create(server, {"title": "Standard", "low_latency": False})
-        status, body = server.api("PATCH", f"/api/streams/{stream['id']}", {"low_latency": True})
-        assert status == 400 and body["details"] == {"low_latency": LOW_LATENCY}, body
         db = server.server.db
         org = db.create_org("latency", "Latency")
         _row, token = db.create_token(org["id"], "test")
         status, body = server.api("PATCH", "/api/orgs/latency", {"settings": {"latency_mode": "LOW"}}, token=token)
-        assert status == 400 and body["details"] == {"settings.latency_mode": LOW_LATENCY}, body
-        status, body = server.api("PATCH", "/api/orgs/latency", {"settings": {"latency_mode": "STANDARD"}}, token=token)
-        assert status == 200 and body["settings"]["latency_mode"] == "STANDARD"
-        # A LOW stored before this rule gives new streams no low_latency.
-        db.update_org(org["id"], settings=json.dumps({"latency_mode": "LOW"}))
+        assert status == 200 and body["settings"]["latency_mode"] == "LOW", body
+        fast = create(server, {"title": "Fast"}, token)
+        assert fast["low_latency"] is True
+        standard = create(server, {"title": "Standard", "low_latency": False}, token)
+        publishers = [start_publisher(server.rtmp_url(s["stream_key"]), seconds=3.0) for s in (fast, standard)]
+
+        def media_text(stream: dict[str, Any]) -> str | None:
+            status, _, body = server.get(f"/hls/{stream['id']}/180p.m3u8")
+            return body.decode() if status == 200 and b"#EXTINF" in body else None
+
+        fast_text = wait_for(lambda: media_text(fast), 30, "the LL playlist")
+        standard_text = wait_for(lambda: media_text(standard), 30, "the standard playlist")
+        assert "#EXT-X-PART:" in fast_text and "CAN-BLOCK-RELOAD=YES" in fast_text
+        assert "#EXT-X-PART" not in standard_text and "CAN-BLOCK-RELOAD" not in standard_text
+        for publisher in publishers:
+            publisher.join(30)
+        status, body = server.api("PATCH", "/api/orgs/latency", {"settings": {"latency_mode": "STANDARD"}},
+                                  token=token)
+        assert status == 200
         assert create(server, {"title": "After"}, token)["low_latency"] is False
     finally:
         server.stop()

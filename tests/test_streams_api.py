@@ -296,7 +296,6 @@ def test_organization_settings_are_stream_defaults(server: ServerHandle, checker
     _, explicit = api.call("POST", "/api/streams", {"title": "Explicit", "auto_publish": True})
     assert explicit["auto_publish"] is True
     for bad, field in [({"settings": {"latency_mode": "WARP"}}, "settings.latency_mode"),
-                       ({"settings": {"latency_mode": "LOW"}}, "settings.latency_mode"),
                        ({"settings": {"chat": {"slow_mode_seconds": -1}}}, "settings.chat.slow_mode_seconds"),
                        ({"timezone": "Mars/Base"}, "timezone"), ({"colour": "red"}, "colour")]:
         status, body = api.call("PATCH", "/api/orgs/settings", bad)

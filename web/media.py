@@ -15,11 +15,12 @@ from urllib.parse import quote
 from mediaserver.access import Caller
 from storage.store import InvalidKeyError
 from web.guard import ACCESS, stream_row, watch_access
-from web.keys import DB, MANAGER, STORE
+from web.keys import CONFIG, DB, MANAGER, STORE
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SEGMENT_RE = re.compile(r"^seg-(\d{1,12})\.m4s$")
+PART_RE = re.compile(r"^part-(\d{1,12})\.(\d{1,4})\.m4s$")  # LL-HLS part: part-SEQUENCE.INDEX.m4s
 INIT_RE = re.compile(r"^init-\d{1,6}(-\d{1,3})?\.mp4$")  # init-PERIOD[-REOPEN].mp4
 
 LIVE_PLAYLIST_CACHE = "public, max-age=1"
@@ -66,20 +67,27 @@ async def access(request: web.Request, stream_id: str) -> tuple[dict[str, Any], 
     return stream, caller
 
 
+URI_ATTRIBUTE = re.compile(r'URI="([^"]*)"')
+
+
 def with_token(text: str, token: str | None) -> str:
-    """Carry the viewer's token on every URI a playlist points at, so segments are checked too."""
+    """Carry the viewer's token on every URI a playlist points at (segments, maps, parts, preload hints,
+    rendition reports), so everything it leads to is checked too."""
     if not token:
         return text
     # Tokens are checked to be canonical base64url before they get here; quoting anyway means no byte a
     # client sent can ever start a playlist line or end a quoted attribute.
     quoted = quote(token, safe="")
+
+    def tokened(uri: str) -> str:
+        return f"{uri}{'&' if '?' in uri else '?'}token={quoted}"
+
     out = []
     for line in text.splitlines():
         if line and not line.startswith("#"):
-            line = f"{line}{'&' if '?' in line else '?'}token={quoted}"
-        elif line.startswith('#EXT-X-MAP:URI="'):
-            uri = line[len('#EXT-X-MAP:URI="'):].split('"', 1)[0]
-            line = f'#EXT-X-MAP:URI="{uri}?token={quoted}"'
+            line = tokened(line)
+        elif 'URI="' in line:
+            line = URI_ATTRIBUTE.sub(lambda m: f'URI="{tokened(m.group(1))}"', line)
         out.append(line)
     return "\n".join(out) + "\n"
 
@@ -128,10 +136,46 @@ async def media_playlist(request: web.Request) -> web.Response:
     if isinstance(granted, web.Response):
         return granted
     token = granted[1].playback_token
-    live = request.app[MANAGER].live_media(stream_id, rendition)
+    held = await _hold_for_reload(request, stream_id, rendition)
+    if held is not None:
+        return held
+    skip = request.query.get("_HLS_skip") in ("YES", "v2")
+    live = request.app[MANAGER].live_media(stream_id, rendition, skip=skip)
     if live is not None:
         return playlist_response(with_token(live, token), LIVE_PLAYLIST_CACHE, token)
     return await _recorded_playlist(request, stream_id, f"{rendition}.m3u8", token)
+
+
+def _query_number(request: web.Request, name: str) -> int | None:
+    value = request.query.get(name)
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 12:
+        raise ValueError(f"{name} must be a non-negative integer")
+    return int(value)
+
+
+async def _hold_for_reload(request: web.Request, stream_id: str, rendition: str) -> web.Response | None:
+    """Blocking playlist reload (RFC 8216bis 6.2.5.2): hold the request until the playlist has segment
+    _HLS_msn (part _HLS_part), at most three target durations. None: answer now; else the refusal."""
+    try:
+        sequence = _query_number(request, "_HLS_msn")
+        index = _query_number(request, "_HLS_part")
+    except ValueError as exc:
+        return denied(400, str(exc))
+    if sequence is None:
+        if index is not None:
+            return denied(400, "_HLS_part needs _HLS_msn")
+        return None
+    target = request.app[MANAGER].blocking_target(stream_id, rendition)
+    if target is None:
+        return None  # no LL-HLS here (or ended): the playlist as it is
+    edge, last_complete, longest_wait = target
+    if sequence > last_complete + 2:
+        return denied(400, f"_HLS_msn {sequence} is too far ahead of the playlist (last segment {last_complete})")
+    if not await edge.wait_for(rendition, sequence, index, longest_wait) and not edge.ended:
+        return denied(503, "the requested segment or part did not arrive in time")
+    return None
 
 
 async def _recorded_playlist(request: web.Request, stream_id: str, name: str, token: str | None) -> web.Response:
@@ -175,8 +219,17 @@ async def broadcast_file(request: web.Request) -> web.StreamResponse:
         first = request.app[MANAGER].live_window_start(stream_id, broadcast_id, parts[0])
         if first is not None and int(m.group(1)) < first:
             return not_found("segment outside the live window;")
+    elif len(parts) == 2 and NAME_RE.match(parts[0]) and (m := PART_RE.match(parts[1])):
+        return await _live_part(request, stream_id, broadcast_id, parts[0], int(m.group(1)), int(m.group(2)), token)
     else:
         return not_found("file")
+    if token:
+        cache = cache.replace("public", "private")
+    if content_type == "video/mp4" or content_type == "video/iso.segment":
+        # The live edge from memory: every viewer asks for the same few files.
+        data = request.app[MANAGER].live_file(stream_id, broadcast_id, parts[0], parts[1])
+        if data is not None and "Range" not in request.headers:
+            return cors(web.Response(body=data, headers={"Content-Type": content_type, "Cache-Control": cache}))
     key = f"media/{stream_id}/{broadcast_id}/{tail}"
     try:
         path = request.app[STORE].local_path(key)
@@ -187,11 +240,34 @@ async def broadcast_file(request: web.Request) -> web.StreamResponse:
     if content_type == PLAYLIST_TYPE:
         text = await asyncio.to_thread(path.read_text)
         return playlist_response(with_token(text, token), cache, token)
-    if token:
-        cache = cache.replace("public", "private")
     response = web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": cache})
     if parts[-1] == "recording.mp4" and "download" in request.query:
         response.headers["Content-Disposition"] = f'attachment; filename="{stream_id}-{broadcast_id}.mp4"'
+    cors(response)
+    return response
+
+
+async def _live_part(request: web.Request, stream_id: str, broadcast_id: str, rendition: str, sequence: int,
+                     index: int, token: str | None) -> web.Response:
+    """An LL-HLS part, from memory. The part a preload hint announced may be asked for before it is
+    complete: the request is held until it is (at most three target durations)."""
+    edge = request.app[MANAGER].live_edge(stream_id, broadcast_id)
+    if edge is None or rendition not in edge.renditions:
+        return not_found("part")
+    held = edge.renditions[rendition]
+    part = held.part(sequence, index)
+    if part is None:
+        # Only a part just ahead of the newest (the hinted one, give or take a segment end) is waited for.
+        newest = held.newest_part() or (held.last_complete, -1)
+        ahead = newest < (sequence, index) and sequence <= max(newest[0], held.last_complete) + 1 and index < 64
+        if not ahead or edge.ended:
+            return not_found("part")
+        await edge.wait_for(rendition, sequence, index, 3 * request.app[CONFIG].hls.segment_duration)
+        part = held.part(sequence, index)
+        if part is None:
+            return not_found("part")
+    cache = IMMUTABLE_CACHE.replace("public", "private") if token else IMMUTABLE_CACHE
+    response = web.Response(body=part.data, headers={"Content-Type": "video/iso.segment", "Cache-Control": cache})
     cors(response)
     return response
 

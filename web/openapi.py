@@ -37,14 +37,15 @@ ISO = {"type": "string", "format": "date-time"}
 NULLABLE_ISO = {"type": ["string", "null"], "format": "date-time"}
 STATUS = {"type": "string", "enum": ["SCHEDULED", "STARTING", "LIVE", "ENDING", "ENDED", "CANCELLED", "FAILED"]}
 VISIBILITY = {"type": "string", "enum": ["PUBLIC", "MEMBERS_ONLY", "PRIVATE"]}
-LOW_LATENCY_REFUSAL = "low-latency HLS is not available yet"
 FLAG_DESCRIPTIONS = {
     "dvr_enabled": "false: viewers can't rewind; the live playlist keeps only the live edge (hls.live_edge_segments). "
                    "true: the organization's dvr_window_minutes, else the server's hls.dvr_window. Applies from the "
                    "next encoder connection",
     "recording_enabled": "false: no recording (VOD playlists, MP4) is made; the broadcast's segments are kept while "
                          "it is live (for the DVR window) and deleted when it ends. Read when the broadcast ends",
-    "low_latency": f"only false is accepted for now ({LOW_LATENCY_REFUSAL}; true is refused, 400)",
+    "low_latency": "true: Low-Latency HLS (parts of hls.part_target seconds, preload hints, blocking playlist reload, "
+                   "delta updates); players without LL-HLS keep playing the same playlists at the standard latency. "
+                   "Applies from the next broadcast (a reconnect keeps the mode the broadcast started with)",
 }
 FLAGS = ["chat_enabled", "reactions_enabled", "giving_enabled", "dvr_enabled", "low_latency",
          "recording_enabled", "auto_publish", "auto_rotate_key"]
@@ -64,9 +65,6 @@ EDITABLE_STREAM_FIELDS: dict[str, Any] = {
     "giving_message": {"type": ["string", "null"], "maxLength": 200},
     **{flag: {"type": "boolean", **({"description": FLAG_DESCRIPTIONS[flag]} if flag in FLAG_DESCRIPTIONS else {})}
        for flag in FLAGS},
-    # Refused until LL-HLS lands; "x-error" is the message the 400 gives (see _message).
-    "low_latency": {"type": "boolean", "const": False, "description": FLAG_DESCRIPTIONS["low_latency"],
-                    "x-error": LOW_LATENCY_REFUSAL},
 }
 
 RECORDING = {
@@ -151,18 +149,13 @@ ORG_SETTINGS["properties"]["dvr_enabled"]["description"] = "new streams' dvr_ena
 ORG_SETTINGS["properties"]["recording_enabled"]["description"] = "new streams' recording_enabled"
 ORG_SETTINGS["properties"]["auto_publish"]["description"] = "new streams' auto_publish"
 ORG_SETTINGS["properties"]["latency_mode"]["description"] = (
-    f"STANDARD only for now: LOW is refused ({LOW_LATENCY_REFUSAL}); a LOW stored earlier has no effect")
+    "new streams' low_latency: LOW turns Low-Latency HLS on, STANDARD off")
 ORG_SETTINGS["properties"]["branding"]["description"] = (
     "the watch page of the organization's streams shows the church's name with logo_url, in accent_color, and "
     "pre_stream_image as the picture before the broadcast starts; post_stream_image, watermark_image and "
     "watermark_position are stored for the admin console and not used yet")
-# What a PATCH may set: the same, but LOW latency is refused until LL-HLS lands.
-ORG_SETTINGS_UPDATE: dict[str, Any] = {
-    **ORG_SETTINGS,
-    "properties": {**ORG_SETTINGS["properties"],
-                   "latency_mode": {"type": "string", "const": "STANDARD", "x-error": LOW_LATENCY_REFUSAL,
-                                    "description": ORG_SETTINGS["properties"]["latency_mode"]["description"]}},
-}
+# What a PATCH may set: the same.
+ORG_SETTINGS_UPDATE: dict[str, Any] = ORG_SETTINGS
 
 ERROR = {
     "type": "object",

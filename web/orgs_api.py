@@ -79,7 +79,8 @@ def stream_defaults(org: dict[str, Any] | None) -> dict[str, Any]:
     for flag in ("dvr_enabled", "recording_enabled", "auto_publish"):
         if flag in settings:
             defaults[flag] = int(bool(settings[flag]))
-    # latency_mode LOW is refused until LL-HLS lands (a LOW stored earlier gives no low_latency stream).
+    if settings.get("latency_mode") in ("LOW", "STANDARD"):
+        defaults["low_latency"] = int(settings["latency_mode"] == "LOW")
     # default_ladder and dvr_window_minutes act per broadcast (mediaserver/sessions.py broadcast_settings),
     # so a change reaches every stream of the organization, old ones too.
     return defaults
