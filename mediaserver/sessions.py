@@ -121,7 +121,8 @@ class Broadcast:
     previewing: bool = False  # segments are coming but an admin has not put it live yet
     settings: BroadcastSettings | None = None
     edge: LiveEdge = field(default_factory=LiveEdge)  # the newest media, served from memory
-    notes: dict[str, str] = field(default_factory=dict)  # per rendition: why passthrough or encoded
+    # Per rendition, as its worker reported it: passthrough or encoded, and why.
+    modes: dict[str, tuple[bool, str]] = field(default_factory=dict)
 
     @property
     def ended(self) -> bool:
@@ -337,8 +338,7 @@ class StreamManager:
             track = broadcast.tracks.setdefault(name, RenditionTrack(name))
             track.set_format(period, int(data["width"]), int(data["height"]), str(data["codecs"]),
                              float(data["frame_rate"]), int(data["bitrate"]))
-            if data.get("note"):
-                broadcast.notes[name] = str(data["note"])
+            broadcast.modes[name] = (bool(data.get("passthrough")), str(data.get("note") or ""))
             if event.payload is not None:
                 broadcast.edge.rendition(name).add_init(str(data["init"]).rsplit("/", 1)[-1], event.payload)
         elif event.event == "part":
@@ -548,6 +548,18 @@ class StreamManager:
         period = current_period(tracks)
         assert period is not None
         return render_master([t.live_variant(f"{t.name}.m3u8", period) for t in tracks])
+
+    def live_renditions(self, stream_id: str) -> list[dict[str, Any]]:
+        """The renditions the stream's broadcast makes now, tallest first, each saying whether it copies
+        the source (passthrough) or is encoded, and why."""
+        broadcast = self.broadcasts.get(stream_id)
+        if broadcast is None or broadcast.ended:
+            return []
+        tracks = producing_now(broadcast.published_tracks()) or list(broadcast.tracks.values())
+        return [{"name": t.name, "width": t.width, "height": t.height,
+                 "passthrough": broadcast.modes.get(t.name, (False, ""))[0],
+                 "note": broadcast.modes.get(t.name, (False, ""))[1]}
+                for t in sorted(tracks, key=lambda t: t.height, reverse=True)]
 
     def live_broadcast(self, stream_id: str) -> Broadcast | None:
         """The broadcast whose live playlists viewers may see (not a held preview)."""

@@ -93,6 +93,7 @@ class Worker:
             frame_rate=round(self.pipeline.frame_rate, 3),
             init=key,
             passthrough=rendition.plan.passthrough,
+            note=getattr(rendition.plan, "note", ""),  # why passthrough or encoded
         )
 
     def _pdt(self, start: float) -> float:

@@ -201,6 +201,7 @@ def stream_view(request: web.Request, row: dict[str, Any], recording: dict[str, 
         "watch_url": f"{base}/watch/{row['id']}",
         "storage_bytes": storage_bytes,
         "recording": None,
+        "renditions": request.app[MANAGER].live_renditions(row["id"]),
     }
     if recording is not None:
         prefix = f"{base}/hls/{row['id']}/{recording['broadcast_id']}"

@@ -96,6 +96,14 @@ STREAM = {
         "actual_start": NULLABLE_ISO, "actual_end": NULLABLE_ISO,
         "error": {"type": ["string", "null"]},
         "series_id": {"type": ["string", "null"]},
+        "renditions": {"type": "array", "description": "while live: the renditions made now, tallest first; "
+                       "passthrough true when the rung copies the source video, note says why (e.g. the source's "
+                       "keyframes are too far apart to copy)",
+                       "items": {"type": "object", "required": ["name", "width", "height", "passthrough", "note"],
+                                 "properties": {"name": {"type": "string"}, "width": {"type": "integer"},
+                                                "height": {"type": "integer"}, "passthrough": {"type": "boolean"},
+                                                "note": {"type": "string"}},
+                                 "additionalProperties": False}},
         "rtmp_url": {"type": "string"}, "playback_url": {"type": "string"}, "watch_url": {"type": "string"},
         "stream_key": {"type": "string", "description": "only in the answers to create and rotate-key"},
         "recording": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Recording"}]},
