@@ -121,12 +121,17 @@ def get(server: ServerHandle, path: str, timeout: float = 15) -> tuple[int, byte
         return exc.code, exc.read(), time.monotonic() - started
 
 
-def first_packet_is_keyframe(init: bytes, media: bytes) -> bool:
+def video_packets(init: bytes, media: bytes) -> tuple[bool, float]:
+    """(first video packet is a keyframe, seconds of video) as FFmpeg's MP4 demuxer reads the part."""
+    first: bool | None = None
+    seconds = 0.0
     with av.open(io.BytesIO(init + media), "r", format="mp4") as container:
         for packet in container.demux(video=0):
             if packet.size:
-                return bool(packet.is_keyframe)
-    raise AssertionError("no video in the part")
+                first = bool(packet.is_keyframe) if first is None else first
+                seconds += float(packet.duration * packet.time_base)
+    assert first is not None, "no video in the part"
+    return first, seconds
 
 
 def decoded_frames(init: bytes, media: bytes) -> int:
@@ -206,6 +211,8 @@ def test_ll_playlists_keep_the_spec_over_many_reloads(live: tuple[ServerHandle, 
         for s in after_playlist.segments:
             if s.parts:  # parts add up to their segment; the segment is its parts joined
                 assert abs(sum(p.duration for p in s.parts) - s.duration) < 0.002, s
+                # Every part but the last of its segment is at least 85 % of the part target (RFC 8216bis 4.4.4.9).
+                assert all(p.duration >= 0.85 * after_playlist.part_target for p in s.parts[:-1]), s
                 if fetch and s.uri not in checked:
                     checked.add(s.uri)
                     joined = b"".join(get(server, base + p.uri)[1] for p in s.parts)
@@ -215,7 +222,10 @@ def test_ll_playlists_keep_the_spec_over_many_reloads(live: tuple[ServerHandle, 
             if fetch and part.uri not in checked:
                 checked.add(part.uri)
                 data = get(server, base + part.uri)[1]
-                assert part.independent == first_packet_is_keyframe(init, data), part
+                keyframe, seconds = video_packets(init, data)
+                assert part.independent == keyframe, part
+                # Measured from the media itself: within the configured part target, and as listed.
+                assert seconds <= PART_TARGET + 0.001 and abs(seconds - part.duration) < 0.002, (part, seconds)
                 independent += part.independent
                 # An independent part decodes on its own (a player may start there).
                 assert not part.independent or decoded_frames(init, data) > 0
