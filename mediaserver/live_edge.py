@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable
 
 from packager.playlist import PartEntry
 
@@ -32,13 +33,26 @@ class RenditionEdge:
     segments: "OrderedDict[int, bytes]" = field(default_factory=OrderedDict)
     parts: "OrderedDict[int, list[LivePart]]" = field(default_factory=OrderedDict)
     last_complete: int = -1  # newest whole segment
+    growing: tuple[int, int] | None = None  # the part being written, chunk by chunk
+    growing_chunks: list[bytes] = field(default_factory=list)
 
     def add_init(self, name: str, data: bytes) -> None:
         self.inits[name] = data
         while len(self.inits) > 4:  # a reconnect adds one; only the newest are live
             self.inits.pop(next(iter(self.inits)))
 
+    def add_chunk(self, sequence: int, index: int, data: bytes) -> None:
+        if self.growing != (sequence, index):
+            self.growing, self.growing_chunks = (sequence, index), []
+        self.growing_chunks.append(data)
+
+    def written_so_far(self, sequence: int, index: int) -> bytes | None:
+        """The bytes of that part written so far, while it is being written."""
+        return b"".join(self.growing_chunks) if self.growing == (sequence, index) else None
+
     def add_part(self, part: LivePart) -> None:
+        if self.growing == (part.sequence, part.index):
+            self.growing, self.growing_chunks = None, []
         parts = self.parts.setdefault(part.sequence, [])
         if part.index == len(parts):
             parts.append(part)
@@ -131,12 +145,16 @@ class LiveEdge:
         """Hold until the rendition has that segment (or part), the broadcast ends, or the timeout passes;
         True if it has it."""
         edge = self.rendition(rendition)
-        if edge.has(sequence, index):
+        await self.wait_until(lambda: edge.has(sequence, index), timeout)
+        return edge.has(sequence, index)
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Hold until condition() holds (checked at every change), the broadcast ends, or timeout passes."""
+        if condition():
             return True
         try:
             async with self.changed:
-                await asyncio.wait_for(
-                    self.changed.wait_for(lambda: self.ended or edge.has(sequence, index)), timeout)
+                await asyncio.wait_for(self.changed.wait_for(lambda: self.ended or condition()), timeout)
         except asyncio.TimeoutError:
             return False
-        return edge.has(sequence, index)
+        return condition()

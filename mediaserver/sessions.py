@@ -341,6 +341,10 @@ class StreamManager:
             broadcast.modes[name] = (bool(data.get("passthrough")), str(data.get("note") or ""))
             if event.payload is not None:
                 broadcast.edge.rendition(name).add_init(str(data["init"]).rsplit("/", 1)[-1], event.payload)
+        elif event.event == "chunk":
+            broadcast.edge.rendition(str(data["rendition"])).add_chunk(int(data["sequence"]), int(data["index"]),
+                                                                       event.payload or b"")
+            await broadcast.edge.notify()
         elif event.event == "part":
             broadcast.edge.rendition(str(data["rendition"])).add_part(LivePart(
                 int(data["sequence"]), int(data["index"]), float(data["duration"]), bool(data["independent"]),

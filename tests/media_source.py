@@ -6,7 +6,6 @@ server running in the test's own process.
 from __future__ import annotations
 
 import io
-import json
 import multiprocessing
 import queue
 import time
@@ -338,7 +337,7 @@ def decode(data: bytes, keep_frames: bool = False) -> Decoded:
 def run_worker(flv: bytes, tmp_path: Path, *, renditions: "list[Any] | None" = None,
                segment_duration: float = 1.0, time_offset: float = 0.0, audio_sample_rate: int = 48_000,
                chunk: int = 65536, **pipeline_options: Any) -> WorkerRun:
-    from transcode.job import RenditionSpec, TranscodeJob
+    from transcode.job import RenditionSpec, TranscodeJob, split_events
     from transcode.worker import EventWriter, Worker
 
     job = TranscodeJob(
@@ -361,5 +360,5 @@ def run_worker(flv: bytes, tmp_path: Path, *, renditions: "list[Any] | None" = N
             return piece
 
     code = worker.run(Chunks())  # type: ignore[arg-type]
-    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    events = [{"event": e.event, **e.data} for e in split_events(out.getvalue())]
     return WorkerRun(code, events, tmp_path / "store", job, worker.pipeline.frame_rate, worker.pipeline)

@@ -3,6 +3,7 @@
 many reloads; standard readers (PyAV/FFmpeg) keep playing the same playlists."""
 from __future__ import annotations
 
+import http.client
 import io
 import re
 import threading
@@ -244,6 +245,45 @@ def test_ll_playlists_keep_the_spec_over_many_reloads(live: tuple[ServerHandle, 
     assert right >= 0.9 * len(hints_kept), hints_kept
     # Held until the part existed and answered then, not later: the answer's newest part is the one that came.
     assert answered_with_newest >= 0.9 * len(seen), (answered_with_newest, len(seen))
+
+
+def test_a_hinted_part_streams_while_it_is_written(live: tuple[ServerHandle, dict[str, Any]]) -> None:
+    """Asked for before it exists, the hinted part arrives chunk by chunk (chunked transfer): its first
+    bytes come before the part is complete, measured by a second client's blocking reload on that part."""
+    server, stream = live
+    host, port = "127.0.0.1", server.server.http_port
+    early = 0
+    for _ in range(5):
+        playlist = parse_ll(get(server, media_path(stream))[1].decode())
+        assert playlist.preload_hint is not None
+        numbers = re.search(r"part-(\d+)\.(\d+)\.m4s", playlist.preload_hint)
+        assert numbers is not None
+        complete_at: list[float] = []
+
+        def reload() -> None:
+            get(server, media_path(stream, f"_HLS_msn={numbers.group(1)}&_HLS_part={numbers.group(2)}"))
+            complete_at.append(time.monotonic())
+
+        waiter = threading.Thread(target=reload)
+        connection = http.client.HTTPConnection(host, port, timeout=15)
+        connection.request("GET", f"/hls/{stream['id']}/{playlist.preload_hint}")
+        waiter.start()
+        response = connection.getresponse()
+        assert response.status == 200
+        pieces: list[tuple[float, bytes]] = []
+        while True:
+            piece = response.read1(65536)
+            if not piece:
+                break
+            pieces.append((time.monotonic(), piece))
+        waiter.join(15)
+        connection.close()
+        body = b"".join(p for _, p in pieces)
+        assert body == get(server, f"/hls/{stream['id']}/{playlist.preload_hint}")[1]
+        assert body[4:8] in (b"styp", b"moof")
+        if response.getheader("Transfer-Encoding") == "chunked" and pieces[0][0] < complete_at[0]:
+            early += 1
+    assert early >= 3, early
 
 
 def test_blocking_reload_refuses_what_the_spec_refuses(live: tuple[ServerHandle, dict[str, Any]]) -> None:

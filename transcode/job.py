@@ -32,6 +32,7 @@ class TranscodeJob:
     audio_bitrate: int = 128_000
     audio_sample_rate: int = 48_000
     reserve_bytes: int = 0     # free space the store keeps back (see storage.reserve_mb)
+    top_rung: str = "auto"     # transcode.top_rung: "auto" | "passthrough" | "encode" (see transcode/ladder.py)
     part_target: float | None = None  # LL-HLS: parts of at most this many seconds; None = segments only
 
     def to_json(self) -> str:
@@ -51,6 +52,7 @@ class TranscodeJob:
 #   "warning":   message      (e.g. disk full: a segment was lost, the stream goes on)
 #   "rendition" also carries audio_only (a radio-style rung: width = height = 0, codecs "mp4a.40.2")
 #   "part":      rendition, sequence, index, start, duration, independent (LL-HLS; payload: the part's bytes)
+#   "chunk":     rendition, sequence, index (LL-HLS: the next CMAF chunk of the part being written; payload)
 #   "segment" and "rendition" carry their bytes (the media segment, the init segment) as payload too.
 #   An event with a payload says its size in "bytes"; the raw bytes follow its line on stdout.
 #   "error":     message, and from the pipeline code + retry (retry false: the source's codec is
@@ -67,3 +69,19 @@ class WorkerEvent:
         obj = json.loads(line)
         name = obj.pop("event")
         return cls(str(name), obj)
+
+
+def split_events(data: bytes) -> list[WorkerEvent]:
+    """Every event in a worker's whole stdout (lines, each followed by its payload when it has one)."""
+    events: list[WorkerEvent] = []
+    position = 0
+    while position < len(data):
+        end = data.index(b"\n", position)
+        event = WorkerEvent.parse(data[position:end])
+        position = end + 1
+        size = event.data.pop("bytes", None)
+        if isinstance(size, int):
+            event.payload = data[position:position + size]
+            position += size
+        events.append(event)
+    return events
