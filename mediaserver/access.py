@@ -38,6 +38,7 @@ class Caller:
 
 
 ANONYMOUS = Caller(Role.ANONYMOUS)
+ADMIN = Caller(Role.ADMIN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +70,16 @@ class AccessPolicy:
         self._token_org = token_org  # API token -> organization id (a database lookup; may block)
 
     # -- who is calling ------------------------------------------------------------------------------
+    def admin_caller(self, token: str) -> Caller | None:
+        """ADMIN if the token is the server's admin token, else None (ask api_caller); never blocks."""
+        return ADMIN if hmac.compare_digest(token.encode(), self._admin_token) else None
+
     def api_caller(self, token: str | None) -> Caller:
         """The caller behind an API (bearer) token; blocking (database lookup)."""
         if not token:
             return ANONYMOUS
-        if hmac.compare_digest(token.encode(), self._admin_token):
-            return Caller(Role.ADMIN)
+        if (admin := self.admin_caller(token)) is not None:
+            return admin
         org_id = self._token_org(token)
         if org_id is None:
             return Caller(Role.ANONYMOUS, problem="invalid API token")

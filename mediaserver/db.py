@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import sqlite_utils
 
@@ -81,7 +81,19 @@ class Database:
     def __init__(self, path: str | Path) -> None:
         self._lock = threading.RLock()
         self.db = open_sqlite(path)
+        # Called with a stream's id after every write to its row here (in the writing thread, lock held, write
+        # done), so a cache of rows (mediaserver/stream_cache.py) never serves a stale visibility or password.
+        self._stream_listeners: list[Callable[[str], None]] = []
         self._migrate()
+
+    def on_stream_change(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call listener(stream_id) after each write to a stream's row; returns the function that stops it."""
+        self._stream_listeners.append(listener)
+        return lambda: self._stream_listeners.remove(listener)
+
+    def _stream_changed(self, stream_id: str) -> None:
+        for listener in list(self._stream_listeners):
+            listener(stream_id)
 
     def _migrate(self) -> None:
         with self._lock:
@@ -169,6 +181,7 @@ class Database:
         }
         with self._lock:
             self.db.table("streams").insert(row)
+            self._stream_changed(row["id"])
         return row, key
 
     def compact(self) -> None:
@@ -212,16 +225,19 @@ class Database:
                f"WHERE id = ? AND status IN ({','.join('?' * len(from_states))})")
         with self._lock:
             cursor = self.db.execute(sql, [to_state, time.time(), *fields.values(), stream_id, *from_states])
+            self._stream_changed(stream_id)
             return cursor.rowcount == 1
 
     def delete_stream(self, stream_id: str) -> None:
         with self._lock:
             self.db.table("streams").delete(stream_id)
+            self._stream_changed(stream_id)
 
     def rotate_key(self, stream_id: str) -> str:
         key = new_stream_key()
         with self._lock:
             self.db.table("streams").update(stream_id, {"key_hash": hash_key(key), "updated_at": time.time()})
+            self._stream_changed(stream_id)
         return key
 
     # -- recurring series ---------------------------------------------------------------------------
@@ -296,6 +312,7 @@ class Database:
             raise ValueError(f"unknown status {fields['status']!r}")
         with self._lock:
             self.db.table("streams").update(stream_id, fields)
+            self._stream_changed(stream_id)
 
     # -- broadcasts --------------------------------------------------------------------------------
     def create_broadcast(self, stream_id: str, key_prefix_root: str) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """The web side of access: finds the credentials and the client's address in a request and asks the
 one AccessPolicy (mediaserver/access.py). Every route that serves a stream's data goes through here.
+
+Stream rows come from an in-memory cache kept current by the database's writes (mediaserver/stream_cache.py),
+so a playlist or segment request without an API token is decided on the loop, with no thread hop.
 """
 from __future__ import annotations
 
@@ -10,9 +13,11 @@ from typing import Any
 from aiohttp import web
 
 from mediaserver.access import AccessPolicy, Caller, Decision
+from mediaserver.stream_cache import StreamCache
 from web.keys import CONFIG, DB
 
 ACCESS = web.AppKey("access_policy", AccessPolicy)
+STREAMS = web.AppKey("stream_cache", StreamCache)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -57,7 +62,8 @@ def bearer_token(request: web.Request) -> str | None:
 
 
 async def stream_row(request: web.Request, stream_id: str) -> dict[str, Any] | None:
-    return await asyncio.to_thread(request.app[DB].stream, stream_id)
+    """The stream's row (shared: don't change it), or None; from memory when held, else read off the loop."""
+    return await request.app[STREAMS].get(stream_id)
 
 
 async def caller_for(request: web.Request, stream: dict[str, Any], *, token: str | None = None,
@@ -71,6 +77,8 @@ async def caller_for(request: web.Request, stream: dict[str, Any], *, token: str
         return policy.stream_caller(stream, token=token)
     if api_token is None and token is None:
         return policy.stream_caller(stream)
+    if api_token is not None and (admin := policy.admin_caller(api_token)) is not None:
+        return admin  # the server's admin token needs no database either
     return await asyncio.to_thread(policy.stream_caller, stream, api_token=api_token, token=token,
                                    token_may_be_api=token_may_be_api)
 
@@ -84,3 +92,9 @@ async def watch_access(request: web.Request, stream: dict[str, Any], *, token: s
 def install(app: web.Application, policy: AccessPolicy) -> None:
     app[ACCESS] = policy
     app[TRUSTED_PROXIES] = parse_networks(app[CONFIG].server.trusted_proxies)
+    app[STREAMS] = StreamCache(app[DB])
+
+    async def close_stream_cache(app: web.Application) -> None:
+        app[STREAMS].close()
+
+    app.on_cleanup.append(close_stream_cache)
