@@ -121,6 +121,10 @@ class Broadcast:
     previewing: bool = False  # segments are coming but an admin has not put it live yet
     settings: BroadcastSettings | None = None
     edge: LiveEdge = field(default_factory=LiveEdge)  # the newest media, served from memory
+    # Rendered live playlists, by (rendition, skip, version, ended); version grows with every new part,
+    # segment or rendition, so a cached text is never stale.
+    playlists: dict[tuple[str, bool, int, bool], str] = field(default_factory=dict)
+    version: int = 0
     # Per rendition, as its worker reported it: passthrough or encoded, and why.
     modes: dict[str, tuple[bool, str]] = field(default_factory=dict)
 
@@ -333,6 +337,8 @@ class StreamManager:
 
     async def _on_worker_event(self, broadcast: Broadcast, period: int, event: WorkerEvent) -> None:
         data = event.data
+        if event.event != "chunk":
+            broadcast.version += 1
         if event.event == "rendition":
             name = str(data["name"])
             track = broadcast.tracks.setdefault(name, RenditionTrack(name))
@@ -577,17 +583,28 @@ class StreamManager:
         track = broadcast.tracks.get(rendition)
         if track is None or not track.entries:
             return None
+        # Every viewer asks for the same playlist: it is rendered once per change of the broadcast.
+        key = (rendition, skip, broadcast.version, broadcast.ended)
+        cached = broadcast.playlists.get(key)
+        if cached is not None:
+            return cached
         hls = self.config.hls
         entries = window(track.entries, self.dvr_window(broadcast), hls.live_edge_segments)
-        return render_media(
+        prefix = f"{broadcast.id}/"
+        text = render_media(
             entries,
             all_entries=track.entries,
             configured_target=hls.segment_duration,
             ended=broadcast.ended,
-            uri_prefix=f"{broadcast.id}/",
+            uri_prefix=prefix,
             low_latency=self._low_latency(broadcast, track),
             skip=skip,
+            blocks=track.blocks(prefix)[len(track.entries) - len(entries):],
         )
+        if len(broadcast.playlists) > 64:
+            broadcast.playlists.clear()
+        broadcast.playlists[key] = text
+        return text
 
     def _low_latency(self, broadcast: Broadcast, track: RenditionTrack) -> LowLatency | None:
         part_target = broadcast.settings.part_target if broadcast.settings else None

@@ -74,6 +74,12 @@ def format_pdt(unix_seconds: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
+def entry_lines(entry: SegmentEntry, uri_prefix: str) -> str:
+    """The lines every media playlist writes for a segment (its date, duration and URI)."""
+    return (f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(entry.program_date_time)}\n"
+            f"#EXTINF:{entry.duration:.5f},\n{uri_prefix}{entry.uri}")
+
+
 def target_duration(entries: list[SegmentEntry], configured: float) -> int:
     longest = max((round(e.duration) for e in entries), default=0)
     return max(int(math.ceil(configured)), longest, 1)
@@ -105,11 +111,13 @@ def render_media(
     uri_prefix: str = "",
     low_latency: LowLatency | None = None,
     skip: bool = False,
+    blocks: list[str] | None = None,
 ) -> str:
     """A media playlist over `entries` (a tail of `all_entries`, which fixes the target and
     discontinuity sequence). With `low_latency`, the LL-HLS tags: parts of the last three target
     durations, the preload hint and rendition reports; `skip` then makes a delta update (EXT-X-SKIP
-    for the segments older than CAN-SKIP-UNTIL)."""
+    for the segments older than CAN-SKIP-UNTIL). `blocks`, aligned with `entries`, are their entry_lines
+    rendered earlier (a two-hour playlist has 3,600: formatting every date again would take ~30 ms)."""
     target = target_duration(all_entries, configured_target)
     lines = [
         "#EXTM3U",
@@ -144,8 +152,12 @@ def render_media(
         if e.init_uri != current_map:
             lines.append(f'#EXT-X-MAP:URI="{uri_prefix}{e.init_uri}"')
             current_map = e.init_uri
+        parts = parts_of.pop(e.sequence, None)
+        if parts is None and blocks is not None:
+            lines.append(blocks[i])
+            continue
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(e.program_date_time)}")
-        lines.extend(_part_lines(parts_of.pop(e.sequence, []), uri_prefix))
+        lines.extend(_part_lines(parts or [], uri_prefix))
         lines.append(f"#EXTINF:{e.duration:.5f},")
         lines.append(f"{uri_prefix}{e.uri}")
     if low_latency is not None and not ended:
@@ -219,6 +231,15 @@ class RenditionTrack:
     nominal_bitrate: int = 0
     entries: list[SegmentEntry] = field(default_factory=list)
     formats: dict[int, RenditionFormat] = field(default_factory=dict)
+    _blocks: list[str] = field(default_factory=list, repr=False)
+    _blocks_prefix: str = field(default="", repr=False)
+
+    def blocks(self, uri_prefix: str) -> list[str]:
+        """entry_lines of every entry (appended entries are rendered once; entries only ever grow)."""
+        if uri_prefix != self._blocks_prefix or len(self._blocks) > len(self.entries):
+            self._blocks, self._blocks_prefix = [], uri_prefix
+        self._blocks.extend(entry_lines(e, uri_prefix) for e in self.entries[len(self._blocks):])
+        return self._blocks
 
     def set_format(self, period: int, width: int, height: int, codecs: str, frame_rate: float, bitrate: int) -> None:
         self.formats[period] = RenditionFormat(width, height, codecs, frame_rate, bitrate)

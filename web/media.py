@@ -235,7 +235,17 @@ async def broadcast_file(request: web.Request) -> web.StreamResponse:
         path = request.app[STORE].local_path(key)
     except InvalidKeyError:
         return not_found("file")
-    if path is None or not await asyncio.to_thread(path.is_file):
+    if path is None:
+        return not_found("file")
+    if len(parts) == 2 and "Range" not in request.headers:
+        # A DVR segment or init (~0.5 MB) in one thread hop: under uvloop FileResponse has no sendfile and
+        # would stat, open, read 256 KB at a time and close, each in the executor.
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return not_found("file")
+        return cors(web.Response(body=data, headers={"Content-Type": content_type, "Cache-Control": cache}))
+    if not await asyncio.to_thread(path.is_file):
         return not_found("file")
     if content_type == PLAYLIST_TYPE:
         text = await asyncio.to_thread(path.read_text)
