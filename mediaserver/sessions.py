@@ -553,11 +553,17 @@ class StreamManager:
         # A previewed broadcast (auto_publish off) stays hidden until an admin puts it live.
         if broadcast is None or broadcast.previewing or not broadcast.published_tracks():
             return None
+        key = ("", False, broadcast.version, broadcast.ended)  # rendered once per change, as media playlists
+        cached = broadcast.playlists.get(key)
+        if cached is not None:
+            return cached
         # Only the rungs the encoder's current connection produces: a reconnect at another size may drop some.
         tracks = producing_now(broadcast.published_tracks())
         period = current_period(tracks)
         assert period is not None
-        return render_master([t.live_variant(f"{t.name}.m3u8", period) for t in tracks])
+        text = render_master([t.live_variant(f"{t.name}.m3u8", period) for t in tracks])
+        broadcast.playlists[key] = text
+        return text
 
     def live_renditions(self, stream_id: str) -> list[dict[str, Any]]:
         """The renditions the stream's broadcast makes now, tallest first, each saying whether it copies
