@@ -33,26 +33,13 @@ class RenditionEdge:
     segments: "OrderedDict[int, bytes]" = field(default_factory=OrderedDict)
     parts: "OrderedDict[int, list[LivePart]]" = field(default_factory=OrderedDict)
     last_complete: int = -1  # newest whole segment
-    growing: tuple[int, int] | None = None  # the part being written, chunk by chunk
-    growing_chunks: list[bytes] = field(default_factory=list)
 
     def add_init(self, name: str, data: bytes) -> None:
         self.inits[name] = data
         while len(self.inits) > 4:  # a reconnect adds one; only the newest are live
             self.inits.pop(next(iter(self.inits)))
 
-    def add_chunk(self, sequence: int, index: int, data: bytes) -> None:
-        if self.growing != (sequence, index):
-            self.growing, self.growing_chunks = (sequence, index), []
-        self.growing_chunks.append(data)
-
-    def written_so_far(self, sequence: int, index: int) -> bytes | None:
-        """The bytes of that part written so far, while it is being written."""
-        return b"".join(self.growing_chunks) if self.growing == (sequence, index) else None
-
     def add_part(self, part: LivePart) -> None:
-        if self.growing == (part.sequence, part.index):
-            self.growing, self.growing_chunks = None, []
         parts = self.parts.setdefault(part.sequence, [])
         if part.index == len(parts):
             parts.append(part)
@@ -79,8 +66,12 @@ class RenditionEdge:
 
     def has(self, sequence: int, index: int | None) -> bool:
         """Whether a playlist would now show segment `sequence` complete (index None) or its part `index`.
-        A complete segment has all its parts: asking for a part index past them is answered too."""
+        A part index past the last part of a complete segment means the next segment's first part
+        (RFC 8216bis 6.2.5.2)."""
         if sequence <= self.last_complete:
+            parts = self.parts.get(sequence)
+            if index is not None and parts is not None and index >= len(parts):
+                return self.has(sequence + 1, 0)
             return True
         if index is None:
             return False

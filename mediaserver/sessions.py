@@ -337,8 +337,7 @@ class StreamManager:
 
     async def _on_worker_event(self, broadcast: Broadcast, period: int, event: WorkerEvent) -> None:
         data = event.data
-        if event.event != "chunk":
-            broadcast.version += 1
+        broadcast.version += 1
         if event.event == "rendition":
             name = str(data["name"])
             track = broadcast.tracks.setdefault(name, RenditionTrack(name))
@@ -347,10 +346,6 @@ class StreamManager:
             broadcast.modes[name] = (bool(data.get("passthrough")), str(data.get("note") or ""))
             if event.payload is not None:
                 broadcast.edge.rendition(name).add_init(str(data["init"]).rsplit("/", 1)[-1], event.payload)
-        elif event.event == "chunk":
-            broadcast.edge.rendition(str(data["rendition"])).add_chunk(int(data["sequence"]), int(data["index"]),
-                                                                       event.payload or b"")
-            await broadcast.edge.notify()
         elif event.event == "part":
             broadcast.edge.rendition(str(data["rendition"])).add_part(LivePart(
                 int(data["sequence"]), int(data["index"]), float(data["duration"]), bool(data["independent"]),

@@ -20,10 +20,6 @@ from packager.fmp4 import AudioTrack, Sample, TrackFragment, VideoTrack, init_se
 
 log = logging.getLogger(__name__)
 
-# LL-HLS parts are written in chunks of about this many seconds (about 2 KB/s of moof boxes per rendition),
-# so a player that asked for a part before it existed receives its first frames within ~0.1 s.
-CHUNK_SECONDS = 0.1
-
 VIDEO_TRACK_ID = 1
 AUDIO_TRACK_ID = 2
 
@@ -48,18 +44,7 @@ class Part:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """A CMAF chunk of the part being written (`index` inside segment `sequence`): with a chunk target,
-    parts are written a few frames at a time, so a request for the part can be answered as it grows.
-    The Part that follows carries all its chunks' bytes joined."""
-
-    sequence: int
-    index: int
-    data: bytes
-
-
-Output = Chunk | Part | Segment
+Output = Part | Segment
 
 
 @dataclass(slots=True)
@@ -85,7 +70,6 @@ class _PendingCut:
     end_dts: int
     audio_end: int  # in audio timescale
     ends_segment: bool = True
-    ends_part: bool = True
 
 
 @dataclass
@@ -105,8 +89,6 @@ class Segmenter:
     # this many seconds the oldest is dropped, with a warning, rather than growing for the rest of the service.
     max_audio_buffer: float = 20.0
     part_target: float | None = None  # LL-HLS part duration limit; None: whole segments only
-    # With part_target: parts are written as chunks of about this many seconds (None: a part is one chunk).
-    chunk_target: float | None = CHUNK_SECONDS
     _sequence: int = field(init=False)
     _video: list[_VideoSample] = field(init=False, default_factory=list)
     _audio: list[_AudioSample] = field(init=False, default_factory=list)
@@ -114,9 +96,6 @@ class Segmenter:
     _parts: list[Part] = field(init=False, default_factory=list)  # released parts of the open segment
     _fragments: int = field(init=False, default=0)  # mfhd numbers: one per moof
     _segment_open: bool = field(init=False, default=False)  # frames of the open segment went into a cut
-    _part_open: bool = field(init=False, default=False)  # frames of the open part went into a cut
-    _part_first_dts: int = field(init=False, default=0)
-    _chunks: list[tuple[float, bool, bytes]] = field(init=False, default_factory=list)  # (start, keyframe, data)
     _audio_high: int = field(init=False, default=-(2**62))
     _last_dts: int = field(init=False, default=-1)
     _dts_shift: int | None = field(init=False, default=None)
@@ -162,31 +141,24 @@ class Segmenter:
         elif self._video and self.part_target is not None:
             # Close the part before this frame when taking it would pass the part target.
             limit = int(self.part_target * self.video.timescale) + self.video.timescale // 1000
-            if dts + step - self._part_first_dts > limit:
+            if dts + step - self._video[0].dts > limit:
                 self._cut(dts, ends_segment=False)
-            elif self.chunk_target is not None and self.chunk_target < self.part_target and \
-                    dts + step // 2 - self._video[0].dts >= int(self.chunk_target * self.video.timescale):
-                self._cut(dts, ends_segment=False, ends_part=False)
         if not self._video and not self._segment_open and not boundary and not self._pending \
                 and self._sequence == self.first_sequence:
             # Nothing may precede the first boundary keyframe: a segment must start decodable.
             return out
-        if not self._video and not self._part_open:
-            self._part_first_dts = dts
         self._video.append(_VideoSample(data, dts, pts, keyframe))
         out.extend(self._release(force=False))
         return out
 
-    def _cut(self, end_dts: int, ends_segment: bool, ends_part: bool = True) -> None:
+    def _cut(self, end_dts: int, ends_segment: bool) -> None:
         if self._video:
-            self._pending.append(_PendingCut(self._video, end_dts, self._to_audio(end_dts), ends_segment,
-                                             ends_part or ends_segment))
+            self._pending.append(_PendingCut(self._video, end_dts, self._to_audio(end_dts), ends_segment))
             self._video = []
             self._segment_open = not ends_segment
-            self._part_open = not (ends_part or ends_segment)
         elif ends_segment and self._pending:
-            self._pending[-1].ends_segment = self._pending[-1].ends_part = True
-            self._segment_open = self._part_open = False
+            self._pending[-1].ends_segment = True
+            self._segment_open = False
 
     def add_audio(self, data: bytes, pts: int, duration: int) -> list[Output]:
         """Times in the audio timescale (its sample rate)."""
@@ -320,19 +292,7 @@ class Segmenter:
             segment = Segment(self._sequence, start, duration, media_segment(self._sequence + 1, fragments))
             self._sequence += 1
             return [segment]
-        data = media_segment(self._next_fragment(), fragments, styp=not self._parts and not self._chunks)
-        out: list[Output] = []
-        if self.part_target is not None and self.chunk_target is not None:
-            out.append(Chunk(self._sequence, len(self._parts), data))
-        self._chunks.append((start, frames[0].keyframe, data))
-        if not cut.ends_part:
-            return out
-        part_start, independent, _ = self._chunks[0]
-        part = Part(self._sequence, len(self._parts), part_start, start + duration - part_start, independent,
-                    b"".join(c[2] for c in self._chunks))
-        self._chunks = []
+        data = media_segment(self._next_fragment(), fragments, styp=not self._parts)
+        part = Part(self._sequence, len(self._parts), start, duration, frames[0].keyframe, data)
         self._parts.append(part)
-        out.append(part)
-        if cut.ends_segment:
-            out.append(self._join_parts())
-        return out
+        return [part, self._join_parts()] if cut.ends_segment else [part]

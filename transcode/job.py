@@ -52,7 +52,6 @@ class TranscodeJob:
 #   "warning":   message      (e.g. disk full: a segment was lost, the stream goes on)
 #   "rendition" also carries audio_only (a radio-style rung: width = height = 0, codecs "mp4a.40.2")
 #   "part":      rendition, sequence, index, start, duration, independent (LL-HLS; payload: the part's bytes)
-#   "chunk":     rendition, sequence, index (LL-HLS: the next CMAF chunk of the part being written; payload)
 #   "segment" and "rendition" carry their bytes (the media segment, the init segment) as payload too.
 #   An event with a payload says its size in "bytes"; the raw bytes follow its line on stdout.
 #   "error":     message, and from the pipeline code + retry (retry false: the source's codec is

@@ -13,7 +13,7 @@ import time
 from typing import IO
 
 from ingest.flv import FlvError, FlvReader
-from packager.segmenter import Chunk, Output, Part, Segment
+from packager.segmenter import Output, Part, Segment
 from storage.local import LocalStore
 from storage.store import StorageError, StorageFullError
 from transcode.bandwidth import peak_bandwidth
@@ -102,11 +102,7 @@ class Worker:
         return wall_start + (start - self._timeline_start)
 
     def _on_output(self, rendition: RenditionEncoder, output: Output) -> None:
-        if isinstance(output, Chunk):
-            # The part being written grows: the server streams it to players that asked for it early.
-            self.events.send("chunk", output.data, rendition=rendition.plan.name, sequence=output.sequence,
-                             index=output.index)
-        elif isinstance(output, Part):
+        if isinstance(output, Part):
             self._on_part(rendition, output)
         else:
             self._on_segment(rendition, output)

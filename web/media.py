@@ -260,54 +260,28 @@ async def broadcast_file(request: web.Request) -> web.StreamResponse:
 async def _live_part(request: web.Request, stream_id: str, broadcast_id: str, rendition: str, sequence: int,
                      index: int, token: str | None) -> web.StreamResponse:
     """An LL-HLS part, from memory. The part a preload hint announced may be asked for before it exists:
-    the request is held until it starts, then streamed chunk by chunk as the transcoder writes it
-    (chunked transfer), so the player has its first frames about 0.1 s after they are encoded."""
+    the request is held until the part is complete and then sent whole. RFC 8216bis 6.2.6: no byte of a
+    part goes out before all of it can go at the full speed of the link, so players measure bandwidth right."""
     edge = request.app[MANAGER].live_edge(stream_id, broadcast_id)
     if edge is None or rendition not in edge.renditions:
         return not_found("part")
     held = edge.renditions[rendition]
-    cache = IMMUTABLE_CACHE.replace("public", "private") if token else IMMUTABLE_CACHE
-    headers = {"Content-Type": "video/iso.segment", "Cache-Control": cache}
     part = held.part(sequence, index)
-    if part is not None:
-        return cors(web.Response(body=part.data, headers=headers))
-    # Only a part just ahead of the newest (the hinted one, give or take a segment end) is waited for.
-    newest = held.newest_part() or (held.last_complete, -1)
-    ahead = newest < (sequence, index) and sequence <= max(newest[0], held.last_complete) + 1 and index < 64
-    if not ahead or edge.ended:
-        return not_found("part")
-    longest = 3 * request.app[CONFIG].hls.segment_duration
-    deadline = asyncio.get_running_loop().time() + longest
-    # Wait for it to start (or to be passed over: a segment that ended before this part).
-    await edge.wait_until(lambda: held.written_so_far(sequence, index) is not None or held.has(sequence, index),
-                          longest)
-    if held.written_so_far(sequence, index) is None:
+    if part is None:
+        # Only a part just ahead of the newest (the hinted one, give or take a segment end) is waited for.
+        newest = held.newest_part() or (held.last_complete, -1)
+        ahead = newest < (sequence, index) and sequence <= max(newest[0], held.last_complete) + 1 and index < 64
+        if not ahead or edge.ended:
+            return not_found("part")
+        # Held until it exists, or is passed over (a segment that ended before this part: 404).
+        await edge.wait_until(lambda: held.part(sequence, index) is not None or held.last_complete >= sequence
+                              or (held.newest_part() or (-1, -1)) > (sequence, index),
+                              3 * request.app[CONFIG].hls.segment_duration)
         part = held.part(sequence, index)
-        return cors(web.Response(body=part.data, headers=headers)) if part is not None else not_found("part")
-    response = cors(web.StreamResponse(headers=headers))
-    await response.prepare(request)
-    sent = 0
-    while True:
-        part = held.part(sequence, index)
-        so_far = part.data if part is not None else held.written_so_far(sequence, index)
-        if so_far is None:
-            break  # neither growing nor complete: the broadcast moved on (cut short below)
-        if len(so_far) > sent:
-            await response.write(so_far[sent:])
-            sent = len(so_far)
-        if part is not None:
-            await response.write_eof()
-            return response
-        size = sent
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining <= 0 or edge.ended:
-            break
-        await edge.wait_until(lambda: held.part(sequence, index) is not None or
-                              len(held.written_so_far(sequence, index) or b"") > size, remaining)
-    # The part never completed (the encoder stopped mid-part): end the body short, so the player drops it.
-    if request.transport is not None:
-        request.transport.close()
-    return response
+        if part is None:
+            return not_found("part")
+    cache = IMMUTABLE_CACHE.replace("public", "private") if token else IMMUTABLE_CACHE
+    return cors(web.Response(body=part.data, headers={"Content-Type": "video/iso.segment", "Cache-Control": cache}))
 
 
 async def options(request: web.Request) -> web.Response:
