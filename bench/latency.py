@@ -1,20 +1,38 @@
-"""Segment latency as a viewer sees it: from the publisher's clock when a frame is captured to the moment a
-client has finished downloading the HLS segment that holds that frame. No pass/fail: figures only.
+"""Live latency as a viewer sees it, standard HLS and LL-HLS in the same run: from the publisher's clock when a
+frame is handed to its encoder to the moment an HLS client has finished downloading the bytes that hold it.
 
-The publisher (a child process, PyAV over RTMP) stamps each frame's number into the picture as black and
-white blocks in the top-left corner and records the wall-clock time it hands that frame to its encoder. A
-client polls the live media playlist every 20 ms, downloads each new segment in full (the init segment once
-per EXT-X-MAP, as a player does) and notes when the download ended. After the run it decodes every segment
-with PyAV and reads the frame numbers back out of the pictures, so the figures do not trust the server's
-EXTINF or timestamps. Per segment: latency of its newest frame (how fresh the newest picture a player can have
-is) and of its first frame (which waited for the whole segment, and which a player shows first).
+How it measures (no pass/fail: figures only):
+- The server runs in a child process (tests.server_fixture.small_config: ladder 720p/480p/360p, x264 ultrafast,
+  2 s segments). Streams are made through the API with the admin token; the LL one gets
+  PATCH {"low_latency": true} before its publish (a refusal is reported, and that mode skipped).
+- The publisher (another child, PyAV writing FLV over RTMP, 720p30 at real-time pace, x264 ultrafast zerolatency,
+  2 s GOP, AAC tone) draws each frame's number into the picture (bench/frame_code.py) and stores time.time()
+  just before it hands that frame to the encoder.
+- The client (asyncio + aiohttp, in this process) follows one media playlist (360p by default: the rung the
+  frame code is tested on). Standard mode: reload the playlist every --poll seconds (or block with _HLS_msn when
+  the playlist says CAN-BLOCK-RELOAD=YES), download each new segment in full. LL mode (RFC 8216bis 6.2.5.2,
+  6.2.6): blocking reloads with _HLS_msn/_HLS_part for the next part, and every EXT-X-PRELOAD-HINT part requested
+  as soon as a playlist advertises it; a part counts as downloaded when its last byte arrived. URIs come only from
+  the playlists. Each download's completion time is noted; nothing is decoded while measuring.
+- Afterwards every segment (init + its parts or itself) is decoded with PyAV, each frame's number read from
+  the picture, and latency = download complete - publish time of that frame, for the frames published in the
+  measured window (after --warmup). Server-side timestamps (EXTINF, PDT) are not used. When the server streams
+  a hinted part as it is written, the time each frame's own bytes arrived is shown too.
+- The client also reports what it sees against RFC 8216bis (blocking reloads answered without what was asked
+  for, hinted parts sent before they were complete or not found, playlist rules a client can check).
+- hls.js (web/static/vendor, served by the server) plays the same stream in headless Chromium for
+  --browser-seconds: its own hls.latency, and the age of the frame on screen (frame code read from a canvas).
+- Load: os.getloadavg() and the CPU time of the server process and its children (the transcode workers) and of
+  the publisher, from /proc, over each measured window.
 Publisher, server and client share this machine's clock.
-Usage: python bench/latency.py [--segments 30] [--segment-duration 2] [--width 1280 --height 720]
+Usage: python bench/latency.py [--seconds 60] [--mode standard|ll|both] [--skip-browser]
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
+import logging
 import multiprocessing
 import os
 import statistics
@@ -22,95 +40,91 @@ import sys
 import tempfile
 import time
 import urllib.parse
-import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
+from bisect import bisect_right
+from dataclasses import dataclass, field
 from fractions import Fraction
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import av
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from mediaserver.config import Config, Rendition  # noqa: E402
-from tests.hls_reader import parse_media  # noqa: E402
-from tests.server_fixture import ADMIN_TOKEN, run_server  # noqa: E402
+from bench import frame_code  # noqa: E402
 
-STAMP_BITS = 16  # frame numbers up to 65535 (36 minutes at 30 fps)
-
-
-# -- the frame-number stamp -------------------------------------------------------------------------------
-def stamp_block(height: int) -> int:
-    """Side of one stamp block in source pixels: 1/30 of the picture height, so still 12 px at 360p from 720p."""
-    return max(8, height // 30)
+ADMIN_TOKEN = "bench-admin-token"
+LADDER = [("720p", 720, 2_800_000), ("480p", 480, 1_200_000), ("360p", 360, 700_000)]
+CHROMIUM = "/usr/bin/chromium"
+TARGETS = {"standard": 2.5, "ll": 1.0}  # p95 the lead compares to (printed, not asserted)
+STREAMED = 0.03  # s from a part's first byte to its last on loopback above which it was sent as it was written
 
 
-def draw_stamp(img: np.ndarray, number: int) -> None:
-    """Row 1: the number's bits, most significant first (white = 1); row 2: the same bits inverted, so a
-    block that x264 or scaling smeared to grey is caught instead of read as a wrong number."""
-    block = stamp_block(img.shape[0])
-    for bit in range(STAMP_BITS):
-        on = (number >> (STAMP_BITS - 1 - bit)) & 1
-        x = block * (1 + bit)
-        img[block : 2 * block, x : x + block] = 255 if on else 0
-        img[2 * block : 3 * block, x : x + block] = 0 if on else 255
+# -- the server (child process) -----------------------------------------------------------------------------
+def _serve(data_dir: str, segment_duration: float, conn: Connection) -> None:
+    """Run mediaserver on free loopback ports; send (http_port, rtmp_port), stop when anything arrives on conn."""
+    from mediaserver.config import Rendition
+    from mediaserver.server import start_server
+    from tests.server_fixture import small_config
+
+    logging.basicConfig(level=logging.INFO, filename=os.path.join(data_dir, "server.log"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = small_config(Path(data_dir), renditions=[Rendition(*r) for r in LADDER])
+    config.server.admin_token = ADMIN_TOKEN
+    config.hls.segment_duration = segment_duration
+    config.validate()
+
+    async def run() -> None:
+        server = await start_server(config)
+        conn.send((server.http_port, server.rtmp_port))
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        await server.stop()
+
+    asyncio.run(run())
 
 
-def read_stamp(luma: np.ndarray, source_height: int) -> int | None:
-    """The frame number stamped by draw_stamp, from a decoded picture of any rung; None if unreadable."""
-    scale = luma.shape[0] / source_height
-    block = stamp_block(source_height) * scale
-    number = 0
-    for bit in range(STAMP_BITS):
-        values = []
-        for row in (1, 2):
-            # The middle half of the block, clear of the edges scaling and x264 blur.
-            y0, y1 = int(block * (row + 0.25)), max(int(block * (row + 0.75)), int(block * (row + 0.25)) + 1)
-            x0 = int(block * (1 + bit + 0.25))
-            x1 = max(int(block * (1 + bit + 0.75)), x0 + 1)
-            values.append(float(luma[y0:y1, x0:x1].mean()))
-        top, bottom = values
-        if abs(top - bottom) < 64:  # the two rows must disagree clearly
-            return None
-        number = (number << 1) | (top > bottom)
-    return number
-
-
-# -- the publisher ------------------------------------------------------------------------------------------
-def _publish(url: str, seconds: float, width: int, height: int, fps: int, gop_seconds: float,
-             sent_at: multiprocessing.sharedctypes.SynchronizedArray[float]) -> None:
-    """H.264 (x264 ultrafast, zerolatency) + AAC tone in FLV, paced at real time; sent_at[i] = time.time()
-    when frame i was handed to the encoder."""
+# -- the publisher (child process) --------------------------------------------------------------------------
+def _publish(url: str, frames: int, width: int, height: int, fps: int, gop_seconds: float,
+             sent_at: Any) -> None:
+    """H.264 (x264 ultrafast, zerolatency) + AAC tone in FLV at real-time pace; sent_at[i] = time.time() just
+    before frame i is handed to the encoder. The picture is built in yuv420p (no colour conversion per frame):
+    a scrolling luma wave, a moving square, the frame code."""
     container = av.open(url, "w", format="flv", timeout=10)
     try:
         video = container.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(max(1, int(fps * gop_seconds)))}
         audio = container.add_stream("aac", rate=48000, layout="stereo")
-        background = np.empty((height, width, 3), dtype=np.uint8)
-        background[:, :, 1] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
-        background[:, :, 2] = 96
+        wave = (125 + 100 * np.sin(np.arange(width + 256) * 2 * np.pi / 256)).astype(np.uint8)
+        scroll = np.broadcast_to(wave, (height, width + 256))
+        chroma = np.full((height // 2, width), 128, np.uint8)
+        chroma[:, : width // 4] = 90  # some colour: a U/V block on the left
         samples = 48000 // fps
         t = np.arange(samples, dtype=np.float32)
         audio_pts = 0
         start = time.perf_counter()
-        for i in range(len(sent_at)):
+        for i in range(frames):
             delay = start + i / fps - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            img = background.copy()
-            img[:, :, 0] = (i * 3) % 256
-            x = (i * 8) % max(1, width - 64)
-            img[height // 2 : height // 2 + 64, x : x + 64] = 255  # a moving square: real motion for x264
-            draw_stamp(img, i)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            img = np.empty((height * 3 // 2, width), np.uint8)
+            luma = img[:height]
+            offset = (i * 4) % 256
+            luma[:] = scroll[:, offset : offset + width]
+            x = (i * 8) % max(1, width - 96)
+            luma[height // 2 : height // 2 + 96, x : x + 96] = 235
+            img[height:] = chroma
+            frame_code.draw(luma, i, white=235, black=16)
+            frame = av.VideoFrame.from_ndarray(img, format="yuv420p")
             frame.pts, frame.time_base = i, Fraction(1, fps)
             sent_at[i] = time.time()
             for packet in video.encode(frame):
                 container.mux(packet)
-            wave = (0.2 * np.sin(2 * np.pi * 440 * (t + audio_pts) / 48000)).astype(np.float32)
-            aframe = av.AudioFrame.from_ndarray(np.stack([wave, wave]), format="fltp", layout="stereo")
+            tone = (0.2 * np.sin(2 * np.pi * 440 * (t + audio_pts) / 48000)).astype(np.float32)
+            aframe = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
             aframe.sample_rate, aframe.pts, aframe.time_base = 48000, audio_pts, Fraction(1, 48000)
             audio_pts += samples
             for packet in audio.encode(aframe):
@@ -119,142 +133,981 @@ def _publish(url: str, seconds: float, width: int, height: int, fps: int, gop_se
             for packet in stream.encode(None):
                 container.mux(packet)
     finally:
-        container.close()
-
-
-# -- the client ---------------------------------------------------------------------------------------------
-@dataclass
-class Download:
-    uri: str
-    init: bytes
-    data: bytes
-    done_at: float  # time.time() when the last byte of the segment was read
-
-
-def fetch(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return response.read()
-
-
-def watch(playlist_url: str, publishing: Callable[[], bool], poll: float, idle: float) -> list[Download]:
-    """Poll the playlist; download every new segment in full, in playlist order, as a player would. Goes on
-    after the publisher stops until no new segment has come for `idle` seconds (a server that fell behind
-    is still catching up)."""
-    inits: dict[str, bytes] = {}
-    seen: set[str] = set()
-    downloads: list[Download] = []
-    last_new = time.monotonic()
-    while publishing() or time.monotonic() - last_new < idle:
         try:
-            playlist = parse_media(fetch(playlist_url).decode())
-        except (OSError, AssertionError, UnicodeDecodeError):  # not there yet, or caught mid-write
-            time.sleep(poll)
+            container.close()
+        except av.error.FFmpegError:
+            pass
+
+
+# -- load -----------------------------------------------------------------------------------------------------
+def _proc_cpu() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, user+system CPU seconds) for every process we can read."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
             continue
-        for uri, _, map_uri in playlist.segments:
-            if uri in seen:
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return table
+
+
+class CpuMeter:
+    """CPU seconds used by a process and all its descendants between start() and stop(), sampled every second
+    (a child that lived between two samples is missed; transcode workers live for the whole publish)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+
+    def sample(self) -> None:
+        table = _proc_cpu()
+        tree, frontier = {self.pid}, [self.pid]
+        while frontier:
+            parent = frontier.pop()
+            for pid, (ppid, _) in table.items():
+                if ppid == parent and pid not in tree:
+                    tree.add(pid)
+                    frontier.append(pid)
+        for pid in tree:
+            if pid in table:
+                self.first.setdefault(pid, table[pid][1])
+                self.last[pid] = table[pid][1]
+
+    def seconds(self, children_only: bool = False) -> float:
+        return sum(self.last[pid] - self.first[pid] for pid in self.last if not children_only or pid != self.pid)
+
+
+@dataclass
+class Load:
+    wall: float = 0.0
+    loadavg_start: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    loadavg_end: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    server_cpu: float = 0.0     # CPU seconds, server process + children
+    worker_cpu: float = 0.0     # of which the children (transcode workers)
+    publisher_cpu: float = 0.0
+
+    def __str__(self) -> str:
+        if not self.wall:
+            return "not measured"
+        return (f"loadavg (1/5/15 min) {'/'.join(f'{v:.2f}' for v in self.loadavg_start)} at start -> "
+                f"{'/'.join(f'{v:.2f}' for v in self.loadavg_end)} at end on {os.cpu_count()} CPUs; CPU over "
+                f"{self.wall:.0f} s: server {100 * (self.server_cpu - self.worker_cpu) / self.wall:.0f} % + its "
+                f"transcode worker(s) {100 * self.worker_cpu / self.wall:.0f} %, "
+                f"publisher {100 * self.publisher_cpu / self.wall:.0f} % (100 % = one core)")
+
+
+async def measure_load(server_pid: int, publisher_pid: int, until: float, load: Load) -> None:
+    meters = [CpuMeter(server_pid), CpuMeter(publisher_pid)]
+    start, load.loadavg_start = time.time(), os.getloadavg()
+    while True:
+        for meter in meters:
+            meter.sample()
+        if time.time() >= until:
+            break
+        await asyncio.sleep(min(1.0, max(0.0, until - time.time())))
+    load.wall, load.loadavg_end = time.time() - start, os.getloadavg()
+    load.server_cpu, load.publisher_cpu = meters[0].seconds(), meters[1].seconds()
+    load.worker_cpu = meters[0].seconds(children_only=True)
+
+
+# -- playlists (RFC 8216bis; unknown tags are kept, not refused) -------------------------------------------
+def parse_attributes(text: str) -> dict[str, str]:
+    """An attribute list: KEY=value,KEY="quoted, with commas"; quotes removed."""
+    attrs: dict[str, str] = {}
+    key, value, quoted, in_key = "", "", False, True
+    for ch in text + ",":
+        if in_key:
+            if ch == "=":
+                in_key = False
+            elif ch != ",":
+                key += ch
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            attrs[key.strip()] = value
+            key, value, in_key = "", "", True
+        else:
+            value += ch
+    return attrs
+
+
+def parse_byterange(text: str, previous_end: int) -> tuple[int, int]:
+    """'length[@offset]' -> (offset, length); no offset: right after the previous sub-range of the same URI."""
+    length, _, offset = text.partition("@")
+    return (int(offset) if offset else previous_end), int(length)
+
+
+@dataclass
+class Part:
+    msn: int
+    index: int
+    uri: str
+    duration: float
+    independent: bool
+    byterange: tuple[int, int] | None  # (offset, length)
+    map_uri: str
+
+
+@dataclass
+class Segment:
+    msn: int
+    uri: str
+    duration: float
+    map_uri: str
+    byterange: tuple[int, int] | None
+    parts: list[Part]
+
+
+@dataclass
+class Hint:
+    type: str
+    uri: str
+    start: int | None
+    length: int | None
+
+
+@dataclass
+class Playlist:
+    target_duration: float = 0.0
+    media_sequence: int = 0
+    part_target: float | None = None
+    server_control: dict[str, str] = field(default_factory=dict)
+    segments: list[Segment] = field(default_factory=list)
+    open_parts: list[Part] = field(default_factory=list)  # parts after the last EXTINF: segment next_msn
+    hints: list[Hint] = field(default_factory=list)
+    ended: bool = False
+    skipped: int = 0
+    other_tags: set[str] = field(default_factory=set)
+
+    @property
+    def next_msn(self) -> int:
+        """Media sequence number of the segment after the last complete one (the one open_parts belong to)."""
+        return self.media_sequence + self.skipped + len(self.segments)
+
+    @property
+    def can_block(self) -> bool:
+        return self.server_control.get("CAN-BLOCK-RELOAD") == "YES"
+
+    def segment(self, msn: int) -> Segment | None:
+        i = msn - self.media_sequence - self.skipped
+        return self.segments[i] if 0 <= i < len(self.segments) else None
+
+    def parts_of(self, msn: int) -> list[Part]:
+        if msn == self.next_msn:
+            return self.open_parts
+        segment = self.segment(msn)
+        return segment.parts if segment else []
+
+    def part(self, msn: int, index: int) -> Part | None:
+        parts = self.parts_of(msn)
+        return parts[index] if 0 <= index < len(parts) else None
+
+    def all_parts(self) -> list[Part]:
+        return [p for s in self.segments for p in s.parts] + self.open_parts
+
+
+def parse_playlist(text: str) -> Playlist:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines or lines[0] != "#EXTM3U":
+        raise ValueError(f"not a playlist: {text[:60]!r}")
+    pl = Playlist()
+    map_uri, duration, byterange = "", None, None
+    parts: list[Part] = []
+    range_end: dict[str, int] = {}
+    for line in lines[1:]:
+        if not line.startswith("#"):
+            if duration is None:
+                raise ValueError(f"segment URI without EXTINF: {line!r}")
+            msn = pl.media_sequence + pl.skipped + len(pl.segments)
+            br = None
+            if byterange is not None:
+                br = parse_byterange(byterange, range_end.get(line, 0))
+                range_end[line] = br[0] + br[1]
+            pl.segments.append(Segment(msn, line, duration, map_uri, br, parts))
+            duration, byterange, parts = None, None, []
+            continue
+        tag, _, value = line.partition(":")
+        if tag == "#EXTINF":
+            duration = float(value.split(",")[0])
+        elif tag == "#EXT-X-TARGETDURATION":
+            pl.target_duration = float(value)
+        elif tag == "#EXT-X-MEDIA-SEQUENCE":
+            pl.media_sequence = int(value)
+        elif tag == "#EXT-X-BYTERANGE":
+            byterange = value
+        elif tag == "#EXT-X-MAP":
+            map_uri = parse_attributes(value)["URI"]
+        elif tag == "#EXT-X-PART-INF":
+            pl.part_target = float(parse_attributes(value)["PART-TARGET"])
+        elif tag == "#EXT-X-SERVER-CONTROL":
+            pl.server_control = parse_attributes(value)
+        elif tag == "#EXT-X-SKIP":
+            pl.skipped = int(parse_attributes(value)["SKIPPED-SEGMENTS"])
+        elif tag == "#EXT-X-ENDLIST":
+            pl.ended = True
+        elif tag == "#EXT-X-PART":
+            a = parse_attributes(value)
+            uri, br = a["URI"], None
+            if "BYTERANGE" in a:
+                br = parse_byterange(a["BYTERANGE"], range_end.get(uri, 0))
+                range_end[uri] = br[0] + br[1]
+            msn = pl.media_sequence + pl.skipped + len(pl.segments)
+            parts.append(Part(msn, len(parts), uri, float(a["DURATION"]), a.get("INDEPENDENT") == "YES", br,
+                              map_uri))
+        elif tag == "#EXT-X-PRELOAD-HINT":
+            a = parse_attributes(value)
+            start = a.get("BYTERANGE-START")
+            length = a.get("BYTERANGE-LENGTH")
+            pl.hints.append(Hint(a.get("TYPE", ""), a["URI"], int(start) if start is not None else None,
+                                 int(length) if length is not None else None))
+        else:
+            pl.other_tags.add(tag)
+    pl.open_parts = parts
+    return pl
+
+
+def spec_problems(pl: Playlist, low_latency: bool) -> list[str]:
+    """What in one playlist goes against RFC 8216bis (the rules a client can check from the text alone)."""
+    problems = []
+    parts = pl.all_parts()
+    if parts and pl.part_target is None:
+        problems.append("EXT-X-PART without EXT-X-PART-INF (4.4.3.7: REQUIRED when the playlist has EXT-X-PART)")
+    if pl.part_target is not None:
+        hold = pl.server_control.get("PART-HOLD-BACK")
+        if hold is None:
+            problems.append("EXT-X-PART-INF without PART-HOLD-BACK in EXT-X-SERVER-CONTROL (4.4.3.8: REQUIRED)")
+        elif float(hold) < 2 * pl.part_target:
+            problems.append(f"PART-HOLD-BACK={hold} is under twice PART-TARGET={pl.part_target} (4.4.3.8: MUST be "
+                            "at least twice)")
+        for p in parts:
+            if p.duration > pl.part_target + 1e-3:
+                problems.append(f"part {p.msn}.{p.index} {p.uri} DURATION={p.duration} exceeds PART-TARGET="
+                                f"{pl.part_target} (4.4.4.9: MUST be less than or equal)")
+                break
+        for s in pl.segments:
+            if s.parts and abs(sum(p.duration for p in s.parts) - s.duration) > 0.05:
+                problems.append(f"segment {s.msn}: EXTINF {s.duration} but its parts sum to "
+                                f"{sum(p.duration for p in s.parts):.3f}")
+                break
+    if low_latency and not parts:
+        problems.append("low_latency stream's playlist has no EXT-X-PART")
+    if low_latency and not pl.can_block:
+        problems.append("low_latency stream's playlist lacks EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES")
+    for s in pl.segments:
+        if s.parts and not s.parts[0].independent:
+            problems.append(f"segment {s.msn}'s first part {s.parts[0].uri} lacks INDEPENDENT=YES (4.4.4.9: SHOULD "
+                            "be present on a part holding an IDR; every segment starts with one here)")
+            break
+    if len([h for h in pl.hints if h.type == "PART"]) > 1:
+        problems.append("more than one EXT-X-PRELOAD-HINT TYPE=PART (6.2.6: SHOULD NOT)")
+    return problems
+
+
+# -- the HLS client -----------------------------------------------------------------------------------------
+@dataclass
+class Fetched:
+    url: str
+    status: int
+    body: bytes
+    started: float
+    first_byte_at: float
+    done_at: float
+    arrivals: list[tuple[int, float]]  # (bytes received so far, time.time()) per chunk
+
+
+async def fetch(session: aiohttp.ClientSession, url: str, byterange: tuple[int, int | None] | None = None,
+                timeout: float = 20.0) -> Fetched:
+    """GET url (a Range of (offset, length or None for open-ended)); notes when each chunk arrived."""
+    headers = {}
+    if byterange is not None:
+        offset, length = byterange
+        headers["Range"] = f"bytes={offset}-" + ("" if length is None else str(offset + length - 1))
+    started = time.time()
+    chunks, arrivals, received, first = [], [], 0, 0.0
+    async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+        async for chunk in response.content.iter_any():
+            now = time.time()
+            first = first or now
+            received += len(chunk)
+            chunks.append(chunk)
+            arrivals.append((received, now))
+        done = time.time()
+        return Fetched(url, response.status, b"".join(chunks), started, first or done, done, arrivals)
+
+
+@dataclass
+class Piece:
+    """A downloaded segment or part."""
+    msn: int
+    index: int        # part index; -1 for a whole segment
+    map_url: str
+    data: bytes
+    done_at: float    # time.time() when its last byte had arrived
+    via: str          # "segment", "part", "hint" (requested from an EXT-X-PRELOAD-HINT before it was listed)
+    arrivals: list[tuple[int, float]]  # (bytes of data received so far, time.time()) per chunk read
+
+
+@dataclass
+class ClientLog:
+    playlist_url: str
+    mode: str
+    pieces: list[Piece] = field(default_factory=list)
+    inits: dict[str, bytes] = field(default_factory=dict)
+    reloads: list[float] = field(default_factory=list)    # seconds each (blocking) reload took
+    problems: dict[str, int] = field(default_factory=dict)  # against the spec, or failures; counted
+    first_problem: dict[str, str] = field(default_factory=dict)
+    hints_requested: int = 0
+    hints_used: int = 0
+    hint_holds: list[float] = field(default_factory=list)  # request sent -> last byte, for parts taken from a hint
+    hint_spreads: list[float] = field(default_factory=list)  # first byte -> last byte of those
+    segments_for_lost_parts: int = 0
+    first_playlist: str = ""
+    last_playlist: str = ""
+
+    def problem(self, kind: str, detail: str) -> None:
+        self.problems[kind] = self.problems.get(kind, 0) + 1
+        self.first_problem.setdefault(kind, detail)
+
+
+class HlsClient:
+    """Follows one media playlist from its live edge and downloads what it lists, noting when each download
+    ended. Standard: whole segments. LL: parts, with blocking reloads and preload hints."""
+
+    def __init__(self, session: aiohttp.ClientSession, playlist_url: str, mode: str, poll: float) -> None:
+        self.session, self.url, self.mode, self.poll = session, playlist_url, mode, poll
+        self.log = ClientLog(playlist_url, mode)
+        self.hinted: dict[tuple[str, int | None], asyncio.Task[Fetched]] = {}
+        self.hints_done: set[tuple[str, int | None]] = set()
+        self.start: tuple[int, int] | None = None  # LL: the first part we take
+        self.listed: set[str] = set()  # every part URL a playlist has listed
+
+    def abs(self, uri: str) -> str:
+        return urllib.parse.urljoin(self.url, uri)
+
+    async def reload(self, msn: int | None = None, part: int | None = None) -> Playlist | None:
+        url = self.url
+        if msn is not None:
+            query = {"_HLS_msn": str(msn)} | ({} if part is None else {"_HLS_part": str(part)})
+            url += ("&" if "?" in url else "?") + urllib.parse.urlencode(query)
+        try:
+            got = await fetch(self.session, url)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            self.log.problem("playlist request failed", f"GET {url}: {type(exc).__name__} {exc}")
+            return None
+        if got.status != 200:
+            self.log.problem(f"playlist HTTP {got.status}", f"GET {url} -> {got.status} {got.body[:200]!r}")
+            return None
+        try:
+            pl = parse_playlist(got.body.decode())
+        except (ValueError, KeyError, UnicodeDecodeError) as exc:
+            self.log.problem("unparsable playlist", f"GET {url}: {exc}")
+            return None
+        if msn is not None:
+            self.log.reloads.append(got.done_at - got.started)
+            if not pl.ended and not self._satisfies(pl, msn, part):
+                self.log.problem("blocking reload answered early",
+                                 f"GET {url} answered after {got.done_at - got.started:.3f} s without segment {msn}"
+                                 + ("" if part is None else f" part {part}") + " or later (6.2.5.2: the server MUST "
+                                 f"defer responding until the playlist contains it); last lines: "
+                                 f"{' | '.join(got.body.decode().splitlines()[-4:])}")
+        for problem in spec_problems(pl, self.mode == "ll"):
+            self.log.problem(problem.split(" (")[0][:60], f"GET {url}: {problem}")
+        self.log.first_playlist = self.log.first_playlist or got.body.decode()
+        self.log.last_playlist = got.body.decode()
+        self.listed.update(self.abs(p.uri) for p in pl.all_parts())
+        if self.mode == "ll" and self.start is not None:
+            self._request_hints(pl)
+        return pl
+
+    @staticmethod
+    def _satisfies(pl: Playlist, msn: int, part: int | None) -> bool:
+        """The playlist holds segment msn (or later), or part `part` of segment msn or a later part; a part index
+        past a complete segment's last is part 0 of the next segment (6.2.5.2)."""
+        if part is None or pl.next_msn > msn + 1:
+            return pl.next_msn > msn
+        return any((p.msn, p.index) >= (msn, part) for p in pl.all_parts())
+
+    def _request_hints(self, pl: Playlist) -> None:
+        """Request every part a preload hint names at once (the server holds the request until the part is
+        complete), unless it comes before where we started: a hint names the part after the last listed one."""
+        assert self.start is not None
+        for hint in pl.hints:
+            if hint.type != "PART" or (pl.next_msn, len(pl.open_parts)) < self.start:
                 continue
-            seen.add(uri)
-            last_new = time.monotonic()
-            if map_uri not in inits:
-                inits[map_uri] = fetch(urllib.parse.urljoin(playlist_url, map_uri))
-            data = fetch(urllib.parse.urljoin(playlist_url, uri))
-            downloads.append(Download(uri, inits[map_uri], data, time.time()))
-        time.sleep(poll)
-    return downloads
+            key = (self.abs(hint.uri), hint.start)
+            if key not in self.hinted and key not in self.hints_done:
+                byterange = None if hint.start is None else (hint.start, hint.length)
+                self.hinted[key] = asyncio.create_task(fetch(self.session, key[0], byterange))
+                self.log.hints_requested += 1
 
+    async def init_segment(self, uri: str) -> str:
+        url = self.abs(uri)
+        if url not in self.log.inits:
+            got = await fetch(self.session, url)
+            if got.status != 200:
+                raise RuntimeError(f"init segment GET {url} -> {got.status}")
+            self.log.inits[url] = got.body
+        return url
 
-def frame_numbers(download: Download, source_height: int) -> tuple[list[int], int, int]:
-    """(frame numbers read, frames decoded, frames unreadable) for one downloaded segment."""
-    numbers, decoded, unreadable = [], 0, 0
-    with av.open(io.BytesIO(download.init + download.data), "r", format="mp4") as container:
-        for frame in container.decode(video=0):
-            decoded += 1
-            number = read_stamp(frame.to_ndarray(format="gray"), source_height)
-            if number is None:
-                unreadable += 1
+    async def download_segment(self, segment: Segment) -> None:
+        map_url = await self.init_segment(segment.map_uri)
+        url = self.abs(segment.uri)
+        got = await fetch(self.session, url, segment.byterange)
+        if got.status not in (200, 206):
+            self.log.problem(f"segment HTTP {got.status}", f"GET {url} (listed) -> {got.status}")
+            return
+        self.log.pieces.append(Piece(segment.msn, -1, map_url, got.body, got.done_at, "segment", got.arrivals))
+
+    async def download_part(self, part: Part) -> None:
+        map_url = await self.init_segment(part.map_uri)
+        url = self.abs(part.uri)
+        start = part.byterange[0] if part.byterange else None
+        task = self.hinted.pop((url, start), None)
+        self.hints_done.add((url, start))
+        got = None
+        if task is not None:
+            try:
+                got = await task
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                self.log.problem("hinted part request failed", f"GET {url} (preload hint): {type(exc).__name__}")
+            if got is not None and got.status not in (200, 206):
+                self.log.problem(f"hinted part HTTP {got.status}",
+                                 f"GET {url} (advertised in EXT-X-PRELOAD-HINT) -> {got.status} {got.body[:120]!r} "
+                                 "(6.2.6: a hinted resource MUST be available for request when its hint is added)")
+                got = None
+        via = "hint"
+        if got is None:
+            via = "part"
+            got = await fetch(self.session, url, part.byterange)
+            if got.status not in (200, 206):
+                self.log.problem(f"part HTTP {got.status}", f"GET {url} (listed) -> {got.status}")
+                return
+        data, done_at = got.body, got.done_at
+        if part.byterange is not None:
+            length = part.byterange[1]
+            data = got.body[:length]
+            done_at = next((t for n, t in got.arrivals if n >= length), got.done_at)
+        if via == "hint":
+            self.log.hints_used += 1
+            self.log.hint_holds.append(got.done_at - got.started)
+            spread = done_at - got.first_byte_at
+            self.log.hint_spreads.append(spread)
+            if spread > STREAMED:
+                self.log.problem("hinted part sent before it was complete",
+                                 f"GET {url} (EXT-X-PRELOAD-HINT, sent at once): first byte after "
+                                 f"{got.first_byte_at - got.started:.3f} s, last byte {spread:.3f} s later "
+                                 f"({len(data)} bytes in {len(got.arrivals)} reads) on loopback (6.2.6: the server "
+                                 "MUST refrain from transmitting any bytes belonging to a Partial Segment until all "
+                                 "bytes of that Partial Segment can be transmitted at the full speed of the link)")
+        self.log.pieces.append(Piece(part.msn, part.index, map_url, data, done_at, via, got.arrivals))
+
+    async def first_playlist(self, until: float) -> Playlist | None:
+        """The playlist once it lists something (the stream is live)."""
+        while time.time() < until:
+            try:
+                got = await fetch(self.session, self.url)
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                got = None
+            if got is not None and got.status == 200:
+                pl = parse_playlist(got.body.decode())
+                if pl.segments or pl.open_parts:
+                    return await self.reload()
+            await asyncio.sleep(0.2)
+        return None
+
+    async def follow_segments(self, until: float) -> None:
+        pl = await self.first_playlist(until)
+        if pl is None:
+            self.log.problem("stream never went live", self.url)
+            return
+        next_msn = pl.next_msn  # what is listed already was made before we came: only new segments count
+        while time.time() < until:
+            if pl.can_block:
+                new = await self.reload(next_msn)
             else:
-                numbers.append(number)
-    return numbers, decoded, unreadable
+                await asyncio.sleep(self.poll)
+                new = await self.reload()
+            pl = new or pl
+            if new is None:
+                await asyncio.sleep(self.poll)
+            for segment in pl.segments:
+                if segment.msn >= next_msn:
+                    await self.download_segment(segment)
+                    next_msn = segment.msn + 1
+            if pl.ended:
+                break
+
+    async def follow_parts(self, until: float) -> None:
+        pl = await self.first_playlist(until)
+        if pl is None:
+            self.log.problem("stream never went live", self.url)
+            return
+        if not pl.all_parts():
+            self.log.problem("no parts in the LL playlist", self.log.first_playlist[-400:])
+            return
+        # Start at the next segment's first part, so each downloaded segment decodes from its keyframe.
+        msn, index = (pl.next_msn + 1 if pl.open_parts else pl.next_msn), 0
+        self.start = (msn, index)
+        self._request_hints(pl)
+        try:
+            while time.time() < until and not pl.ended:
+                segment = pl.segment(msn)
+                if segment is not None and index >= len(segment.parts):
+                    msn, index = msn + 1, 0  # that segment is complete and all its parts are in
+                    continue
+                part = pl.part(msn, index)
+                if part is not None:
+                    await self.download_part(part)
+                    index += 1
+                    continue
+                if segment is not None or msn < pl.media_sequence + pl.skipped:
+                    # Complete, but its parts are gone from the playlist (we fell behind): take the segment.
+                    if segment is not None and index == 0:
+                        await self.download_segment(segment)
+                        self.log.segments_for_lost_parts += 1
+                    else:
+                        self.log.problem("parts lost", f"segment {msn} from part {index}: no longer listed")
+                    msn, index = msn + 1, 0
+                    continue
+                new = await self.reload(msn, index) if pl.can_block else None
+                if new is None:
+                    await asyncio.sleep(self.poll)
+                    new = await self.reload()
+                pl = new or pl
+        finally:
+            for (url, _), task in self.hinted.items():
+                if not task.done():
+                    task.cancel()  # the hint of the part after the last one we took: still held open
+                elif task.exception() is None and task.result().status not in (200, 206):
+                    got = task.result()
+                    self.log.problem(f"hinted, never published: HTTP {got.status}",
+                                     f"GET {url} (advertised in EXT-X-PRELOAD-HINT, never listed as a part) -> "
+                                     f"{got.status} after {got.done_at - got.started:.3f} s {got.body[:120]!r} "
+                                     "(6.2.6 allows not publishing a hinted resource, with a 404)")
+                elif task.exception() is not None:
+                    self.log.problem("hinted part request failed",
+                                     f"GET {url} (preload hint): {type(task.exception()).__name__}")
+                elif url not in self.listed:
+                    self.log.problem("hinted, fetched, never listed as a part",
+                                     f"GET {url}: {len(task.result().body)} bytes, but no EXT-X-PART with that URI "
+                                     "followed")
+            await asyncio.gather(*self.hinted.values(), return_exceptions=True)
+
+
+# -- reading the frames back ----------------------------------------------------------------------------------
+@dataclass
+class FrameSeen:
+    number: int
+    done_at: float          # its download (segment or part) complete
+    bytes_at: float         # the last byte of this frame's own sample had arrived
+    via: str
+    piece: tuple[int, int]  # (msn, part index or -1) of the download that held it
+
+
+def frames_in(pieces: list[Piece], init: bytes) -> tuple[list[FrameSeen], int, int]:
+    """Decode one segment (init + its parts in order, or the whole segment): (frames with their piece's
+    download time, frames decoded, frame codes unreadable)."""
+    data = init + b"".join(p.data for p in pieces)
+    starts, bounds, offset = [], [], len(init)
+    for p in pieces:
+        starts.append(offset)
+        offset += len(p.data)
+        bounds.append(offset)  # piece i holds bytes starts[i] up to bounds[i]
+    seen, decoded, unreadable = [], 0, 0
+    sample_of_pts: dict[int, tuple[Piece, float]] = {}  # pts -> (its piece, when its sample's last byte came)
+    with av.open(io.BytesIO(data), "r", format="mp4") as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            if packet.pts is not None and packet.pos is not None and packet.pos >= 0:
+                i = min(bisect_right(bounds, packet.pos), len(pieces) - 1)
+                end = packet.pos + packet.size - starts[i]
+                came = next((t for n, t in pieces[i].arrivals if n >= end), pieces[i].done_at)
+                sample_of_pts[packet.pts] = (pieces[i], came)
+            for frame in packet.decode():
+                decoded += 1
+                number = frame_code.read_frame(frame)
+                found = sample_of_pts.get(frame.pts) if frame.pts is not None else None
+                if number is None or found is None:
+                    unreadable += 1
+                    continue
+                piece, came = found
+                seen.append(FrameSeen(number, piece.done_at, came, piece.via, (piece.msn, piece.index)))
+    return seen, decoded, unreadable
+
+
+def read_back(log: ClientLog) -> tuple[list[FrameSeen], int, int, int]:
+    """Every frame the client downloaded: (frames, decoded, unreadable, segments that failed to decode)."""
+    groups: dict[tuple[str, int], list[Piece]] = {}
+    for piece in log.pieces:
+        groups.setdefault((piece.map_url, piece.msn), []).append(piece)
+    frames, decoded, unreadable, failed = [], 0, 0, 0
+    for (map_url, _), pieces in sorted(groups.items(), key=lambda g: g[0][1]):
+        try:
+            seen, n, bad = frames_in(pieces, log.inits[map_url])
+        except (av.error.FFmpegError, IndexError) as exc:
+            failed += 1
+            log.problem("segment did not decode", f"segment {pieces[0].msn}: {exc}")
+            continue
+        frames += seen
+        decoded, unreadable = decoded + n, unreadable + bad
+    return frames, decoded, unreadable, failed
+
+
+# -- hls.js in Chromium -------------------------------------------------------------------------------------
+PAGE = """<!doctype html><html><body style="margin:0;background:#000">
+<video id=v muted autoplay playsinline style="width:640px"></video>
+<script src="/static/vendor/hls.min.js"></script>
+<script>
+const video = document.getElementById('v');
+const hls = new Hls(CONFIG);
+window.errors = [];
+hls.on(Hls.Events.ERROR, (_, d) => window.errors.push(d.type + ' ' + d.details + (d.fatal ? ' (fatal)' : '')));
+hls.loadSource(SOURCE);
+hls.attachMedia(video);
+video.play().catch(() => {});
+const canvas = document.createElement('canvas');
+const ctx = canvas.getContext('2d', {willReadFrequently: true});
+window.sample = () => {
+  const w = video.videoWidth, h = video.videoHeight;
+  const out = {t: Date.now() / 1000, latency: hls.latency, target: hls.targetLatency, level: hls.currentLevel,
+               time: video.currentTime, width: w, height: h, strip: null};
+  if (w && h && video.readyState >= 2) {
+    const rows = Math.ceil(h * STRIP);
+    canvas.width = w; canvas.height = rows;
+    ctx.drawImage(video, 0, 0, w, h);
+    const px = ctx.getImageData(0, 0, w, rows).data;
+    let s = '';
+    for (let i = 0; i < px.length; i += 4)
+      s += String.fromCharCode(Math.round(0.299 * px[i] + 0.587 * px[i + 1] + 0.114 * px[i + 2]));
+    out.strip = btoa(s);
+  }
+  return out;
+};
+</script></body></html>"""
+
+
+@dataclass
+class BrowserResult:
+    latency: list[float] = field(default_factory=list)   # hls.latency samples
+    target: float | None = None
+    on_screen: list[float] = field(default_factory=list)  # now - publish time of the frame in the video element
+    levels: set[int] = field(default_factory=set)
+    heights: set[int] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+async def hlsjs_latency(browser: Any, http: str, master_url: str, low_latency: bool, seconds: float,
+                        sent_at: Any) -> BrowserResult:
+    """Play master_url with hls.js; sample hls.latency and the on-screen frame's age every 0.5 s for `seconds`
+    once playback has started."""
+    import base64
+    import json
+
+    result = BrowserResult()
+    config = {"lowLatencyMode": low_latency}
+    strip = (1.5 + frame_code.ROW_BLOCKS + 0.5) * frame_code.BLOCK_FRACTION
+    html = PAGE.replace("CONFIG", json.dumps(config)).replace("SOURCE", json.dumps(master_url)).replace(
+        "STRIP", f"{strip:.4f}")
+    page = await browser.new_page()
+    try:
+        await page.route(f"{http}/bench-latency.html",
+                         lambda route: route.fulfill(status=200, content_type="text/html", body=html))
+        await page.goto(f"{http}/bench-latency.html")
+        deadline = time.time() + 20
+        while time.time() < deadline and not await page.evaluate("video.currentTime > 0"):
+            await asyncio.sleep(0.2)
+        if not await page.evaluate("video.currentTime > 0"):
+            result.note = "playback did not start within 20 s"
+        else:
+            await asyncio.sleep(2)  # past the first-segment catch-up
+            end = time.time() + seconds
+            while time.time() < end:
+                s = await page.evaluate("window.sample()")
+                if isinstance(s["latency"], (int, float)) and s["latency"] == s["latency"]:
+                    result.latency.append(float(s["latency"]))
+                if isinstance(s["target"], (int, float)):
+                    result.target = float(s["target"])
+                result.levels.add(s["level"])
+                if s["strip"]:
+                    rows = np.frombuffer(base64.b64decode(s["strip"]), np.uint8).reshape(-1, s["width"])
+                    picture = np.zeros((s["height"], s["width"]), np.uint8)
+                    picture[: rows.shape[0]] = rows
+                    number = frame_code.read(picture)
+                    if number is not None and number < len(sent_at) and sent_at[number] > 0:
+                        result.on_screen.append(s["t"] - sent_at[number])
+                        result.heights.add(s["height"])
+                await asyncio.sleep(0.5)
+        result.errors = await page.evaluate("window.errors")
+    finally:
+        await page.close()
+    return result
+
+
+# -- one mode, the run, the report -----------------------------------------------------------------------------
+@dataclass
+class ModeResult:
+    mode: str
+    unavailable: str = ""
+    log: ClientLog | None = None
+    sent_at: Any = None
+    window: tuple[float, float] = (0.0, 0.0)
+    load: Load = field(default_factory=Load)
+    browser: BrowserResult | None = None
+
+
+class Api:
+    def __init__(self, session: aiohttp.ClientSession, http: str) -> None:
+        self.session, self.http = session, http
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with self.session.request(method, self.http + path, json=body,
+                                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as response:
+            return response.status, await response.json(content_type=None)
+
+
+async def run_mode(mode: str, args: argparse.Namespace, api: Api, session: aiohttp.ClientSession,
+                   rtmp_port: int, server_pid: int, browser: Any) -> ModeResult:
+    result = ModeResult(mode)
+    status, stream = await api.call("POST", "/api/streams", {"title": f"latency bench {mode}"})
+    if status != 201:
+        raise RuntimeError(f"POST /api/streams -> {status} {stream}")
+    if mode == "ll":
+        status, body = await api.call("PATCH", f"/api/streams/{stream['id']}", {"low_latency": True})
+        if status != 200 or not body.get("low_latency"):
+            result.unavailable = f'PATCH /api/streams/{{id}} {{"low_latency": true}} -> {status} {body}'
+            return result
+    grace = 2 * args.segment_duration + 4
+    browser_time = 0 if browser is None else args.browser_seconds + 25
+    seconds = args.warmup + args.seconds + grace + browser_time + 3
+    ctx = multiprocessing.get_context("spawn")
+    result.sent_at = sent_at = ctx.Array("d", int(seconds * args.fps), lock=False)
+    publisher = ctx.Process(target=_publish, daemon=True, args=(
+        f"rtmp://127.0.0.1:{rtmp_port}/live/{stream['stream_key']}", len(sent_at), args.width, args.height,
+        args.fps, args.segment_duration, sent_at))
+    publisher.start()
+    try:
+        deadline = time.time() + 15
+        while sent_at[0] == 0 and time.time() < deadline and publisher.is_alive():
+            await asyncio.sleep(0.05)
+        if sent_at[0] == 0:
+            raise RuntimeError("the publisher did not start")
+        start = sent_at[0] + args.warmup
+        result.window = (start, start + args.seconds)
+        http = api.http
+        client = HlsClient(session, f"{http}/hls/{stream['id']}/{args.rendition}.m3u8", mode, args.poll)
+        result.log = client.log
+        follow = client.follow_parts if mode == "ll" else client.follow_segments
+        await asyncio.sleep(max(0.0, start - time.time() - 3))  # join a few seconds before the window opens
+        load_task = asyncio.create_task(_after(start, measure_load(server_pid, publisher.pid or 0,
+                                                                    start + args.seconds, result.load)))
+        await follow(result.window[1] + grace)
+        await load_task
+        if browser is not None:
+            result.browser = await hlsjs_latency(browser, http, f"{http}/hls/{stream['id']}/master.m3u8",
+                                                 mode == "ll", args.browser_seconds, sent_at)
+    finally:
+        publisher.kill()
+        publisher.join(5)
+        await api.call("POST", f"/api/streams/{stream['id']}/end")
+    return result
+
+
+async def _after(at: float, coro: Any) -> None:
+    await asyncio.sleep(max(0.0, at - time.time()))
+    await coro
+
+
+def percentiles(values: list[float]) -> tuple[float, float, float] | None:
+    """(p50, p95, max); p95 is the nearest-rank value."""
+    if not values:
+        return None
+    values = sorted(values)
+    return statistics.median(values), values[min(len(values) - 1, int(0.95 * len(values)))], values[-1]
 
 
 def summary(values: list[float]) -> str:
-    if len(values) < 2:
-        return "  ".join(f"{v:.2f} s" for v in values) or "none"
-    p95 = statistics.quantiles(values, n=20, method="inclusive")[18]
-    return f"p50 {statistics.median(values):.2f} s  p95 {p95:.2f} s  max {max(values):.2f} s  (n={len(values)})"
+    figures = percentiles(values)
+    if figures is None:
+        return "none"
+    p50, p95, top = figures
+    return f"p50 {p50:.3f} s  p95 {p95:.3f} s  max {top:.3f} s  min {min(values):.3f} s  (n={len(values)})"
+
+
+def cell(values: list[float] | None) -> str:
+    figures = percentiles(values or [])
+    return "-" if figures is None else " / ".join(f"{v:.2f}" for v in figures)
+
+
+def report(result: ModeResult, args: argparse.Namespace) -> list[str]:
+    """Print one mode's figures; returns its row of the closing table."""
+    title = {"standard": f"standard HLS, {args.segment_duration:g} s segments",
+             "ll": "LL-HLS (parts, blocking reload, preload hints)"}[result.mode]
+    print(f"\n== {title}: watching {args.rendition} ==")
+    if result.unavailable:
+        print(f"not run: {result.unavailable}")
+        return [result.mode, "not run", "-", "-", "-"]
+    log = result.log
+    assert log is not None
+    frames, decoded, unreadable, failed = read_back(log)
+    first_seen: dict[int, FrameSeen] = {}
+    for f in frames:
+        if f.number not in first_seen or f.done_at < first_seen[f.number].done_at:
+            first_seen[f.number] = f
+    sent = result.sent_at
+    lo, hi = result.window
+    in_window = [n for n in range(len(sent)) if lo <= sent[n] < hi]
+    latencies = [first_seen[n].done_at - sent[n] for n in in_window if n in first_seen]
+    kinds: dict[str, int] = {}
+    for n in in_window:
+        if n in first_seen:
+            kinds[first_seen[n].via] = kinds.get(first_seen[n].via, 0) + 1
+    if result.mode == "standard":
+        how = ("blocking reload (_HLS_msn)" if "CAN-BLOCK-RELOAD=YES" in log.first_playlist
+               else f"playlist reloaded every {args.poll * 1000:.0f} ms")
+    else:
+        how = (f"{len(log.reloads)} blocking reloads (median hold {statistics.median(log.reloads):.3f} s)"
+               if log.reloads else "no blocking reloads") + (
+            f"; {log.hints_requested} preload-hint requests, {log.hints_used} parts came from one"
+            + (f" (held median {statistics.median(log.hint_holds):.3f} s)" if log.hint_holds else ""))
+        m = [line for line in log.last_playlist.splitlines()
+             if line.startswith(("#EXT-X-PART-INF", "#EXT-X-SERVER-CONTROL", "#EXT-X-TARGETDURATION"))]
+        how += "; " + " ".join(m)
+    print(f"client: {how}; {len(log.pieces)} downloads ({', '.join(f'{v} frames via {k}' for k, v in kinds.items())})"
+          + (f"; {log.segments_for_lost_parts} whole segments for parts gone" if log.segments_for_lost_parts else ""))
+    print(f"frames published in the {args.seconds:g} s window: {len(in_window)} (real time would be "
+          f"{args.seconds * args.fps:.0f}); read back: {len(latencies)}; "
+          f"missing: {len(in_window) - len(latencies)}  (all downloads: {decoded} frames decoded, {unreadable} "
+          f"unreadable, {failed} segments failed to decode)")
+    print(f"latency per frame (publisher hands it to the encoder -> client has downloaded it): {summary(latencies)}"
+          f"   [target p95 <= {TARGETS[result.mode]:.1f} s]")
+    arrived = [first_seen[n].bytes_at - sent[n] for n in in_window if n in first_seen]
+    if log.hint_spreads and statistics.median(log.hint_spreads) > STREAMED:
+        print(f"  hinted parts were streamed as written (first -> last byte: {summary(log.hint_spreads)});\n"
+              f"  a client that decodes as bytes arrive would see each frame once its own bytes are in: "
+              f"{summary(arrived)}")
+    newest_frame: dict[tuple[int, int], int] = {}  # download -> the newest frame number it held
+    for f in first_seen.values():
+        newest_frame[f.piece] = max(newest_frame.get(f.piece, -1), f.number)
+    newest = {piece: first_seen[n].done_at - sent[n] for piece, n in newest_frame.items()
+              if n < len(sent) and lo <= sent[n] < hi}
+    print(f"newest frame of each download (freshest picture a player could show): {summary(list(newest.values()))}")
+    oldest: dict[tuple[int, int], tuple[float, int, str]] = {}
+    for n in in_window:
+        seen = first_seen.get(n)
+        if seen is not None and seen.done_at - sent[n] > oldest.get(seen.piece, (-1.0, 0, ""))[0]:
+            oldest[seen.piece] = (seen.done_at - sent[n], n, seen.via)
+    worst = sorted(oldest.items(), key=lambda kv: -kv[1][0])[:5]
+    print("slowest downloads (segment.part: oldest frame's latency, frame, how fetched):",
+          ", ".join(f"{m}{'' if i < 0 else f'.{i}'}: {v:.3f} s #{n} {via}" for (m, i), (v, n, via) in worst))
+    if latencies:
+        step = args.fps * 5
+        medians = [statistics.median([first_seen[n].done_at - sent[n] for n in in_window[i : i + step]
+                                      if n in first_seen] or [float("nan")])
+                   for i in range(0, len(in_window), step)]
+        print("median per 5 s of the window (drift shows here):", " ".join(f"{v:.2f}" for v in medians))
+    print(f"load: {result.load}")
+    b = result.browser
+    if b is not None:
+        print(f"hls.js {'(lowLatencyMode: true)' if result.mode == 'll' else '(defaults)'}: hls.latency "
+              f"{summary(b.latency)}; targetLatency {b.target if b.target is None else round(b.target, 3)}")
+        print(f"hls.js on screen (now - publish time of the frame in the <video>): {summary(b.on_screen)}; "
+              f"levels {sorted(b.levels)}, heights {sorted(b.heights)}" + (f"; {b.note}" if b.note else ""))
+        if b.errors:
+            print(f"hls.js errors ({len(b.errors)}): {'; '.join(sorted(set(b.errors))[:6])}")
+    if result.mode == "ll" and log.last_playlist:
+        print("live edge of the last playlist reloaded:\n    " + "\n    ".join(log.last_playlist.splitlines()[-9:]))
+    if log.problems:
+        print("against the spec / failures (count: first occurrence):")
+        for kind, count in log.problems.items():
+            print(f"  {count} x {log.first_problem[kind]}")
+    load = (f"{result.load.loadavg_end[0]:.1f} / "
+            f"{100 * result.load.server_cpu / max(result.load.wall, 1e-9):.0f} %")
+    return [result.mode, cell(latencies), cell(b.latency if b else None), cell(b.on_screen if b else None), load]
+
+
+async def run(args: argparse.Namespace, tmp: str) -> list[ModeResult]:
+    ctx = multiprocessing.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    server = ctx.Process(target=_serve, args=(tmp, args.segment_duration, theirs), daemon=True)
+    server.start()
+    if not ours.poll(60):
+        raise RuntimeError(f"the server did not start; see {tmp}/server.log")
+    http_port, rtmp_port = ours.recv()
+    http = f"http://127.0.0.1:{http_port}"
+    modes = ["standard", "ll"] if args.mode == "both" else [args.mode]
+    results = []
+    playwright = browser = None
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as session:
+            if not args.skip_browser:
+                from playwright.async_api import async_playwright
+
+                playwright = await async_playwright().start()
+                browser = await playwright.chromium.launch(
+                    executable_path=CHROMIUM, headless=True,
+                    args=["--no-sandbox", "--disable-background-networking",
+                          "--autoplay-policy=no-user-gesture-required"])
+            api = Api(session, http)
+            for mode in modes:
+                results.append(await run_mode(mode, args, api, session, rtmp_port, server.pid or 0, browser))
+                await asyncio.sleep(4)  # the ended broadcast's worker goes away before the next mode
+    finally:
+        if browser is not None:
+            await browser.close()
+        if playwright is not None:
+            await playwright.stop()
+        ours.send("stop")
+        server.join(60)
+        if server.is_alive():
+            server.kill()
+    return results
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--segments", type=int, default=30)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60, help="measured window per mode, s")
+    parser.add_argument("--mode", choices=["standard", "ll", "both"], default="both")
+    parser.add_argument("--skip-browser", action="store_true", help="no hls.js figures")
+    parser.add_argument("--browser-seconds", type=float, default=30)
+    parser.add_argument("--warmup", type=float, default=8, help="publish time before the window opens, s")
     parser.add_argument("--segment-duration", type=float, default=2.0)
+    parser.add_argument("--rendition", default="360p", choices=[r[0] for r in LADDER])
+    parser.add_argument("--poll", type=float, default=0.1, help="standard mode's reload interval, s")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--fps", type=int, default=30)
-    parser.add_argument("--rendition", default=None, help="rung to watch (default: the tallest)")
-    parser.add_argument("--poll", type=float, default=0.02, help="playlist poll interval, s")
+    parser.add_argument("--keep", action="store_true", help="keep the server's data dir (server.log) and say where")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Config()
-        config.server.host, config.server.http_port, config.server.rtmp_port = "127.0.0.1", 0, 0
-        config.server.data_dir, config.server.admin_token = tmp, ADMIN_TOKEN
-        config.hls.segment_duration = args.segment_duration
-        config.transcode.renditions = [r for r in config.transcode.renditions if r.height <= args.height] or [
-            Rendition("src", args.height, 2_000_000)
-        ]
-        watched = args.rendition or config.transcode.renditions[0].name
-        server = run_server(config)
-        try:
-            _, stream = server.api("POST", "/api/streams", {"title": "latency"})
-            seconds = args.segments * args.segment_duration + 4
-            ctx = multiprocessing.get_context("spawn")
-            sent_at = ctx.Array("d", int(seconds * args.fps), lock=False)
-            # The publisher runs in its own process (PyAV holds the GIL while it writes to the network).
-            publisher = ctx.Process(target=_publish, daemon=True,
-                                    args=(server.rtmp_url(stream["stream_key"]), seconds, args.width, args.height,
-                                          args.fps, args.segment_duration, sent_at))
-            publisher.start()
-            downloads = watch(f"{server.http}/hls/{stream['id']}/{watched}.m3u8", publisher.is_alive, args.poll,
-                              idle=3 * args.segment_duration + 2)
-            publisher.join(30)
-        finally:
-            server.stop()
+    tmp = tempfile.mkdtemp(prefix="latency-bench-")
+    began = time.time()
+    try:
+        results = asyncio.run(run(args, tmp))
+        print(f"source {args.width}x{args.height}@{args.fps} (x264 ultrafast zerolatency, {args.segment_duration:g} s "
+              f"GOP) over RTMP; server ladder {', '.join(r[0] for r in LADDER)} (x264 ultrafast), "
+              f"{args.segment_duration:g} s segments; {os.cpu_count()} CPUs; run took {time.time() - began:.0f} s")
+        rows = [report(result, args) for result in results]
+        print("\nsummary, seconds as p50 / p95 / max:")
+        table = [["mode", "frame downloaded", "hls.latency", "hls.js on screen", "load 1 min / server CPU"], *rows]
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        for row in table:
+            print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        print(f"  targets: LL-HLS p95 <= {TARGETS['ll']:.1f} s; standard ({args.segment_duration:g} s segments) p95 <= "
+              f"{TARGETS['standard']:.1f} s (frame downloaded)")
+    finally:
+        if args.keep:
+            print(f"\nserver data and log kept in {tmp}")
+        else:
+            import shutil
 
-    sent = list(sent_at)
-    # The publish runs 4 s past the segments asked for; segments that start in that tail are not counted
-    # (the last one is only cut when the publisher hangs up, or when the reconnect window closes).
-    tail = int(args.segments * args.segment_duration * args.fps)
-    newest, first = [], []
-    decoded = unreadable = in_tail = 0
-    distinct: set[int] = set()
-    for download in downloads:
-        numbers, n, bad = frame_numbers(download, args.height)
-        decoded, unreadable = decoded + n, unreadable + bad
-        numbers = [k for k in numbers if k < len(sent) and sent[k] > 0]
-        distinct.update(numbers)
-        if numbers and min(numbers) >= tail:
-            in_tail += 1
-        elif numbers:
-            newest.append(download.done_at - sent[max(numbers)])
-            first.append(download.done_at - sent[min(numbers)])
-    print(f"source {args.width}x{args.height}@{args.fps} (x264 ultrafast zerolatency over RTMP), "
-          f"{args.segment_duration:g} s segments, ladder {', '.join(r.name for r in config.transcode.renditions)}; "
-          f"watching {watched}, playlist polled every {args.poll * 1000:.0f} ms; {os.cpu_count()} CPUs")
-    print(f"{len(downloads)} segments downloaded, {decoded} frames decoded, {unreadable} frame stamps unreadable; "
-          f"{len(distinct)} distinct frame numbers read" +
-          (f", {max(distinct) - min(distinct) + 1 - len(distinct)} missing between {min(distinct)} and {max(distinct)}"
-           if distinct else ""))
-    if not newest:
-        print("no segment with a readable frame")
-        return
-    # The first segment includes encoder and transcoder start-up; report it apart.
-    print(f"first segment: newest frame {newest[0]:.2f} s, first frame {first[0]:.2f} s; "
-          f"{in_tail} segment(s) in the publish's last {len(sent) - tail} frames not counted")
-    # In order, so a server falling behind real time (latency growing) shows.
-    print("newest frame, per segment:", " ".join(f"{v:.2f}" for v in newest[1:]))
-    print(f"newest frame in segment -> segment downloaded: {summary(newest[1:])}")
-    print(f"first frame in segment  -> segment downloaded: {summary(first[1:])}")
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
