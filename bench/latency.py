@@ -63,7 +63,7 @@ TARGETS = {"standard": 2.5, "ll": 1.0}  # p95 the lead compares to (printed, not
 
 
 # -- the server (child process) -----------------------------------------------------------------------------
-def _serve(data_dir: str, segment_duration: float, conn: Connection) -> None:
+def _serve(data_dir: str, segment_duration: float, part_target: float, conn: Connection) -> None:
     """Run mediaserver on free loopback ports; send (http_port, rtmp_port), stop when anything arrives on conn."""
     from mediaserver.config import Rendition
     from mediaserver.server import start_server
@@ -74,6 +74,7 @@ def _serve(data_dir: str, segment_duration: float, conn: Connection) -> None:
     config = small_config(Path(data_dir), renditions=[Rendition(*r) for r in LADDER])
     config.server.admin_token = ADMIN_TOKEN
     config.hls.segment_duration = segment_duration
+    config.hls.part_target = part_target
     config.validate()
 
     async def run() -> None:
@@ -550,7 +551,7 @@ def report(result: ModeResult, args: argparse.Namespace) -> list[str]:
 async def run(args: argparse.Namespace, tmp: str) -> list[ModeResult]:
     ctx = multiprocessing.get_context("spawn")
     ours, theirs = ctx.Pipe()
-    server = ctx.Process(target=_serve, args=(tmp, args.segment_duration, theirs), daemon=True)
+    server = ctx.Process(target=_serve, args=(tmp, args.segment_duration, args.part_target, theirs), daemon=True)
     server.start()
     if not ours.poll(60):
         raise RuntimeError(f"the server did not start; see {tmp}/server.log")
@@ -593,6 +594,7 @@ def main() -> None:
     parser.add_argument("--browser-seconds", type=float, default=30)
     parser.add_argument("--warmup", type=float, default=8, help="publish time before the window opens, s")
     parser.add_argument("--segment-duration", type=float, default=2.0)
+    parser.add_argument("--part-target", type=float, default=0.5, help="hls.part_target of the LL stream")
     parser.add_argument("--rendition", default="360p", choices=[r[0] for r in LADDER])
     parser.add_argument("--poll", type=float, default=0.1, help="standard mode's reload interval, s")
     parser.add_argument("--width", type=int, default=1280)
