@@ -1,10 +1,14 @@
-"""Transcode speed: our ladder worker vs the ffmpeg CLI running the identical ladder, same source, same run.
+"""Transcode cost on an OBS-like 1080p30 source (x264 veryfast, 2 B-frames, keyframes every 2 s, AAC):
+  default  our worker with the default ladder as shipped (top_rung "auto": the 1080p rung copies the source),
+  encoded  our worker with every rung encoded (top_rung "encode": the ladder before passthrough, though with
+           this version's cheaper scaling and x264 threading),
+  ffmpeg   the ffmpeg CLI encoding the identical all-encoded ladder.
 
-Both sides do the same work: one x264 encode per rung and ONE shared AAC encode (ours encodes audio once
-and muxes it into every rung; ffmpeg encodes it once into an HLS audio group every rung refers to).
-Runs alternate ours/ffmpeg --repeat times; prints median and spread (min-max) of speed (x real time),
-CPU seconds and the ratios ours/ffmpeg (per pair of runs, so both sides of a ratio saw the same load).
-No pass/fail: figures only.
+The encoded sides do the same work: one x264 encode per rung and ONE shared AAC encode (ours encodes audio
+once and muxes it into every rung; ffmpeg encodes it once into an HLS audio group every rung refers to).
+Runs rotate the three sides --repeat times; prints median and spread (min-max) of speed (x real time),
+CPU seconds per media second, and the ratios default/encoded and encoded/ffmpeg per round (so both sides of
+a ratio saw about the same load), with the machine's load average around the runs. No pass/fail: figures only.
 Usage: python bench/transcode.py [--seconds 20] [--repeat 3] [--ladder 1080,720,480,360]
 """
 from __future__ import annotations
@@ -19,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -29,12 +34,12 @@ FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 
 
 def make_source(path: Path, seconds: float) -> None:
-    """1080p30 H.264 + AAC in FLV, as OBS would send (2 s GOP)."""
+    """1080p30 H.264 + AAC in FLV, as OBS's x264 sends it: veryfast, 2 B-frames, a keyframe every 2 s, 6 Mbit/s."""
     subprocess.run(
         [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size=1920x1080:rate=30:duration={seconds}",
          "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
-         "-c:v", "libx264", "-preset", "veryfast", "-b:v", "6M", "-g", "60", "-pix_fmt", "yuv420p",
-         "-c:a", "aac", "-b:a", "160k", "-ac", "2", "-f", "flv", str(path)],
+         "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-b:v", "6M", "-maxrate", "6M", "-bufsize", "12M",
+         "-g", "60", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "160k", "-ac", "2", "-f", "flv", str(path)],
         check=True,
     )
 
@@ -44,9 +49,10 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_ours(source: Path, out_dir: Path, ladder: list[RenditionSpec], segment: float) -> tuple[float, float]:
+def run_ours(source: Path, out_dir: Path, ladder: list[RenditionSpec], segment: float,
+             top_rung: str = "auto") -> tuple[float, float]:
     job = TranscodeJob(stream_id="bench", store_root=str(out_dir), key_prefix="media/bench/b", renditions=ladder,
-                       segment_duration=segment)
+                       segment_duration=segment, top_rung=top_rung)
     cpu0, t0 = children_cpu(), time.perf_counter()
     with open(source, "rb") as stdin:
         subprocess.run([sys.executable, "-m", "transcode.worker", job.to_json()], stdin=stdin,
@@ -80,8 +86,16 @@ def run_cli(source: Path, out_dir: Path, ladder: list[RenditionSpec], segment: f
     return time.perf_counter() - t0, children_cpu() - cpu0
 
 
+Runner = Callable[[Path, Path, list[RenditionSpec], float], tuple[float, float]]
+SIDES: dict[str, Runner] = {
+    "default": run_ours,
+    "encoded": lambda source, out, ladder, segment: run_ours(source, out, ladder, segment, top_rung="encode"),
+    "ffmpeg": run_cli,
+}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--segment", type=float, default=2.0)
@@ -93,27 +107,34 @@ def main() -> None:
         tmpdir = Path(tmp)
         source = tmpdir / "source.flv"
         make_source(source, args.seconds)
-        print(f"source: 1920x1080 30 fps, {args.seconds:.0f} s; ladder: {', '.join(r.name for r in ladder)}; "
-              f"x264 veryfast zerolatency; {os.cpu_count()} CPUs")
-        results: dict[str, list[tuple[float, float]]] = {"ours": [], "ffmpeg": []}
+        print(f"source: OBS-like 1920x1080 30 fps H.264 (2 B-frames, keyframes every 2 s), {args.seconds:.0f} s; "
+              f"ladder: {', '.join(r.name for r in ladder)}; x264 veryfast zerolatency; {os.cpu_count()} CPUs")
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in SIDES}
+        loads: list[float] = [os.getloadavg()[0]]
+        names = list(SIDES)
         for i in range(args.repeat):
-            # Alternate the order so neither side always runs on a warmer machine.
-            order = [("ours", run_ours), ("ffmpeg", run_cli)] if i % 2 == 0 else [("ffmpeg", run_cli), ("ours", run_ours)]
-            for name, fn in order:
+            # Rotate the order so no side always runs on a warmer (or busier) machine.
+            for name in names[i % len(names):] + names[: i % len(names)]:
                 out = tmpdir / f"{name}-{i}"
                 out.mkdir()
-                wall, cpu = fn(source, out, ladder, args.segment)
+                wall, cpu = SIDES[name](source, out, ladder, args.segment)
                 results[name].append((wall, cpu))
                 shutil.rmtree(out)
-        print(f"{args.repeat} runs each, alternating; median [min-max]")
+                loads.append(os.getloadavg()[0])
+        print(f"{args.repeat} runs each, rotating; median [min-max]; machine load (1-min average) during the runs: "
+              f"{spread(loads, '', 2)}")
         for name, runs in results.items():
             speeds = [args.seconds / wall for wall, _ in runs]
-            cpus = [cpu for _, cpu in runs]
-            print(f"{name:>7}: speed {spread(speeds, 'x')} real time   CPU {spread(cpus, ' s')}")
-        pairs = list(zip(results["ours"], results["ffmpeg"]))
-        speed_ratio = [cli_wall / our_wall for (our_wall, _), (cli_wall, _) in pairs]
-        cpu_ratio = [our_cpu / cli_cpu for (_, our_cpu), (_, cli_cpu) in pairs]
-        print(f"  ratio ours/ffmpeg: speed {spread(speed_ratio, '', 3)}   CPU seconds {spread(cpu_ratio, '', 3)}")
+            per_second = [cpu / args.seconds for _, cpu in runs]
+            print(f"{name:>8}: speed {spread(speeds, 'x')} real time   CPU {spread(per_second, ' s', 3)} per media second")
+        print(f"  ratio default/encoded, CPU seconds: {ratio(results, 'default', 'encoded')}")
+        print(f"  ratio default/ffmpeg,  CPU seconds: {ratio(results, 'default', 'ffmpeg')}")
+        print(f"  ratio encoded/ffmpeg,  CPU seconds: {ratio(results, 'encoded', 'ffmpeg')}")
+
+
+def ratio(results: dict[str, list[tuple[float, float]]], a: str, b: str) -> str:
+    """The CPU ratio a/b per round of runs, as "median [min-max]"."""
+    return spread([cpu_a / cpu_b for (_, cpu_a), (_, cpu_b) in zip(results[a], results[b])], "", 3)
 
 
 def spread(values: list[float], unit: str, digits: int = 2) -> str:

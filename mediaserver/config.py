@@ -91,6 +91,10 @@ class TranscodeConfig:
     audio_bitrate: int = 128_000
     audio_sample_rate: int = 48_000
     renditions: list[Rendition] = field(default_factory=default_ladder)
+    # The tallest rung: "auto" copies the source video into it (no re-encode: about half the CPU) when the
+    # source is H.264 at that rung's height, progressive 8-bit 4:2:0, with keyframes at most 2 s apart;
+    # otherwise it is encoded. "passthrough" always copies it; "encode" always encodes it.
+    top_rung: str = "auto"
     # A worker that dies is restarted this many times per connection before the stream is FAILED.
     max_restarts: int = 1
 
@@ -211,6 +215,9 @@ class Config:
         if not 0.1 <= self.hls.part_target <= self.hls.segment_duration / 2:
             raise ConfigError(f"hls.part_target must be between 0.1 s and half of hls.segment_duration "
                               f"({self.hls.segment_duration / 2:g} s), got {self.hls.part_target}")
+        if self.transcode.top_rung not in ("auto", "passthrough", "encode"):
+            raise ConfigError(f'transcode.top_rung must be "auto", "passthrough" or "encode", '
+                              f"got {self.transcode.top_rung!r}")
         if not self.transcode.renditions:
             raise ConfigError("transcode.renditions must list at least one rendition")
         names = [r.name for r in self.transcode.renditions]

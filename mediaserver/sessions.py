@@ -325,6 +325,7 @@ class StreamManager:
             audio_sample_rate=tc.audio_sample_rate,
             reserve_bytes=int(self.config.storage.reserve_mb * 1024 * 1024),
             part_target=broadcast.settings.part_target if broadcast.settings else None,
+            top_rung=tc.top_rung,
         )
         period = broadcast.period
 

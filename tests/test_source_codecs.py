@@ -55,7 +55,9 @@ def test_new_sps_mid_stream_reopens_the_decoder(tmp_path: Path) -> None:
     end = max(t.timestamp_ms for t in first) + 33
     tags = [t for t in first if t.kind == TAG_VIDEO] + [
         FlvTag(t.kind, t.timestamp_ms + end, t.body) for t in second if t.kind == TAG_VIDEO]
-    run = run_worker(flv_file(tags), tmp_path, late_audio_wait=0.0)
+    # The 180p rung encoded throughout (one init segment); a copied rung under a new SPS is in
+    # test_top_rung_passthrough.py.
+    run = run_worker(flv_file(tags), tmp_path, late_audio_wait=0.0, top_rung="encode")
     assert run.code == 0
     media = decode(run.media("180p"), keep_frames=True)
     assert abs(len(media.video_pts) - 120) <= 2

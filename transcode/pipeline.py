@@ -1,11 +1,13 @@
 """Demuxes the FLV tags of one connection, decodes them and feeds every rendition thread.
 
 Decides the segment boundaries once, here, so every rung puts its keyframes at identical timestamps.
-Source timestamps go through a SourceClock first, so the timeline only moves forward.
+Source timestamps go through a SourceClock first, so the timeline only moves forward. Decides, before the
+rungs open, whether the top rung copies the source (transcode.top_rung, see transcode/ladder.py).
 """
 from __future__ import annotations
 
 import logging
+import math
 from fractions import Fraction
 
 import av
@@ -28,7 +30,17 @@ from transcode.audio import AudioTranscoder
 from transcode.deinterlace import Deinterlacer
 from transcode.frame_rate import choose_rate, declared_rate
 from transcode.job import TranscodeJob
-from transcode.ladder import AUDIO_ONLY, PlannedRendition, plan_ladder
+from transcode.ladder import (
+    AUDIO_ONLY,
+    MAX_PASSTHROUGH_KEYFRAME_INTERVAL,
+    PlannedRendition,
+    SourceVideo,
+    choose_top_rung,
+    needs_keyframe_interval,
+    plan_ladder,
+    top_spec,
+    x264_keyint,
+)
 from transcode.rendition import (
     VIDEO_TIMESCALE,
     AudioItem,
@@ -63,11 +75,14 @@ class Pipeline:
     """Limits (all in the constructor): decoded frames, audio packets and source packets held before the
     encoders open are capped (`max_held_frames`, `max_held_audio`); a source with no video goes live
     audio-only after `audio_only_wait` seconds of audio; video waits up to `late_audio_wait` seconds for
-    an audio header that the metadata promises (or that no metadata rules out)."""
+    an audio header that the metadata promises (or that no metadata rules out); with top_rung "auto", the
+    rungs wait up to `max_keyframe_interval` seconds of source for its second keyframe (holding packets, not
+    pictures), unless the encoder announced its keyframe interval (x264's SEI)."""
 
     def __init__(self, job: TranscodeJob, on_init: InitSink, on_segment: SegmentSink, *,
                  max_held_frames: int = 90, max_held_audio: int = 500, audio_only_wait: float = 3.0,
-                 late_audio_wait: float = 2.0) -> None:
+                 late_audio_wait: float = 2.0,
+                 max_keyframe_interval: float = MAX_PASSTHROUGH_KEYFRAME_INTERVAL) -> None:
         self.job = job
         self._on_init = on_init
         self._on_segment = on_segment
@@ -75,7 +90,9 @@ class Pipeline:
         self.max_held_audio = max_held_audio
         self.audio_only_wait = audio_only_wait
         self.late_audio_wait = late_audio_wait
+        self.max_keyframe_interval = max_keyframe_interval
         self.renditions: list[RenditionEncoder] = []
+        self._fed: list[RenditionEncoder] = []  # the rungs the pipeline feeds (the others: their parent rung)
         self.clock = SourceClock(start=job.time_offset)
         self._video_decoder: av.VideoCodecContext | None = None
         self._source_avcc: bytes | None = None
@@ -86,7 +103,18 @@ class Pipeline:
         self._held_audio: list[AudioItem] = []
         self._held_packets: list[EncodedVideoItem] = []
         self._packet_dts: list[int] = []
-        self._passthrough = any(r.passthrough for r in job.renditions)
+        self._passthrough = any(r.passthrough for r in job.renditions)  # final once the rungs open
+        self.top_rung = job.top_rung  # "auto" | "passthrough" | "encode" (transcode.top_rung)
+        self._first_sequence = job.first_sequence  # of the rungs opened next
+        self._undecoded: list[av.Packet] | None = None  # packets held undecoded while the top rung waits
+        self._keyframe_pts: list[float] = []  # the first source keyframes (seconds), to learn their interval
+        self._x264_keyint: int | None = None
+        self._first_video_pts: float | None = None
+        self._newest_video_pts: float | None = None
+        self._source_format = ""
+        self._source_interlaced = False
+        self._auto_passthrough = False  # the top rung copies the source because "auto" chose so
+        self._last_keyframe: float | None = None
         self._boundary_pts: set[int] = set()
         self._next_boundary: float | None = None
         self._deinterlacer = Deinterlacer()
@@ -105,6 +133,11 @@ class Pipeline:
     @property
     def started(self) -> bool:
         return bool(self.renditions)
+
+    @property
+    def _may_passthrough(self) -> bool:
+        """Whether a rung might copy the source: its packets are kept until the rungs open."""
+        return self.top_rung != "encode" or any(r.passthrough for r in self.job.renditions)
 
     # -- input ---------------------------------------------------------------------------------
     def on_tag(self, tag: FlvTag) -> None:
@@ -137,7 +170,7 @@ class Pipeline:
                     log.info("stream %s: new video parameters (SPS/PPS); reopening the decoder", self.job.stream_id)
                     self._flush_decoder()
                     if self._passthrough and self.started:
-                        self._warn_once("passthrough-sps", "passthrough renditions keep the first video parameters")
+                        self._reopen_for_new_source()
                 dec = av.CodecContext.create("h264", "r")
                 dec.extradata = record
                 self._video_decoder = dec  # type: ignore[assignment]
@@ -152,33 +185,61 @@ class Pipeline:
         dts90 = round(dts_t * VIDEO_TIMESCALE)
         if not self.started and len(self._packet_dts) < _MAX_RATE_STAMPS:
             self._packet_dts.append(dts_ms)
-        if self._passthrough:
+        self._note_video_timing(pts_t, info.keyframe, info.data)
+        if self.started and self._passthrough:
             boundary = info.keyframe and self._is_boundary(pts_t, info.keyframe)
             if boundary:
                 self._boundary_pts.add(pts90)
             item = EncodedVideoItem(info.data, pts90, dts90, info.keyframe, boundary)
-            if self.renditions:
-                for r in self.renditions:
-                    if r.plan.passthrough:
-                        r.queue.put(item)
-            else:
-                self._held_packets.append(item)
-                if len(self._held_packets) > self.max_held_frames * 2:
-                    self._warn_once("held-packets", "video packets held before the encoders open hit the cap")
-                    del self._held_packets[0]
+            for r in self.renditions:
+                if r.plan.passthrough:
+                    r.queue.put(item)
+        elif not self.started and self._may_passthrough:
+            # Boundaries are set when the rungs open, once it is known whether a rung copies these.
+            self._held_packets.append(EncodedVideoItem(info.data, pts90, dts90, info.keyframe, False))
+            if len(self._held_packets) > self.max_held_frames * 3:
+                self._warn_once("held-packets", "video packets held before the encoders open hit the cap")
+                del self._held_packets[0]
         packet = av.Packet(info.data)
         packet.pts = pts90
         packet.dts = dts90
         packet.time_base = Fraction(1, VIDEO_TIMESCALE)
+        if self._undecoded is not None:
+            self._undecoded.append(packet)
+            self._maybe_start()
+            return
+        self._decode(packet)
+
+    def _decode(self, packet: av.Packet | None) -> None:
+        assert self._video_decoder is not None
         for frame in self._video_decoder.decode(packet):
             self._on_decoded(frame)
+
+    def _note_video_timing(self, pts_t: float, keyframe: bool, data: bytes) -> None:
+        """Keeps what the top rung's choice needs (first keyframes, x264's keyint); warns when a copied
+        source later spaces its keyframes further apart than the choice assumed."""
+        if self._first_video_pts is None:
+            self._first_video_pts = pts_t
+        if self._newest_video_pts is None or pts_t > self._newest_video_pts:
+            self._newest_video_pts = pts_t
+        if not keyframe:
+            return
+        if self._x264_keyint is None and not self._keyframe_pts:
+            self._x264_keyint = x264_keyint(data)
+        if len(self._keyframe_pts) < 8 and not self.started:
+            self._keyframe_pts.append(pts_t)
+        gap = pts_t - self._last_keyframe if self._last_keyframe is not None else 0.0
+        if self._auto_passthrough and gap > self.max_keyframe_interval + 0.5 / max(self.frame_rate, 1.0):
+            self._warn_once("keyframe-gap", "the source's keyframes are now %.1f s apart; the copied top rung "
+                            "(and so every rung) can only cut segments there", gap)
+        self._last_keyframe = pts_t
 
     def _flush_decoder(self) -> None:
         if self._video_decoder is None:
             return
         try:
-            for frame in self._video_decoder.decode(None):
-                self._on_decoded(frame)
+            self._release_undecoded()
+            self._decode(None)
         except av.error.FFmpegError as exc:
             log.warning("stream %s: flushing the decoder: %s", self.job.stream_id, exc)
 
@@ -211,7 +272,7 @@ class Pipeline:
             self._maybe_start()
             return
         for item in items:
-            for r in self.renditions:
+            for r in self._fed:
                 r.queue.put(item)
 
     # -- boundaries ----------------------------------------------------------------------------
@@ -234,6 +295,9 @@ class Pipeline:
 
     # -- decoded video -------------------------------------------------------------------------
     def _on_decoded(self, frame: av.VideoFrame) -> None:
+        if not self._source_format:
+            self._source_format = frame.format.name
+        self._source_interlaced = self._source_interlaced or bool(frame.interlaced_frame)
         for progressive in self._deinterlacer.push(frame):
             self._on_frame(progressive)
 
@@ -256,7 +320,7 @@ class Pipeline:
         item = VideoFrameItem(frame, pts90, boundary)
         if self._newest_pts90 is None or pts90 > self._newest_pts90:
             self._newest_pts90 = pts90
-        for r in self.renditions:
+        for r in self._fed:
             if not r.plan.passthrough:
                 r.queue.put(item)
 
@@ -299,9 +363,74 @@ class Pipeline:
             return
         if self._audio_expected() and frames_span < self.late_audio_wait and not capped:
             return
+        if not self._top_rung_ready():
+            if self._undecoded is None:
+                self._undecoded = []  # the pictures so far show the source; the rest can wait as packets
+            return
         if capped:
             self._warn_once("held-frames", "started after holding the cap of %d decoded frames", self.max_held_frames)
         self._start_renditions()
+        self._release_undecoded()
+
+    def _release_undecoded(self) -> None:
+        pending, self._undecoded = self._undecoded, None
+        for packet in pending or []:
+            self._decode(packet)
+
+    # -- the top rung: copied or encoded -----------------------------------------------------------
+    def _source_rate(self) -> float:
+        return choose_rate(self._declared_rate(), None, self._packet_dts)
+
+    def _keyframe_interval(self) -> tuple[float | None, str]:
+        """The source's longest keyframe interval (s) as far as known: the keyint x264 announces (a bound, where
+        a scene cut may have put the second keyframe early), else measured between its first keyframes; None
+        until one of them is known."""
+        if self._x264_keyint is not None:
+            if self._x264_keyint == 0:
+                return math.inf, "x264 keyint infinite"
+            rate = self._source_rate()
+            return self._x264_keyint / rate, f"x264 keyint {self._x264_keyint} at {rate:g} fps"
+        stamps = self._keyframe_pts
+        if len(stamps) >= 2:
+            return max(b - a for a, b in zip(stamps, stamps[1:])), ""
+        return None, ""
+
+    def _top_rung_ready(self) -> bool:
+        """Whether the top rung's choice can be made: at once unless it hangs on the keyframe interval,
+        else once that is known or the source has run past `max_keyframe_interval` without a second one."""
+        first = self._held_frames[0]
+        if not needs_keyframe_interval(self.top_rung, top_spec(self.job.renditions), first.width,
+                                       first.height, self._source_format, self._source_interlaced):
+            return True
+        if self._keyframe_interval()[0] is not None:
+            return True
+        if self._undecoded is not None and len(self._undecoded) >= self.max_held_frames * 2:
+            return True  # timestamps that don't advance must not hold the start forever
+        start = self._keyframe_pts[0] if self._keyframe_pts else self._first_video_pts
+        if start is None or self._newest_video_pts is None:
+            return False
+        half_frame = 0.5 / self._source_rate()
+        return self._newest_video_pts - start > self.max_keyframe_interval + half_frame
+
+    def _choose_top_rung(self, width: int, height: int) -> list[PlannedRendition]:
+        interval, origin = self._keyframe_interval()
+        source = SourceVideo(width, height, self._source_format, self._source_interlaced, interval, origin)
+        spec = top_spec(self.job.renditions)
+        choice = choose_top_rung(self.top_rung, spec, source, self.max_keyframe_interval, self.frame_rate)
+        plans = plan_ladder(self.job.renditions, width, height, choice)
+        self._auto_passthrough = self.top_rung == "auto" and choice.passthrough and spec is not None
+        log.info("stream %s: top rung %s", self.job.stream_id, choice.note)
+        return plans
+
+    def _mark_held_boundaries(self) -> None:
+        """Boundaries of the packets held before the rungs opened: source keyframes when a rung copies them."""
+        if not self._passthrough:
+            self._held_packets.clear()
+            return
+        for item in self._held_packets:
+            if item.keyframe and self._is_boundary(item.pts / VIDEO_TIMESCALE, True):
+                item.boundary = True
+                self._boundary_pts.add(item.pts)
 
     def _audio_track(self) -> AudioTrack | None:
         if self._audio is None:
@@ -315,11 +444,12 @@ class Pipeline:
                 RenditionEncoder(
                     plan,
                     audio_track,
-                    first_sequence=self.job.first_sequence if first_sequence is None else first_sequence,
+                    first_sequence=self._first_sequence if first_sequence is None else first_sequence,
                     frame_rate=self.frame_rate,
                     preset=self.job.preset,
                     tune=self.job.tune,
                     gop_frames=gop,
+                    source_keyframes=self._passthrough,
                     on_init=self._on_init,
                     on_segment=self._on_segment,
                     source_avcc=self._source_avcc,
@@ -328,6 +458,12 @@ class Pipeline:
                     part_target=self.job.part_target,
                 )
             )
+        # A cascaded rung gets every item (pictures scaled, audio, the end) from the rung it scales from.
+        by_name = {r.plan.name: r for r in self.renditions}
+        for r in self.renditions:
+            if r.plan.scale_from:
+                by_name[r.plan.scale_from].children.append(r)
+        self._fed = [r for r in self.renditions if not r.plan.scale_from]
         for r in self.renditions:
             r.start()
 
@@ -347,30 +483,55 @@ class Pipeline:
         position = self.clock.start if self._newest_pts90 is None else self._newest_pts90 / VIDEO_TIMESCALE + frame
         log.info("stream %s: audio began at %.3f s, after the video; reopening the renditions with it",
                  self.job.stream_id, position)
-        old = self.renditions
-        for r in old:
-            r.queue.put(None)
-        for r in old:
-            r.join()
-            if r.error is not None and self._failure is None:
-                self._failure = r.error
-        next_sequence = max(r.next_sequence for r in old)
+        plans = [r.plan for r in self.renditions]
+        next_sequence = self._close_renditions()
         self._generation += 1
         self._audio = AudioTranscoder(
             audio_config, sample_rate=self.job.audio_sample_rate, bitrate=self.job.audio_bitrate,
             start_floor=position,
         )
         self._audio_config = audio_config
-        self.renditions = []
         self._next_boundary = None  # the next frame starts a segment (a keyframe in every rung)
         self._boundary_pts.clear()
         gop = max(1, round(self.frame_rate * self.job.segment_duration))
-        self._open([r.plan for r in old], self._audio_track(), gop, first_sequence=next_sequence)
+        self._open(plans, self._audio_track(), gop, first_sequence=next_sequence)
+
+    def _close_renditions(self) -> int:
+        """Ends every rung (their last segments are written); the media sequence number the next rungs take."""
+        old = self.renditions
+        for r in self._fed:
+            r.queue.put(None)
+        for r in old:
+            r.join()
+            if r.error is not None and self._failure is None:
+                self._failure = r.error
+        self.renditions, self._fed = [], []
+        return max(r.next_sequence for r in old)
+
+    def _reopen_for_new_source(self) -> None:
+        """New SPS/PPS while a rung copies the source: the copy can't go on under the old parameters (a new size
+        would break it), so every rung ends and the ladder is planned again from the new pictures, as at the
+        start, under new init segments."""
+        log.info("stream %s: new video parameters under a copied rung; planning the ladder again",
+                 self.job.stream_id)
+        for frame in self._deinterlacer.flush():
+            self._on_frame(frame)
+        self._first_sequence = self._close_renditions()
+        self._generation += 1
+        self._passthrough = any(r.passthrough for r in self.job.renditions)
+        self._auto_passthrough = False
+        self._next_boundary = None
+        self._boundary_pts.clear()
+        self._keyframe_pts, self._x264_keyint, self._last_keyframe = [], None, None
+        self._first_video_pts = self._newest_video_pts = None
+        self._source_format, self._source_interlaced = "", False
 
     def _start_renditions(self) -> None:
         first = self._held_frames[0]
-        self.frame_rate = choose_rate(self._declared_rate(), None, self._packet_dts)
-        plans = plan_ladder(self.job.renditions, first.width, first.height)
+        self.frame_rate = self._source_rate()
+        plans = self._choose_top_rung(first.width, first.height)
+        self._passthrough = any(p.passthrough for p in plans)
+        self._mark_held_boundaries()
         gop = max(1, round(self.frame_rate * self.job.segment_duration))
         self._open(plans, self._audio_track(), gop)
         log.info(
@@ -403,7 +564,7 @@ class Pipeline:
                 self._start_audio_only()
         if self._audio is not None:
             self._dispatch_audio(self._audio.flush())
-        for r in self.renditions:
+        for r in self._fed:
             r.queue.put(None)
         for r in self.renditions:
             r.join()
