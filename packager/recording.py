@@ -129,10 +129,20 @@ def write_mp4(store: LocalStore, key_prefix: str, track: RenditionTrack) -> str:
             ]
             paths = [p for p in paths if p.exists()]
             with av.open(ConcatReader(paths), "r", format="mp4") as source:
+                # FFmpeg's MP4 demuxer presents a track with negative composition offsets (a copied source
+                # with B-frames) late by the largest of them. Our segmenter starts every period with a keyframe
+                # that decodes at its presentation time, so the first packet's pts - dts is that lag: undone
+                # here, or the MP4's picture would trail its sound by a frame.
+                video_lag: int | None = None
                 for packet in source.demux():
                     kind = packet.stream.type
                     if packet.dts is None or kind not in out_streams:
                         continue
+                    if kind == "video" and packet.pts is not None:
+                        if video_lag is None:
+                            video_lag = packet.pts - packet.dts
+                        packet.pts -= video_lag
+                        packet.dts -= video_lag
                     # A reconnect can overlap the previous connection by a frame; MP4 needs rising DTS.
                     if kind in last_dts and packet.dts <= last_dts[kind]:
                         dropped += 1

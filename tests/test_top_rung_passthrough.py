@@ -378,3 +378,29 @@ def test_the_stream_status_says_whether_the_top_rung_is_copied_and_why(tmp_path:
         assert all(r["passthrough"] is False and str(r["note"]).startswith("encoded") for r in listed[1:]), listed
     finally:
         server.stop()
+
+
+def test_recording_mp4_of_a_copied_b_frame_source_keeps_lip_sync(tmp_path: Path) -> None:
+    """The MP4 of the recording presents picture and sound with the same offset as the HLS recording does
+    (FFmpeg's HLS reader as the reference): the copied top rung's B-frames don't make the picture trail."""
+    import json
+    import urllib.request
+
+    def starts(url_or_path: str) -> dict[str, float]:
+        out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,start_time",
+                              "-of", "json", url_or_path], capture_output=True, text=True, check=True).stdout
+        return {s["codec_type"]: float(s["start_time"]) for s in json.loads(out)["streams"]}
+
+    server = run_server(small_config(tmp_path / "data", renditions=list(LADDER), reconnect_window=0.0))
+    try:
+        stream = server.create_stream()
+        publish_flv(server, stream["stream_key"], obs_like_flv(seconds=4.0, keyframe_seconds=1.0))
+        recording = wait_recording(server, stream["id"])["recording"]
+        mp4 = tmp_path / "recording.mp4"
+        with urllib.request.urlopen(recording["mp4_url"]) as response:
+            mp4.write_bytes(response.read())
+        hls = starts(recording["playback_url"])
+        local = starts(str(mp4))
+    finally:
+        server.stop()
+    assert abs((local["video"] - local["audio"]) - (hls["video"] - hls["audio"])) < 0.005, (local, hls)
