@@ -58,6 +58,9 @@ async def watch(request: web.Request) -> web.Response:
             "dvr_window_seconds": dvr_window_for(request.app[CONFIG], row, org),
             "branding": page_branding(org),
             "segment_duration": request.app[CONFIG].hls.segment_duration,
+            # LL-HLS (parts): the player needs fewer segments before it starts; hls.js reads the rest
+            # (PART-HOLD-BACK) from the playlist.
+            "low_latency": bool(row.get("low_latency")),
             "status": row["status"],
             "mp4": mp4,
         }

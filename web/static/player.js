@@ -3,19 +3,30 @@
 //
 // The DVR range comes from hls.js's level details (first fragment's start .. live edge), never from
 // video.seekable: Chromium reports 0..edge there, whatever the playlist covers.
+//
+// Latency: hls.js decides how far behind the edge to play from the playlist itself (PART-HOLD-BACK on a
+// Low-Latency HLS stream, HOLD-BACK, else three target durations), so the config below sets no
+// liveSyncDuration(Count): either would override the playlist. Playback is never sped up to catch up; the
+// player only moves onto the live point (inside the buffer) just after start and "Go live" (settleOnLivePoint).
 (function () {
   "use strict";
   const cfg = JSON.parse(document.getElementById("player-config").textContent);
   const $ = (id) => document.getElementById(id);
   const video = $("video"), seek = $("seek"), badge = $("live-badge"), goLive = $("go-live");
-  const quality = $("quality"), statusLine = $("status"), position = $("position");
+  const quality = $("quality"), statusLine = $("status"), position = $("position"), liveState = $("live-state");
   const playButton = $("play"), muteButton = $("mute"), unmute = $("unmute"), fullscreenButton = $("fullscreen");
 
   const DVR_SECONDS = Math.max(0, Number(cfg.dvr_window_seconds) || 0);
   const SEGMENT_SECONDS = Number(cfg.segment_duration) || 2;  // only a fallback: the playlist's target wins
-  const SYNC_COUNT = 3;       // play 3 target durations behind the newest segment (RFC 8216's hold-back)
+  const LOW_LATENCY = !!cfg.low_latency;  // the stream publishes LL-HLS parts (hls.js also reads it from the playlist)
+  const HOLD_BACK_COUNT = 3;  // RFC 8216: start no closer than three target durations from the end
   const WINDOW_MARGIN = 3;    // target durations of slack past the DVR window before hls.js snaps to live
-  const EDGE_TOLERANCE = 2;   // target durations behind the sync point that still count as "live"
+  const EDGE_TOLERANCE = 0.5; // target durations behind hls.js's live point that still count as "live" ...
+  const MIN_EDGE_TOLERANCE = 1;  // ... but at least this many seconds
+  const SETTLE_SLACK = 0.25;     // seconds behind the live point worth a jump at start / on "Go live"
+  const SETTLE_FORWARD = 0.5;    // seconds of buffered media that must remain ahead after that jump
+  const SETTLE_WINDOW_MS = 10000;  // how long after start / "Go live" such jumps may happen
+  const EDGE_SAMPLES = 8;        // playlist advances the live-edge estimate looks back over
   const RETRY_MS = 4000;
   const OFFLINE = "Stream is offline — waiting for the broadcast to start…";
 
@@ -48,6 +59,10 @@
 
   let hls = null, lastDetails = null, dragging = false, retryTimer = null, lastMediaRecovery = 0;
   let mutedByBrowser = false;  // autoplay with sound was refused: offer "Tap to unmute"
+  let settleUntil = 0;  // performance.now() until which settleOnLivePoint may still move the playhead
+  let playedOnce = false;  // this hls.js instance has started playing (its start is settled from then on)
+  let wasLive = null;   // last state announced to screen readers (true: at live, false: behind)
+  let edgeOffsets = [];  // per playlist advance: its edge (media seconds) minus when it arrived (wall seconds)
 
   document.title = cfg.title ? cfg.title + " — Watch" : "Watch";
   $("title").textContent = cfg.title || "";  // textContent: a title is never markup
@@ -68,6 +83,14 @@
     const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
     const mm = String(m).padStart(2, "0"), ss = String(s).padStart(2, "0");
     return h ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
+  }
+
+  // A distance from live: "0:42", "12:05", "1:02:03" (minutes unpadded).
+  function shortClock(seconds) {
+    seconds = Math.max(0, Math.round(seconds));
+    const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+    const ss = String(s).padStart(2, "0");
+    return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
   }
 
   // ---- where we are -------------------------------------------------------------------------------
@@ -100,47 +123,107 @@
     return !hls && video.duration === Infinity;
   }
 
-  // Where "Go live" takes the viewer: hls.js's own sync point (edge minus the hold-back).
+  // hls.js estimates the live edge as the newest playlist's end plus the time since that playlist arrived. A
+  // playlist polled some time after the server updated it (standard HLS reloads about once per target
+  // duration) makes that estimate late by up to a target duration. Every arrival is such a lower bound of the
+  // real edge; when polls fall at different moments (a reload that found nothing new retries sooner) the best
+  // of the last few is the closest. (LL-HLS blocking reloads arrive the moment a part exists: no difference.)
+  function noteEdge(d) {
+    // From the first frame on: by then hls.js has aligned the playlist to the media's own timestamps.
+    if (!playedOnce || !d || !d.live || !d.advanced || !d.advancedDateTime) return;
+    edgeOffsets.push(d.edge - d.advancedDateTime / 1000);
+    if (edgeOffsets.length > EDGE_SAMPLES) edgeOffsets.shift();
+  }
+
+  // The live point, where "Go live" takes the viewer: the live edge minus hls.js's target latency (the
+  // playlist's hold-back), never behind hls.js's own liveSyncPosition, nor past its limit (the newest
+  // segment's start, or part's with LL-HLS). Native HLS: three target durations behind the end of seekable.
   function liveSyncPosition() {
-    if (hls) return hls.liveSyncPosition;
-    const range = windowRange();
-    return range ? Math.max(range.start, range.end - SYNC_COUNT * targetDuration()) : null;
+    if (!hls) {
+      const range = windowRange();
+      return range ? Math.max(range.start, range.end - HOLD_BACK_COUNT * targetDuration()) : null;
+    }
+    const sync = hls.liveSyncPosition, d = levelDetails(), target = targetDuration();
+    // A playlist that stopped advancing (encoder gone) leaves the edge unknown: hls.js's estimate handles that.
+    if (sync == null || !d || !edgeOffsets.length || d.age > HOLD_BACK_COUNT * target) return sync;
+    const edge = Math.min(Date.now() / 1000 + Math.max(...edgeOffsets), d.edge + d.age + target);
+    const limit = d.edge - ((hls.config.lowLatencyMode && d.partTarget) || target);
+    return Math.max(sync, Math.min(edge - hls.targetLatency, limit));
+  }
+
+  // Seconds behind the live point (0 at live; grows while paused), or null when unknown.
+  function behindLive() {
+    if (!isLive()) return null;
+    const sync = liveSyncPosition();
+    return sync == null ? null : Math.max(0, sync - video.currentTime);
+  }
+
+  function edgeTolerance() {
+    return Math.max(MIN_EDGE_TOLERANCE, EDGE_TOLERANCE * targetDuration());
   }
 
   function atLiveEdge() {
-    if (!isLive()) return false;
-    const sync = liveSyncPosition();
-    if (sync == null) return true;
-    return video.currentTime >= sync - EDGE_TOLERANCE * targetDuration();
+    const behind = behindLive();
+    return isLive() && (behind == null || behind <= edgeTolerance());
   }
 
-  // hls.js jumps back to live once the playhead is more than liveMaxLatencyDurationCount target durations
-  // behind the edge; keep that bound just past the rewindable window (the DVR window, or the playlist if
-  // it is longer), so scrubbing anywhere in the bar stays put and only falling off the window snaps to live.
+  // hls.js jumps back to live once the playhead is more than liveMaxLatencyDuration behind the edge; keep that
+  // bound just past the rewindable window (the DVR window, or the playlist if it is longer), so scrubbing
+  // anywhere in the bar stays put and only falling off the window snaps to live. Set on hls.config after
+  // construction: in the constructor hls.js would insist on a liveSyncDuration too, which overrides the
+  // playlist's hold-back.
   function fitLatencyToWindow(d) {
-    if (!hls || !d || !d.live || !d.targetduration) return;
-    const windowSeconds = Math.max(DVR_SECONDS, d.totalduration || 0);
-    const count = Math.ceil(windowSeconds / d.targetduration) + WINDOW_MARGIN;
-    hls.config.liveMaxLatencyDurationCount = Math.max(SYNC_COUNT + 1, count);
+    if (!hls) return;
+    const target = (d && d.targetduration) || SEGMENT_SECONDS;
+    const windowSeconds = Math.max(DVR_SECONDS, (d && d.totalduration) || 0);
+    hls.config.liveMaxLatencyDuration = windowSeconds + (HOLD_BACK_COUNT + WINDOW_MARGIN) * target;
+  }
+
+  // hls.js picks its start position when the playlist arrives and plays from there at rate 1, so the time it
+  // then takes to load and append (and a busy page) stays as extra latency for good. Shortly after start and
+  // after "Go live", move the playhead forward onto the live point, only inside what is already
+  // buffered (no new download, no stall), keeping SETTLE_FORWARD seconds ahead. hls.js's estimate of the
+  // edge firms up over the first playlist reloads, so this keeps watching for SETTLE_WINDOW_MS (forward
+  // only, and only for more than SETTLE_SLACK: a handful of jumps at most, all in the first seconds).
+  function settleOnLivePoint() {
+    if (!settleUntil || !hls || video.paused || video.seeking || video.readyState < 3) return;
+    if (performance.now() > settleUntil || !isLive()) { settleUntil = 0; return; }
+    const sync = liveSyncPosition();
+    if (sync == null) return;
+    const t = video.currentTime, buffered = video.buffered;
+    if (sync - t <= SETTLE_SLACK) return;  // there (or ahead: never move back)
+    for (let i = 0; i < buffered.length; i++) {
+      if (buffered.start(i) > t + 0.1 || buffered.end(i) < t) continue;
+      const target = Math.min(sync, buffered.end(i) - SETTLE_FORWARD);
+      if (target - t > SETTLE_SLACK) video.currentTime = target;  // else wait for more to be buffered
+      return;
+    }
   }
 
   // ---- drawing --------------------------------------------------------------------------------------
 
   function render() {
     const range = windowRange();
+    const live = isLive();
+    // On a live stream the bar ends at the live point, so "at live" is the thumb at the right end.
+    const sync = live && range ? liveSyncPosition() : null;
+    const end = sync != null && sync > range.start ? Math.min(range.end, sync) : range && range.end;
     seek.disabled = !range;
     if (range) {
       seek.min = String(range.start);
-      seek.max = String(range.end);
+      seek.max = String(end);
       if (!dragging) seek.value = String(video.currentTime);
     }
-    const live = isLive(), edge = atLiveEdge();
+    // Dragging shows where the thumb would land; otherwise how far the playhead is behind the live point.
+    const behind = !live || !range ? null
+      : dragging ? Math.max(0, end - Number(seek.value)) : behindLive();
+    const edge = live && (behind == null || behind <= edgeTolerance());
     badge.hidden = !(live && edge);
     goLive.hidden = !(live && !edge);
     let time = "", words = "";
-    if (live && range && !edge) {
-      time = "-" + clock(range.end - (dragging ? Number(seek.value) : video.currentTime));
-      words = " behind live";  // hidden on narrow screens by the stylesheet
+    if (live && !edge) {
+      time = "\u2212" + shortClock(behind);  // "−0:42": a real minus sign
+      words = " behind live";  // visually hidden on narrow screens by the stylesheet
     } else if (!live && range) {
       time = clock(video.currentTime - range.start) + " / " + clock(range.end - range.start);
     }
@@ -152,6 +235,10 @@
       position.replaceChildren(time, wordsSpan);
     }
     seek.setAttribute("aria-valuetext", time ? time + words : (live ? "Live" : ""));
+    if (live && wasLive !== edge && video.currentTime > 0) {
+      wasLive = edge;  // one polite announcement per change, never per tick
+      liveState.textContent = edge ? "Playing live" : "Behind live";
+    }
     setIcon(playButton, video.paused ? "play" : "pause");
     playButton.setAttribute("aria-label", video.paused ? "Play" : "Pause");
     setIcon(muteButton, video.muted ? "muted" : "sound");
@@ -239,22 +326,32 @@
       tryPlay();
     } else if (window.Hls && Hls.isSupported()) {
       hls = new Hls({
-        // Latency in target durations, so it follows whatever segment length the server uses. (hls.js
-        // forbids mixing these *Count options with liveSyncDuration/liveMaxLatencyDuration in seconds.)
-        liveSyncDurationCount: SYNC_COUNT,
-        // Bound for any legal (>= 1 s) target duration until the playlist is known; see fitLatencyToWindow.
-        liveMaxLatencyDurationCount: Math.max(SYNC_COUNT + 1, Math.ceil(DVR_SECONDS) + WINDOW_MARGIN),
+        // No liveSyncDuration(Count) here: hls.js then plays at the playlist's PART-HOLD-BACK (LL-HLS, with
+        // lowLatencyMode) or HOLD-BACK, else at three target durations, which is RFC 8216's hold-back.
+        lowLatencyMode: true,        // parts, preload hints and blocking reloads when the playlist has them
         maxLiveSyncPlaybackRate: 1,  // never speed up speech to catch up
+        // Wait for a hold-back's worth of segments on a broadcast that has just begun (the page is often open
+        // before the service starts); hls.js would otherwise start at the first segment, closer than the spec
+        // allows, and stall. An LL stream's part hold-back fits in fewer.
+        initialLiveManifestSize: LOW_LATENCY ? 2 : HOLD_BACK_COUNT,
         backBufferLength: 90,
         enableWorker: true,
       });
-      window.player = { hls, video };
+      fitLatencyToWindow(null);
+      playedOnce = false;
+      edgeOffsets = [];
+      // For tests: hls.js itself, the video, and whether the start (not played yet, or settling onto the live
+      // point) or a "Go live" is still under way.
+      window.player = { hls, video, settling: () => !playedOnce || settleUntil > performance.now() };
       hls.on(Hls.Events.MANIFEST_PARSED, () => { setStatus(""); buildQualityMenu(); tryPlay(); });
       hls.on(Hls.Events.LEVEL_LOADED, (_event, data) => {
         lastDetails = data.details;
         fitLatencyToWindow(data.details);
+        // A playlist that already drops old segments is as long as it gets: start with what it lists.
+        if (data.details.live && data.details.startSN > 0) hls.config.initialLiveManifestSize = 1;
         render();
       });
+      hls.on(Hls.Events.LEVEL_UPDATED, (_event, data) => noteEdge(data.details));
       hls.on(Hls.Events.LEVEL_SWITCHED, () => { showAutoLevel(); render(); });
       hls.on(Hls.Events.ERROR, (_event, data) => { if (data.fatal) onFatalError(data); });
       hls.loadSource(cfg.playback_url);
@@ -289,12 +386,14 @@
   seek.addEventListener("input", () => { dragging = true; render(); });
   seek.addEventListener("change", () => {
     dragging = false;
+    settleUntil = 0;  // the viewer chose a place: stay there
     seekTo(Number(seek.value));
     render();
   });
   goLive.addEventListener("click", () => {
     const sync = liveSyncPosition();
     if (sync != null) video.currentTime = sync;
+    settleUntil = performance.now() + SETTLE_WINDOW_MS;  // land on the live point once it has loaded again
     if (video.paused) tryPlay();
     render();
   });
@@ -317,8 +416,13 @@
   for (const name of ["timeupdate", "play", "pause", "volumechange", "seeked", "durationchange"]) {
     video.addEventListener(name, render);
   }
+  video.addEventListener("timeupdate", settleOnLivePoint);
+  video.addEventListener("pause", () => { settleUntil = 0; });  // paused on purpose: resume where it was
   document.addEventListener("fullscreenchange", render);
-  video.addEventListener("playing", () => setStatus(""));
+  video.addEventListener("playing", () => {
+    setStatus("");
+    if (hls && !playedOnce) { playedOnce = true; settleUntil = performance.now() + SETTLE_WINDOW_MS; }
+  });
   video.addEventListener("ended", () => setStatus("The broadcast has ended. Thank you for watching."));
   setIcon(unmute.querySelector(".unmute-icon"), "muted");
   setInterval(render, 500);
