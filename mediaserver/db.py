@@ -33,7 +33,7 @@ STREAM_COLUMNS: dict[str, tuple[type, Any]] = {
     "reactions_enabled": (int, 1),
     "giving_enabled": (int, 0),
     "dvr_enabled": (int, 1),
-    "low_latency": (int, 0),
+    "low_latency": (int, 1),  # LL-HLS for new streams (README: Latency); an org's latency_mode STANDARD turns it off
     "recording_enabled": (int, 1),
     "auto_publish": (int, 1),
     "auto_rotate_key": (int, 0),

@@ -113,11 +113,9 @@ def live(tmp_path: Path) -> Iterator[Callable[..., LiveStream]]:
         server = run_server(small_config(tmp_path / f"data{len(started)}", dvr_window=120.0))
         live = LiveStream(server, server.create_stream("Evening Prayer"))
         started.append(live)
-        if low_latency:
-            status, body = server.api("PATCH", f"/api/streams/{live.stream['id']}", {"low_latency": True})
-            if status == 400:
-                pytest.skip(f"the server does not take low_latency yet: {body}")
-            assert status == 200 and body["low_latency"] is True, (status, body)
+        # New streams are LL-HLS by default: each test says which mode it plays.
+        status, body = server.api("PATCH", f"/api/streams/{live.stream['id']}", {"low_latency": low_latency})
+        assert status == 200 and body["low_latency"] is low_latency, (status, body)
         live.publisher = start_publisher(server.rtmp_url(live.stream["stream_key"]), seconds=seconds)
         return live
 
