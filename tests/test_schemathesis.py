@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.server_fixture import ADMIN_TOKEN, ServerHandle, run_server, small_config
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-MAX_EXAMPLES = 40  # per operation and generation mode; about 30 s for the whole file on two cores
+MAX_EXAMPLES = 25  # per operation and generation mode; about 20 s for the whole file on two cores
 
 # The only fields for which a schema-valid request may be refused (400): their rules are beyond JSON Schema
 # (one field against another, a free slug, an RRULE's meaning, a real calendar day, a time zone the tz

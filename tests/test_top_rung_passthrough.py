@@ -359,7 +359,7 @@ def test_the_stream_status_says_whether_the_top_rung_is_copied_and_why(tmp_path:
     server = run_server(small_config(tmp_path / "data", renditions=list(LADDER), reconnect_window=0.0))
     try:
         stream = server.create_stream()
-        flv = obs_like_flv(seconds=8.0, keyframe_seconds=keyframe_seconds)
+        flv = obs_like_flv(seconds=6.0, keyframe_seconds=keyframe_seconds)
         sender = threading.Thread(target=publish_tags, args=(server.rtmp_url(stream["stream_key"]), flv_tags(flv)),
                                   kwargs={"realtime": True})
         sender.start()

@@ -43,7 +43,8 @@ FLAG_DESCRIPTIONS = {
                    "next encoder connection",
     "recording_enabled": "false: no recording (VOD playlists, MP4) is made; the broadcast's segments are kept while "
                          "it is live (for the DVR window) and deleted when it ends. Read when the broadcast ends",
-    "low_latency": "true: Low-Latency HLS (parts of hls.part_target seconds, preload hints, blocking playlist reload, "
+    "low_latency": "true (the default for new streams, unless the organization's latency_mode is STANDARD): "
+                   "Low-Latency HLS (parts of hls.part_target seconds, preload hints, blocking playlist reload, "
                    "delta updates); players without LL-HLS keep playing the same playlists at the standard latency. "
                    "Applies from the next broadcast (a reconnect keeps the mode the broadcast started with)",
 }
