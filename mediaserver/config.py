@@ -214,6 +214,9 @@ class Config:
         for name in ("messages_per_viewer", "messages_per_address", "reactions_per_viewer"):
             if getattr(self.chat, name) < 1:
                 raise ConfigError(f"chat.{name} must be >= 1, got {getattr(self.chat, name)}")
+        if self.hls.live_edge_segments < 3:
+            # RFC 8216 6.2.2: a live playlist must span at least three target durations.
+            raise ConfigError(f"hls.live_edge_segments must be >= 3, got {self.hls.live_edge_segments}")
         if not 0.1 <= self.hls.part_target <= self.hls.segment_duration / 2:
             raise ConfigError(f"hls.part_target must be between 0.1 s and half of hls.segment_duration "
                               f"({self.hls.segment_duration / 2:g} s), got {self.hls.part_target}")

@@ -95,6 +95,13 @@ def test_config_errors_name_the_setting(tmp_path: Path) -> None:
     path.write_text("[[transcode.renditions]]\nname='x'\nheight=721\nvideo_bitrate=100000\n")
     with pytest.raises(ConfigError, match="height"):
         load_config(path)
+    # A live playlist must span three target durations (RFC 8216 6.2.2); parts fit a segment at least twice.
+    path.write_text("[hls]\nlive_edge_segments = 2\n")
+    with pytest.raises(ConfigError, match="live_edge_segments"):
+        load_config(path)
+    path.write_text("[hls]\npart_target = 1.5\n")
+    with pytest.raises(ConfigError, match="part_target"):
+        load_config(path)
 
 
 def test_shipped_config_is_the_defaults() -> None:
