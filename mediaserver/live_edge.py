@@ -110,12 +110,13 @@ class PartUri:
 
 
 class LiveEdge:
-    """All renditions of one broadcast, and the condition its waiting requests sleep on."""
+    """All renditions of one broadcast, and a condition per rendition its waiting requests sleep on (a new
+    360p part wakes only the requests waiting on 360p)."""
 
     def __init__(self, keep_segments: int = 8) -> None:
         self.keep_segments = keep_segments
         self.renditions: dict[str, RenditionEdge] = {}
-        self.changed = asyncio.Condition()
+        self._changed: dict[str, asyncio.Condition] = {}
         self.ended = False
 
     def rendition(self, name: str) -> RenditionEdge:
@@ -124,28 +125,38 @@ class LiveEdge:
             edge = self.renditions[name] = RenditionEdge(self.keep_segments)
         return edge
 
-    async def notify(self) -> None:
-        async with self.changed:
-            self.changed.notify_all()
+    def _condition(self, rendition: str) -> asyncio.Condition:
+        condition = self._changed.get(rendition)
+        if condition is None:
+            condition = self._changed[rendition] = asyncio.Condition()
+        return condition
+
+    async def notify(self, rendition: str) -> None:
+        condition = self._condition(rendition)
+        async with condition:
+            condition.notify_all()
 
     async def end(self) -> None:
         self.ended = True
-        await self.notify()
+        for rendition in list(self._changed):
+            await self.notify(rendition)
 
     async def wait_for(self, rendition: str, sequence: int, index: int | None, timeout: float) -> bool:
         """Hold until the rendition has that segment (or part), the broadcast ends, or the timeout passes;
         True if it has it."""
         edge = self.rendition(rendition)
-        await self.wait_until(lambda: edge.has(sequence, index), timeout)
+        await self.wait_until(rendition, lambda: edge.has(sequence, index), timeout)
         return edge.has(sequence, index)
 
-    async def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
-        """Hold until condition() holds (checked at every change), the broadcast ends, or timeout passes."""
+    async def wait_until(self, rendition: str, condition: Callable[[], bool], timeout: float) -> bool:
+        """Hold until condition() holds (checked at every change of that rendition), the broadcast ends, or
+        timeout passes."""
         if condition():
             return True
+        changed = self._condition(rendition)
         try:
-            async with self.changed:
-                await asyncio.wait_for(self.changed.wait_for(lambda: self.ended or condition()), timeout)
+            async with changed:
+                await asyncio.wait_for(changed.wait_for(lambda: self.ended or condition()), timeout)
         except asyncio.TimeoutError:
             return False
         return condition()

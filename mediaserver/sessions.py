@@ -351,13 +351,13 @@ class StreamManager:
             broadcast.edge.rendition(str(data["rendition"])).add_part(LivePart(
                 int(data["sequence"]), int(data["index"]), float(data["duration"]), bool(data["independent"]),
                 event.payload or b""))
-            await broadcast.edge.notify()
+            await broadcast.edge.notify(str(data["rendition"]))
         elif event.event == "segment":
             track = broadcast.tracks.setdefault(str(data["rendition"]), RenditionTrack(str(data["rendition"])))
             entry = entry_from_event(data, broadcast.key_prefix, period, track.entries[-1] if track.entries else None)
             track.entries.append(entry)
             broadcast.edge.rendition(track.name).add_segment(entry.sequence, event.payload)
-            await broadcast.edge.notify()
+            await broadcast.edge.notify(track.name)
             if broadcast.status == "STARTING" and not broadcast.auto_publish:
                 broadcast.previewing = True
             elif broadcast.status == "STARTING":

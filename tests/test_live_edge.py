@@ -46,7 +46,7 @@ def test_waiters_wake_when_the_part_comes_and_time_out_otherwise() -> None:
         async def produce() -> None:
             await asyncio.sleep(0.05)
             rendition.add_part(LivePart(1, 0, 0.5, True, b"x"))
-            await live.notify()
+            await live.notify("360p")
 
         task = asyncio.create_task(produce())
         came = await live.wait_for("360p", 1, 0, timeout=5)

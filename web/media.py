@@ -274,7 +274,7 @@ async def _live_part(request: web.Request, stream_id: str, broadcast_id: str, re
         if not ahead or edge.ended:
             return not_found("part")
         # Held until it exists, or is passed over (a segment that ended before this part: 404).
-        await edge.wait_until(lambda: held.part(sequence, index) is not None or held.last_complete >= sequence
+        await edge.wait_until(rendition, lambda: held.part(sequence, index) is not None or held.last_complete >= sequence
                               or (held.newest_part() or (-1, -1)) > (sequence, index),
                               3 * request.app[CONFIG].hls.segment_duration)
         part = held.part(sequence, index)
