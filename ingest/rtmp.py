@@ -8,6 +8,7 @@ of idle sockets never keeps a real encoder out; publishers have their own limit.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import ipaddress
 import logging
 from collections.abc import Hashable, Iterable
@@ -647,6 +648,7 @@ class RtmpServer:
         self._slots: ConnectionSlots[_PublishController] = ConnectionSlots(
             max_connections, max_pending_connections, max_pending_per_address)
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None  # RTMPS: the same publishers' path, over TLS
         self._tasks: set[asyncio.Task[None]] = set()
         self.settle_time = settle_time  # seconds new connections get to send their first bytes before the limits bite
         self._enforce_handle: asyncio.TimerHandle | None = None
@@ -666,6 +668,18 @@ class RtmpServer:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.host, self.requested_port, backlog=self.backlog)
+
+    async def start_tls(self, port: int, context: ssl.SSLContext) -> None:
+        """RTMPS: RTMP inside TLS on its own port. Connections share the limits and the publish path of plain
+        RTMP; a TLS handshake gets the RTMP handshake timeout."""
+        self._tls_server = await asyncio.start_server(self._accept, self.host, port, backlog=self.backlog,
+                                                      ssl=context, ssl_handshake_timeout=self.handshake_timeout)
+
+    @property
+    def tls_port(self) -> int | None:
+        if self._tls_server is None or not self._tls_server.sockets:
+            return None
+        return int(self._tls_server.sockets[0].getsockname()[1])
 
     @property
     def port(self) -> int:
@@ -702,11 +716,13 @@ class RtmpServer:
         if self._enforce_handle is not None:
             self._enforce_handle.cancel()
             self._enforce_handle = None
-        if self._server is not None:
-            self._server.close()
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                await server.wait_closed()

@@ -39,6 +39,8 @@ class ServerConfig:
     tls_key: str = ""
     # Port of the HTTPS listener (only with tls_cert and tls_key); HTTP stays on http_port.
     https_port: int = 8443
+    # Port of the RTMPS listener (RTMP over TLS, with the same certificate; only with tls_cert and tls_key).
+    rtmps_port: int = 1936
 
     def base_url(self) -> str | None:
         """The public base URL without a trailing slash (public_url, else derived from public_host), or None."""

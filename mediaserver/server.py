@@ -69,6 +69,11 @@ class RunningServer:
     def rtmp_port(self) -> int:
         return self.rtmp.port
 
+    @property
+    def rtmps_port(self) -> int | None:
+        """None when no certificate is configured (no RTMPS)."""
+        return self.rtmp.tls_port
+
     async def stop(self) -> None:
         if self.retention is not None:
             await self.retention.stop()
@@ -129,6 +134,10 @@ async def start_server(config: Config) -> RunningServer:
         max_pending_per_address=config.rtmp.max_pending_per_address,
     )
     await rtmp.start()
+    if tls is not None:
+        await rtmp.start_tls(config.server.rtmps_port, tls)
+        config.server.rtmps_port = rtmp.tls_port or config.server.rtmps_port
+        log.info("RTMPS on %s:%d", config.server.host, config.server.rtmps_port)
     # Ports asked as 0 (tests) are known now; URLs built from the config must show the real ones.
     config.server.http_port, config.server.rtmp_port = http_port, rtmp.port
     log.info("HTTP on %s:%d, RTMP on %s:%d, data in %s", config.server.host, http_port,
@@ -183,6 +192,8 @@ def banner(config: Config, server: RunningServer) -> str:
     ]
     if server.https_port:
         lines.append(f"  HTTPS:         port {server.https_port} (HTTP stays on {server.http_port})")
+    if server.rtmps_port:
+        lines.append(f"  OBS over TLS:  rtmps://{host}:{server.rtmps_port}/{config.rtmp.app}")
     lines += [
         f"  Data:          {config.data_path.resolve()}",
         f"  Admin token:   in {config.data_path / 'admin_token'} or $MEDIASERVER_ADMIN_TOKEN",

@@ -60,6 +60,7 @@ def test_https_with_a_configured_certificate(tmp_path: Path, tls_files: tuple[Pa
     cert, key = tls_files
     config = small_config(tmp_path / "data")
     config.server.tls_cert, config.server.tls_key, config.server.https_port = str(cert), str(key), 0
+    config.server.rtmps_port = 0
     config.server.public_url = "https://stream.example.org"
     handle = run_server(config)
     try:

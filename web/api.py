@@ -197,6 +197,9 @@ def stream_view(request: web.Request, row: dict[str, Any], recording: dict[str, 
         "actual_start": iso(row["actual_start"]), "actual_end": iso(row["actual_end"]),
         "error": row["error"], "series_id": row["series_id"],
         "rtmp_url": f"rtmp://{host}{'' if rtmp_port == 1935 else f':{rtmp_port}'}/{config.rtmp.app}",
+        # RTMPS (RTMP over TLS, same key) when the server has a certificate: the listener runs only then.
+        "rtmps_url": (f"rtmps://{host}{'' if config.server.rtmps_port == 443 else f':{config.server.rtmps_port}'}"
+                      f"/{config.rtmp.app}") if config.server.tls_cert and config.server.tls_key else None,
         "playback_url": f"{base}/hls/{row['id']}/master.m3u8",
         "watch_url": f"{base}/watch/{row['id']}",
         "storage_bytes": storage_bytes,

@@ -97,6 +97,8 @@ STREAM = {
         "actual_start": NULLABLE_ISO, "actual_end": NULLABLE_ISO,
         "error": {"type": ["string", "null"]},
         "series_id": {"type": ["string", "null"]},
+        "rtmps_url": {"type": ["string", "null"], "description": "RTMP over TLS (the same stream key), when the server "
+                      "has a certificate (server.tls_cert/tls_key; port server.rtmps_port); null otherwise"},
         "renditions": {"type": "array", "description": "while live: the renditions made now, tallest first; "
                        "passthrough true when the rung copies the source video, note says why (e.g. the source's "
                        "keyframes are too far apart to copy)",
