@@ -25,7 +25,10 @@ How it measures (no pass/fail: figures only):
 - Load: os.getloadavg() and the CPU time of the server process and its children (the transcode workers) and of
   the publisher, from /proc, over each measured window.
 Publisher, server and client share this machine's clock.
-Usage: python bench/latency.py [--seconds 60] [--mode standard|ll|both] [--skip-browser]
+- --ingest rtmp,srt,whip measures each way in, in turn, in one run: srt pushes the publisher's MPEG-TS through
+  the ffmpeg CLI (a copy, as an SRT caller); whip publishes with aiortc (its own H.264 encoder, as a browser
+  does; the tone is aiortc's silent Opus track instead).
+Usage: python bench/latency.py [--seconds 60] [--mode standard|ll|both] [--ingest rtmp,srt,whip] [--skip-browser]
 """
 from __future__ import annotations
 
@@ -87,21 +90,52 @@ def _serve(data_dir: str, segment_duration: float, part_target: float, conn: Con
 
 
 # -- the publisher (child process) --------------------------------------------------------------------------
-def _publish(url: str, frames: int, width: int, height: int, fps: int, gop_seconds: float,
+def _pictures(width: int, height: int) -> Any:
+    """A function i -> the yuv420p picture of frame i: a scrolling luma wave, a moving square, the frame code.
+    Built in yuv420p (no colour conversion per frame)."""
+    wave = (125 + 100 * np.sin(np.arange(width + 256) * 2 * np.pi / 256)).astype(np.uint8)
+    scroll = np.broadcast_to(wave, (height, width + 256))
+    chroma = np.full((height // 2, width), 128, np.uint8)
+    chroma[:, : width // 4] = 90  # some colour: a U/V block on the left
+
+    def picture(i: int) -> np.ndarray:
+        img = np.empty((height * 3 // 2, width), np.uint8)
+        luma = img[:height]
+        offset = (i * 4) % 256
+        luma[:] = scroll[:, offset : offset + width]
+        x = (i * 8) % max(1, width - 96)
+        luma[height // 2 : height // 2 + 96, x : x + 96] = 235
+        img[height:] = chroma
+        frame_code.draw(luma, i, white=235, black=16)
+        return img
+
+    return picture
+
+
+def _publish(ingest: str, url: str, frames: int, width: int, height: int, fps: int, gop_seconds: float,
              sent_at: Any) -> None:
-    """H.264 (x264 ultrafast, zerolatency) + AAC tone in FLV at real-time pace; sent_at[i] = time.time() just
-    before frame i is handed to the encoder. The picture is built in yuv420p (no colour conversion per frame):
-    a scrolling luma wave, a moving square, the frame code."""
-    container = av.open(url, "w", format="flv", timeout=10)
+    """H.264 (x264 ultrafast, zerolatency) + AAC tone at real-time pace; sent_at[i] = time.time() just before
+    frame i is handed to the encoder. rtmp: FLV over RTMP from PyAV. srt: the same encoder writing MPEG-TS into
+    the ffmpeg CLI, which pushes it over SRT as a caller (PyAV's FFmpeg has no libsrt)."""
+    if ingest == "whip":
+        asyncio.run(_publish_whip(url, frames, width, height, fps, sent_at))
+        return
+    relay = None
+    if ingest == "srt":
+        import subprocess
+
+        relay = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-fflags", "nobuffer", "-f", "mpegts",
+                                  "-i", "pipe:0", "-c", "copy", "-f", "mpegts", url], stdin=subprocess.PIPE)
+        assert relay.stdin is not None
+        container = av.open(relay.stdin, "w", format="mpegts", buffer_size=4096)
+    else:
+        container = av.open(url, "w", format="flv", timeout=10)
     try:
         video = container.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(max(1, int(fps * gop_seconds)))}
         audio = container.add_stream("aac", rate=48000, layout="stereo")
-        wave = (125 + 100 * np.sin(np.arange(width + 256) * 2 * np.pi / 256)).astype(np.uint8)
-        scroll = np.broadcast_to(wave, (height, width + 256))
-        chroma = np.full((height // 2, width), 128, np.uint8)
-        chroma[:, : width // 4] = 90  # some colour: a U/V block on the left
+        picture = _pictures(width, height)
         samples = 48000 // fps
         t = np.arange(samples, dtype=np.float32)
         audio_pts = 0
@@ -110,15 +144,7 @@ def _publish(url: str, frames: int, width: int, height: int, fps: int, gop_secon
             delay = start + i / fps - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            img = np.empty((height * 3 // 2, width), np.uint8)
-            luma = img[:height]
-            offset = (i * 4) % 256
-            luma[:] = scroll[:, offset : offset + width]
-            x = (i * 8) % max(1, width - 96)
-            luma[height // 2 : height // 2 + 96, x : x + 96] = 235
-            img[height:] = chroma
-            frame_code.draw(luma, i, white=235, black=16)
-            frame = av.VideoFrame.from_ndarray(img, format="yuv420p")
+            frame = av.VideoFrame.from_ndarray(picture(i), format="yuv420p")
             frame.pts, frame.time_base = i, Fraction(1, fps)
             sent_at[i] = time.time()
             for packet in video.encode(frame):
@@ -137,6 +163,61 @@ def _publish(url: str, frames: int, width: int, height: int, fps: int, gop_secon
             container.close()
         except av.error.FFmpegError:
             pass
+        if relay is not None:
+            if relay.stdin is not None:
+                relay.stdin.close()
+            relay.wait(10)
+
+
+async def _publish_whip(url: str, frames: int, width: int, height: int, fps: int, sent_at: Any) -> None:
+    """aiortc as a WHIP client (as a browser would be): url is "WHIP-ENDPOINT KEY". aiortc's own H.264 encoder
+    encodes each frame as the track hands it over; sent_at[i] is noted then. An Opus tone goes with it."""
+    from aiortc import AudioStreamTrack, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+
+    endpoint, key = url.split(" ", 1)
+    picture = _pictures(width, height)
+
+    class Pictures(VideoStreamTrack):
+        def __init__(self) -> None:
+            super().__init__()
+            self.i = 0
+            self.start = time.perf_counter()
+
+        async def recv(self) -> av.VideoFrame:
+            i = self.i
+            delay = self.start + i / fps - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            frame = av.VideoFrame.from_ndarray(picture(i % 65536), format="yuv420p")
+            frame.pts, frame.time_base = i * (90000 // fps), Fraction(1, 90000)
+            if i < len(sent_at):
+                sent_at[i] = time.time()
+            self.i += 1
+            return frame
+
+    pc = RTCPeerConnection()
+    pc.addTrack(Pictures())
+    pc.addTrack(AudioStreamTrack())  # aiortc's own: silence, Opus-encoded
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind == "video":
+            from aiortc.rtcrtpsender import RTCRtpSender
+
+            transceiver.setCodecPreferences(
+                [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"])
+    await pc.setLocalDescription(await pc.createOffer())
+    async with aiohttp.ClientSession() as session:
+        async with session.post(endpoint, data=pc.localDescription.sdp, headers={
+                "Authorization": f"Bearer {key}", "Content-Type": "application/sdp"}) as response:
+            if response.status != 201:
+                raise RuntimeError(f"WHIP POST -> {response.status} {await response.text()}")
+            location = response.headers["Location"]
+            answer = await response.text()
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await asyncio.sleep(frames / fps)
+        async with session.delete(aiohttp.client.URL(endpoint).join(aiohttp.client.URL(location)),
+                                  headers={"Authorization": f"Bearer {key}"}):
+            pass
+    await pc.close()
 
 
 # -- load -----------------------------------------------------------------------------------------------------
@@ -370,6 +451,7 @@ async def hlsjs_latency(browser: Any, http: str, master_url: str, low_latency: b
 @dataclass
 class ModeResult:
     mode: str
+    ingest: str = "rtmp"
     unavailable: str = ""
     log: ClientLog | None = None
     sent_at: Any = None
@@ -388,10 +470,21 @@ class Api:
             return response.status, await response.json(content_type=None)
 
 
+def ingest_url(ingest: str, stream: dict[str, Any], http: str, rtmp_port: int) -> str:
+    """Where the publisher sends the stream for this way in (whip: "ENDPOINT KEY")."""
+    if ingest == "srt":
+        if not stream.get("srt_url"):
+            raise RuntimeError("the server gives no srt_url (SRT ingest unavailable)")
+        return str(stream["srt_url"])
+    if ingest == "whip":
+        return f"{http}/whip/{stream['id']} {stream['stream_key']}"
+    return f"rtmp://127.0.0.1:{rtmp_port}/live/{stream['stream_key']}"
+
+
 async def run_mode(mode: str, args: argparse.Namespace, api: Api, session: aiohttp.ClientSession,
-                   rtmp_port: int, server_pid: int, browser: Any) -> ModeResult:
-    result = ModeResult(mode)
-    status, stream = await api.call("POST", "/api/streams", {"title": f"latency bench {mode}"})
+                   rtmp_port: int, server_pid: int, browser: Any, ingest: str = "rtmp") -> ModeResult:
+    result = ModeResult(mode, ingest)
+    status, stream = await api.call("POST", "/api/streams", {"title": f"latency bench {mode} {ingest}"})
     if status != 201:
         raise RuntimeError(f"POST /api/streams -> {status} {stream}")
     if mode == "ll":
@@ -405,7 +498,7 @@ async def run_mode(mode: str, args: argparse.Namespace, api: Api, session: aioht
     ctx = multiprocessing.get_context("spawn")
     result.sent_at = sent_at = ctx.Array("d", int(seconds * args.fps), lock=False)
     publisher = ctx.Process(target=_publish, daemon=True, args=(
-        f"rtmp://127.0.0.1:{rtmp_port}/live/{stream['stream_key']}", len(sent_at), args.width, args.height,
+        ingest, ingest_url(ingest, stream, api.http, rtmp_port), len(sent_at), args.width, args.height,
         args.fps, args.segment_duration, sent_at))
     publisher.start()
     try:
@@ -465,10 +558,11 @@ def report(result: ModeResult, args: argparse.Namespace) -> list[str]:
     """Print one mode's figures; returns its row of the closing table."""
     title = {"standard": f"standard HLS, {args.segment_duration:g} s segments",
              "ll": "LL-HLS (parts, blocking reload, preload hints)"}[result.mode]
-    print(f"\n== {title}: watching {args.rendition} ==")
+    label = f"{result.mode} via {result.ingest}"
+    print(f"\n== {title}, published over {result.ingest}: watching {args.rendition} ==")
     if result.unavailable:
         print(f"not run: {result.unavailable}")
-        return [result.mode, "not run", "-", "-", "-"]
+        return [label, "not run", "-", "-", "-"]
     log = result.log
     assert log is not None
     frames, decoded, unreadable, failed = read_back(log)
@@ -545,7 +639,7 @@ def report(result: ModeResult, args: argparse.Namespace) -> list[str]:
             print(f"  {count} x {log.first_problem[kind]}")
     load = (f"{result.load.loadavg_end[0]:.1f} / "
             f"{100 * result.load.server_cpu / max(result.load.wall, 1e-9):.0f} %")
-    return [result.mode, cell(latencies), cell(b.latency if b else None), cell(b.on_screen if b else None), load]
+    return [label, cell(latencies), cell(b.latency if b else None), cell(b.on_screen if b else None), load]
 
 
 async def run(args: argparse.Namespace, tmp: str) -> list[ModeResult]:
@@ -571,9 +665,11 @@ async def run(args: argparse.Namespace, tmp: str) -> list[ModeResult]:
                     args=["--no-sandbox", "--disable-background-networking",
                           "--autoplay-policy=no-user-gesture-required"])
             api = Api(session, http)
-            for mode in modes:
-                results.append(await run_mode(mode, args, api, session, rtmp_port, server.pid or 0, browser))
-                await asyncio.sleep(4)  # the ended broadcast's worker goes away before the next mode
+            for ingest in args.ingest.split(","):
+                for mode in modes:
+                    results.append(await run_mode(mode, args, api, session, rtmp_port, server.pid or 0, browser,
+                                                  ingest))
+                    await asyncio.sleep(4)  # the ended broadcast's worker goes away before the next mode
     finally:
         if browser is not None:
             await browser.close()
@@ -590,6 +686,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60, help="measured window per mode, s")
     parser.add_argument("--mode", choices=["standard", "ll", "both"], default="both")
+    parser.add_argument("--ingest", default="rtmp",
+                        help="comma-separated ways in, each measured in turn: rtmp, srt, whip (e.g. rtmp,srt,whip)")
     parser.add_argument("--skip-browser", action="store_true", help="no hls.js figures")
     parser.add_argument("--browser-seconds", type=float, default=30)
     parser.add_argument("--warmup", type=float, default=8, help="publish time before the window opens, s")
@@ -608,7 +706,7 @@ def main() -> None:
     try:
         results = asyncio.run(run(args, tmp))
         print(f"source {args.width}x{args.height}@{args.fps} (x264 ultrafast zerolatency, {args.segment_duration:g} s "
-              f"GOP) over RTMP; server ladder {', '.join(r[0] for r in LADDER)} (x264 ultrafast), "
+              f"GOP) over {args.ingest}; server ladder {', '.join(r[0] for r in LADDER)} (x264 ultrafast), "
               f"{args.segment_duration:g} s segments; {os.cpu_count()} CPUs; run took {time.time() - began:.0f} s")
         rows = [report(result, args) for result in results]
         print("\nsummary, seconds as p50 / p95 / max:")

@@ -1,11 +1,15 @@
-"""Sans-IO FLV: the tag stream RTMP carries (and our ingest hands the transcoder), and the AVC/AAC tag bodies.
+"""Sans-IO FLV: the tag stream RTMP carries, its tag bodies (AVC/AAC and enhanced RTMP's HEVC/AV1/VP9),
+and their translation into the protocol-neutral items of ingest/media.py.
 
-No sockets here: bytes in, FlvTag objects out, FlvError on anything malformed.
+No sockets here: bytes in, FlvTag objects (and MediaItems) out, FlvError on anything malformed.
 """
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+
+from ingest.media import AccessUnit, MediaItem, SourceMetadata, TrackInfo
+from packager.h264 import H264Error, avcc_record
 
 TAG_AUDIO = 8
 TAG_VIDEO = 9
@@ -24,12 +28,14 @@ class UnsupportedCodec(FlvError):
     Retrying can't help: the encoder must be set to another codec."""
 
 
-# Enhanced RTMP (veovera enhanced-rtmp v1/v2) video FourCCs, with what to tell the operator.
+# Enhanced RTMP (veovera enhanced-rtmp v1/v2) video FourCCs: the decoder we open, and the codec's name.
+_ENHANCED_CODECS = {b"hvc1": "hevc", b"av01": "av1", b"vp09": "vp9", b"avc1": "h264"}
 _ENHANCED_VIDEO = {
     b"hvc1": "HEVC (H.265)",
     b"av01": "AV1",
     b"vp09": "VP9",
     b"avc1": "H.264 in the enhanced RTMP format",
+    b"vp08": "VP8",
 }
 
 
@@ -105,28 +111,70 @@ class FlvReader:
 @dataclass(frozen=True, slots=True)
 class VideoTagInfo:
     keyframe: bool
-    codec_id: int          # 7 = AVC
-    packet_type: int       # 0 sequence header, 1 NALUs, 2 end of sequence
+    codec_id: int          # 7 = AVC; 0 for enhanced RTMP (the FourCC names the codec)
+    packet_type: int       # 0 sequence header, 1 coded frame, 2 end of sequence; -1 nothing to decode
     composition_time_ms: int
     data: bytes
+    codec: str = "h264"    # the FFmpeg decoder name
+
+
+# Enhanced RTMP packet types (veovera enhanced-rtmp v1/v2).
+_EX_SEQUENCE_START, _EX_CODED_FRAMES, _EX_SEQUENCE_END, _EX_CODED_FRAMES_X = 0, 1, 2, 3
+_EX_METADATA, _EX_MPEG2TS_SEQUENCE_START, _EX_MULTITRACK, _EX_MOD_EX = 4, 5, 6, 7
+_FRAME_KEY, _FRAME_COMMAND = 1, 5
+
+
+def _si24(data: bytes) -> int:
+    value = int.from_bytes(data[:3], "big", signed=False)
+    return value - (1 << 24) if value & 0x800000 else value
+
+
+def _parse_enhanced_video(body: bytes) -> VideoTagInfo:
+    """An enhanced RTMP video tag: IsExHeader | FrameType (3 bits) | PacketType (4 bits), FourCC, payload."""
+    frame_type, packet_type = (body[0] >> 4) & 0x07, body[0] & 0x0F
+    if len(body) < 5:
+        raise FlvError(f"enhanced RTMP video tag of {len(body)} bytes is too short")
+    fourcc = bytes(body[1:5])
+    if packet_type in (_EX_MULTITRACK, _EX_MOD_EX):
+        raise UnsupportedCodec("enhanced RTMP multitrack video is not supported; send one video track")
+    codec = _ENHANCED_CODECS.get(fourcc)
+    if codec is None:
+        name = _ENHANCED_VIDEO.get(fourcc, f"video FourCC {fourcc!r}")
+        raise UnsupportedCodec(f"{name} over enhanced RTMP is not supported; use H.264, HEVC, AV1 or VP9")
+    payload = bytes(body[5:])
+    if frame_type == _FRAME_COMMAND or packet_type == _EX_METADATA:
+        return VideoTagInfo(False, 0, -1, 0, b"", codec)
+    if packet_type == _EX_SEQUENCE_START:
+        return VideoTagInfo(False, 0, 0, 0, payload, codec)
+    if packet_type == _EX_MPEG2TS_SEQUENCE_START:
+        return VideoTagInfo(False, 0, -1, 0, b"", codec)  # AV1's TS descriptor: the av1C start is what we use
+    if packet_type == _EX_SEQUENCE_END:
+        return VideoTagInfo(False, 0, 2, 0, b"", codec)
+    if packet_type == _EX_CODED_FRAMES and fourcc in (b"hvc1", b"avc1"):
+        if len(payload) < 3:
+            raise FlvError("enhanced RTMP coded frame is too short for its composition time")
+        return VideoTagInfo(frame_type == _FRAME_KEY, 0, 1, _si24(payload), payload[3:], codec)
+    if packet_type in (_EX_CODED_FRAMES, _EX_CODED_FRAMES_X):
+        return VideoTagInfo(frame_type == _FRAME_KEY, 0, 1, 0, payload, codec)
+    raise FlvError(f"enhanced RTMP video packet type {packet_type} is unknown")
 
 
 def parse_video_body(body: bytes) -> VideoTagInfo:
     if len(body) < 1:
         raise FlvError("empty video tag")
-    frame_type, codec_id = body[0] >> 4, body[0] & 0x0F
     if body[0] & 0x80:
-        fourcc = bytes(body[1:5])
-        name = _ENHANCED_VIDEO.get(fourcc, f"video FourCC {fourcc!r}")
-        raise UnsupportedCodec(f"{name} over enhanced RTMP is not supported yet; set OBS to H.264 (x264)")
+        return _parse_enhanced_video(body)
+    frame_type, codec_id = body[0] >> 4, body[0] & 0x0F
+    if codec_id == 12:
+        raise UnsupportedCodec("HEVC in the legacy FLV codec slot (id 12) is not supported; "
+                               "use an encoder that sends enhanced RTMP (OBS 30+), or H.264")
     if codec_id != 7:
         raise UnsupportedCodec(f"video codec id {codec_id} is not H.264 (7); set the encoder to H.264")
     if len(body) < 5:
         raise FlvError(f"AVC video tag of {len(body)} bytes is too short")
-    cts = int.from_bytes(body[2:5], "big", signed=False)
-    if cts & 0x800000:
-        cts -= 1 << 24
-    return VideoTagInfo(frame_type == 1, codec_id, body[1], cts, bytes(body[5:]))
+    if frame_type == _FRAME_COMMAND:
+        return VideoTagInfo(False, codec_id, -1, 0, b"")
+    return VideoTagInfo(frame_type == _FRAME_KEY, codec_id, body[1], _si24(body[2:5]), bytes(body[5:]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +188,69 @@ def parse_audio_body(body: bytes) -> AudioTagInfo:
     if len(body) < 1:
         raise FlvError("empty audio tag")
     sound_format = body[0] >> 4
+    if sound_format == 9:
+        raise UnsupportedCodec("enhanced RTMP audio (Opus, FLAC, AC-3 over RTMP) is not supported; "
+                               "set the encoder's audio to AAC")
     if sound_format != 10:
         raise UnsupportedCodec(f"audio format {sound_format} is not AAC (10); set the encoder's audio to AAC")
     if len(body) < 2:
         raise FlvError("AAC audio tag is too short")
     return AudioTagInfo(sound_format, body[1], bytes(body[2:]))
+
+
+class FlvUnpacker:
+    """FLV tags (RTMP's messages) to the protocol-neutral MediaItems of ingest/media.py.
+
+    Sans-IO and stateless but for one thing: a sequence header repeated unchanged (some encoders send one
+    before every keyframe) is not passed on again. Raises UnsupportedCodec for codecs we can't take and
+    FlvError for a malformed tag (which the caller may skip)."""
+
+    def __init__(self) -> None:
+        self._tracks: dict[str, TrackInfo] = {}
+
+    def feed(self, tag: FlvTag) -> list[MediaItem]:
+        if tag.kind == TAG_VIDEO:
+            return self._video(tag)
+        if tag.kind == TAG_AUDIO:
+            return self._audio(tag)
+        if tag.kind == TAG_SCRIPT:
+            metadata = parse_metadata(tag.body)
+            return [SourceMetadata(metadata)] if metadata is not None else []
+        return []
+
+    def _track(self, track: TrackInfo) -> list[MediaItem]:
+        if self._tracks.get(track.kind) == track:
+            return []
+        self._tracks[track.kind] = track
+        return [track]
+
+    def _video(self, tag: FlvTag) -> list[MediaItem]:
+        info = parse_video_body(tag.body)
+        if info.packet_type == 0:
+            extradata = info.data
+            if info.codec == "h264":
+                try:
+                    extradata = avcc_record(info.data)
+                except H264Error as exc:
+                    raise FlvError(f"bad AVC sequence header: {exc}") from exc
+            elif not extradata:
+                raise FlvError(f"{info.codec} sequence start without a configuration record")
+            return self._track(TrackInfo("video", info.codec, extradata))
+        if info.packet_type != 1 or not info.data:
+            return []
+        if "video" not in self._tracks:
+            return []  # frames before their sequence header can't be decoded
+        return [AccessUnit("video", tag.timestamp_ms, info.composition_time_ms, info.keyframe, info.data)]
+
+    def _audio(self, tag: FlvTag) -> list[MediaItem]:
+        info = parse_audio_body(tag.body)
+        if info.packet_type == 0:
+            if not info.data:
+                raise FlvError("AAC sequence header without an AudioSpecificConfig")
+            return self._track(TrackInfo("audio", "aac", info.data))
+        if not info.data or "audio" not in self._tracks:
+            return []
+        return [AccessUnit("audio", tag.timestamp_ms, 0, True, info.data)]
 
 
 # -- script tags (onMetaData) ------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """RTMP publish ingest (OBS, hardware encoders, ffmpeg): a thin wrapper around pyrtmp.
 
 pyrtmp does the handshake, chunk reassembly and AMF0; this module adds timeouts, limits, stream-key checks
-through `authorize`, one clean close per connection, and hands every media message on as an FLV tag.
+through `authorize`, one clean close per connection, and hands every media message on as the protocol-neutral
+items of ingest/media.py (ingest/flv.py's FlvUnpacker: AVC/AAC and enhanced RTMP's HEVC/AV1/VP9).
 Connections without an accepted key are bounded per address and in total by closing the oldest, so a flood
 of idle sockets never keeps a real encoder out; publishers have their own limit.
 """
@@ -13,11 +14,14 @@ import ipaddress
 import logging
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Generic, Protocol, TypeVar
+from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 from bitstring import BitStream
 
-from ingest.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, FlvError, FlvReader, FlvTag, flv_header
+from ingest.flv import (
+    TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, FlvError, FlvReader, FlvTag, FlvUnpacker, UnsupportedCodec, flv_header,
+)
+from ingest.media import Publisher, PublishRefused
 
 # pyrtmp.rtmp calls logging.basicConfig(DEBUG) at import and its modules set their loggers to DEBUG:
 # note the root logger's state before importing it, and put it back after.
@@ -70,16 +74,8 @@ _EXTENDED = 0xFFFFFF
 _PUBLISH_STREAM_ID = 1  # pyrtmp's createStream reply always hands out stream 1
 
 
-class PublishRefused(Exception):
-    """authorize() refuses a publish; the text is the reason the encoder and the log get."""
-
-
-class PublishSink(Protocol):
-    async def on_tag(self, tag: FlvTag) -> None: ...
-    async def on_close(self, reason: str) -> None: ...
-
-
-Authorize = Callable[[str, str, str], Awaitable[PublishSink]]
+# authorize(app, key, peer): the session's Publisher for an accepted key, or PublishRefused with the reason.
+Authorize = Callable[[str, str, str], Awaitable[Publisher]]
 
 
 class ProtocolViolation(Exception):
@@ -244,7 +240,8 @@ class _PublishController(BaseRTMPController):  # type: ignore[misc]
         self.closing = False
         self.app: str | None = None
         self.key: str | None = None
-        self.sink: PublishSink | None = None
+        self.sink: Publisher | None = None
+        self._unpacker = FlvUnpacker()  # a new one per publish (set when the key is accepted)
         self.acked_bytes = 0
         self.peer_ack_window = ACK_WINDOW
         self._guard: asyncio.Timeout | None = None
@@ -354,7 +351,19 @@ class _PublishController(BaseRTMPController):  # type: ignore[misc]
         assert self._guard is not None
         self._guard.reschedule(None)  # a slow sink is backpressure, not an idle encoder
         try:
-            await self.sink.on_tag(tag)
+            items = self._unpacker.feed(tag)
+        except UnsupportedCodec as exc:
+            try:
+                await self.sink.reject_source(str(exc))
+            except Exception as ended:
+                raise _SinkEnded(str(ended) or str(exc)) from exc
+            raise _SinkEnded(str(exc)) from exc
+        except FlvError as exc:
+            log.warning("rtmp %s: skipping a bad tag at %d ms: %s", self.peer, tag.timestamp_ms, exc)
+            return
+        try:
+            for item in items:
+                await self.sink.on_media(item)
         except Exception as exc:
             raise _SinkEnded(str(exc) or type(exc).__name__) from exc
 
@@ -477,6 +486,7 @@ class _PublishController(BaseRTMPController):  # type: ignore[misc]
                 raise PublishRefused(f"{len(slots.publishers)} publishing connections already open "
                                      f"(max_connections = {slots.max_publishers})")
             try:
+                self._unpacker = FlvUnpacker()
                 self.sink = await self.server.authorize(app, self.key, self.peer)
             except PublishRefused:
                 raise

@@ -25,6 +25,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help="where the database and media live (default ./data)")
     parser.add_argument("--http-port", type=int, default=None, help="HTTP port (default 8080)")
     parser.add_argument("--rtmp-port", type=int, default=None, help="RTMP port (default 1935)")
+    parser.add_argument("--srt-port", type=int, default=None,
+                        help="first SRT port (UDP; default 8890): each stream gets one of [srt] ports from here")
     parser.add_argument("--host", default=None, help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--public-url", default=None, help="URL people use to reach this box, e.g. https://stream.mychurch.org")
     parser.add_argument("--public-host", default=None, help="(deprecated: use --public-url) host name of this box")
@@ -140,6 +142,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
         config.server.http_port = args.http_port
     if args.rtmp_port is not None:
         config.server.rtmp_port = args.rtmp_port
+    if args.srt_port is not None:
+        config.srt.port = args.srt_port
     if args.host:
         config.server.host = args.host
     if args.public_host:

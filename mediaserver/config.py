@@ -70,6 +70,29 @@ class RtmpConfig:
 
 
 @dataclass
+class WhipConfig:
+    # WHIP ingest (POST /whip/{stream}, browsers and WebRTC encoders; ingest/whip.py).
+    enabled: bool = True
+    max_sessions: int = 10          # WHIP publishes at once (each is a WebRTC peer connection)
+    keyframe_interval: float = 2.0  # seconds between keyframe requests to the browser; 0 = only when needed
+    stun_server: str = ""           # e.g. "stun:stun.l.google.com:19302" when the server is behind NAT
+
+
+@dataclass
+class SrtConfig:
+    # SRT ingest (ingest/srt.py): caller encoders push MPEG-TS (H.264 video) to an ffmpeg listener. ffmpeg's listener
+    # takes one caller per port, so each stream key gets its own UDP port from port .. port + ports - 1, kept for good.
+    # On only when the ffmpeg on PATH has libsrt (Debian's does); otherwise the server logs that SRT is off.
+    enabled: bool = True
+    port: int = 8890             # the first SRT port (--srt-port)
+    ports: int = 50              # how many ports, i.e. stream keys that can listen at once
+    latency_ms: int = 500        # SRT receive latency (the caller's and ours: the larger wins); ~4x the round trip
+    probe_seconds: float = 2.0   # ffmpeg reads this much of the TS to learn its codecs before media flows
+    listen_days: float = 30.0    # an ended stream's port keeps listening this long after its last use; 0 = forever
+    ffmpeg: str = "ffmpeg"       # the ffmpeg binary (needs libsrt)
+
+
+@dataclass
 class Rendition:
     name: str
     height: int
@@ -176,6 +199,8 @@ class ChatConfig:
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
+    whip: WhipConfig = field(default_factory=WhipConfig)
+    srt: SrtConfig = field(default_factory=SrtConfig)
     transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
     hls: HlsConfig = field(default_factory=HlsConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
@@ -222,6 +247,13 @@ class Config:
         if not 0.1 <= self.hls.part_target <= self.hls.segment_duration / 2:
             raise ConfigError(f"hls.part_target must be between 0.1 s and half of hls.segment_duration "
                               f"({self.hls.segment_duration / 2:g} s), got {self.hls.part_target}")
+        if not (1 <= self.srt.port and self.srt.ports >= 1 and self.srt.port + self.srt.ports - 1 <= 65535):
+            raise ConfigError(f"srt.port and srt.ports must give ports within 1..65535, got {self.srt.port} "
+                              f"and {self.srt.ports}")
+        if not 0 <= self.srt.latency_ms <= 60_000 or not 0.1 <= self.srt.probe_seconds <= 30 or self.srt.listen_days < 0:
+            raise ConfigError("srt.latency_ms must be 0..60000, srt.probe_seconds 0.1..30 and srt.listen_days >= 0")
+        if self.whip.max_sessions < 0 or self.whip.keyframe_interval < 0:
+            raise ConfigError("whip.max_sessions and whip.keyframe_interval must be >= 0")
         if self.transcode.top_rung not in ("auto", "passthrough", "encode"):
             raise ConfigError(f'transcode.top_rung must be "auto", "passthrough" or "encode", '
                               f"got {self.transcode.top_rung!r}")

@@ -44,6 +44,8 @@ STREAM_COLUMNS: dict[str, tuple[type, Any]] = {
     "peak_viewers": (int, 0),
     "giving_url": (str, None),
     "giving_message": (str, None),
+    "srt_port": (int, None),  # the stream's SRT listening port, kept for good (mediaserver/srt_routes.py)
+    "srt_passphrase": (str, None),  # SRT encryption passphrase (libsrt needs it in clear), None = unencrypted
 }
 
 

@@ -23,6 +23,7 @@ from mediaserver.scheduler import Scheduler
 from mediaserver.webhook_bridge import WebhookBridge
 from mediaserver.webhooks import WebhookSender, WebhookStore
 from mediaserver.sessions import StreamManager
+from mediaserver.srt_routes import SrtRouting, start_srt
 from storage.local import LocalStore
 from web.app import build_app
 from mediaserver.chat.hub import ChatHub
@@ -64,6 +65,7 @@ class RunningServer:
     webhook_bridge: WebhookBridge
     retention: RetentionTask | None = None
     https_port: int | None = None  # None: no certificate configured, HTTP only
+    srt: SrtRouting | None = None  # None: SRT is off (config, or no libsrt in ffmpeg)
 
     @property
     def rtmp_port(self) -> int:
@@ -80,6 +82,8 @@ class RunningServer:
         await self.scheduler.stop()
         await self.chat.stop()
         await self.rtmp.stop()
+        if self.srt is not None:
+            await self.srt.stop()
         await self.manager.shutdown()
         await self.webhook_bridge.stop()
         await self.webhook_sender.stop()
@@ -144,12 +148,13 @@ async def start_server(config: Config) -> RunningServer:
              config.server.host, rtmp.port, config.data_path.resolve())
     if https_port is not None:
         log.info("HTTPS on %s:%d", config.server.host, https_port)
+    srt = await start_srt(config, db, manager.authorize_publish)
     scheduler = Scheduler(config.schedule, db, bus)
     await scheduler.start()
     retention = RetentionTask(config.storage, db, store)
     await retention.start()
     return RunningServer(config, db, manager, runner, rtmp, http_port, scheduler, chat, webhook_sender, webhook_bridge,
-                         retention, https_port)
+                         retention, https_port, srt)
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
@@ -194,6 +199,9 @@ def banner(config: Config, server: RunningServer) -> str:
         lines.append(f"  HTTPS:         port {server.https_port} (HTTP stays on {server.http_port})")
     if server.rtmps_port:
         lines.append(f"  OBS over TLS:  rtmps://{host}:{server.rtmps_port}/{config.rtmp.app}")
+    if server.srt is not None:
+        lines.append(f"  SRT:           srt://{host}:PORT (UDP {config.srt.port}-{config.srt.port + config.srt.ports - 1}, "
+                     "one port per stream: see its srt_url)")
     lines += [
         f"  Data:          {config.data_path.resolve()}",
         f"  Admin token:   in {config.data_path / 'admin_token'} or $MEDIASERVER_ADMIN_TOKEN",

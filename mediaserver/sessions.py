@@ -2,7 +2,8 @@
 
 SCHEDULED -> STARTING (encoder connected) -> LIVE (first segment) -> ENDING (encoder gone, reconnect
 window open) -> ENDED, or FAILED. A reconnect inside the window continues the broadcast after an
-EXT-X-DISCONTINUITY; every ingest protocol ends up here through `authorize` and a PublishSink.
+EXT-X-DISCONTINUITY; every ingest protocol (RTMP, RTMPS, SRT, WHIP) ends up here through
+`authorize_publish` and a PublishConnection, the Publisher of ingest/media.py.
 
 What a broadcast does follows its stream's and organization's settings (BroadcastSettings): the DVR
 window (dvr_enabled, the org's dvr_window_minutes), the ladder (the org's default_ladder) and whether a
@@ -18,8 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest.flv import TAG_AUDIO, TAG_VIDEO, FlvTag, encode_tag, flv_header, parse_video_body
-from ingest.rtmp import PublishRefused
+from ingest.media import AccessUnit, MediaItem, PublishRefused, SourceMetadata, TrackInfo, encode_item
 from mediaserver.config import Config
 from mediaserver.db import Database
 from mediaserver.events import Event, LocalEventBus
@@ -146,42 +146,51 @@ class Broadcast:
 
 
 class PublishConnection:
-    """The PublishSink for one encoder connection: FLV tags into its transcode worker."""
+    """The Publisher (ingest/media.py) for one encoder connection, whatever its protocol: media items into
+    its transcode worker, as the item stream of ingest/media.py."""
 
-    def __init__(self, manager: "StreamManager", broadcast: Broadcast, peer: str) -> None:
+    def __init__(self, manager: "StreamManager", broadcast: Broadcast, peer: str, protocol: str = "rtmp") -> None:
         self.manager = manager
         self.broadcast = broadcast
         self.peer = peer
+        self.protocol = protocol
         self.worker: WorkerProcess | None = None
         self.restarts = 0
         self.aborted: str | None = None
         self.closed = asyncio.Event()
         self.closing = False  # the encoder has gone; the worker is flushing
-        self._header_sent = False
-        self._sequence_headers: dict[int, FlvTag] = {}
+        self._on_close_called = False
+        # Replayed into a restarted worker: each track's parameters and the encoder's metadata.
+        self._tracks: dict[str, TrackInfo] = {}
+        self._metadata: SourceMetadata | None = None
         self._await_keyframe = False
 
-    async def on_tag(self, tag: FlvTag) -> None:
+    @property
+    def stream_id(self) -> str:
+        return self.broadcast.stream_id
+
+    async def on_media(self, item: MediaItem) -> None:
         if self.aborted:
             raise EndedByServer(self.aborted)
-        if tag.kind in (TAG_VIDEO, TAG_AUDIO) and len(tag.body) >= 2 and tag.body[1] == 0:
-            self._sequence_headers[tag.kind] = tag  # replayed into a restarted worker
-        if self._await_keyframe and tag.kind == TAG_VIDEO:
-            try:
-                if not parse_video_body(tag.body).keyframe:
-                    return
-            except ValueError:
+        if isinstance(item, TrackInfo):
+            self._tracks[item.kind] = item
+        elif isinstance(item, SourceMetadata):
+            self._metadata = item
+        elif self._await_keyframe and isinstance(item, AccessUnit) and item.kind == "video":
+            if not item.keyframe:
                 return
             self._await_keyframe = False
-        data = encode_tag(tag)
-        if not self._header_sent:
-            data = flv_header() + data
-            self._header_sent = True
         assert self.worker is not None
         try:
-            await self.worker.write(data)
+            await self.worker.write(encode_item(item))
         except WorkerGone as exc:
             await self._worker_died(str(exc))
+
+    async def reject_source(self, message: str) -> None:
+        """The encoder sends what we can't take (a codec): the broadcast fails with the reason, at once."""
+        self.aborted = f"the encoder's media can't be used: {message}"
+        await self.manager.fail(self.broadcast, self.aborted)
+        raise EndedByServer(self.aborted)
 
     async def _worker_died(self, reason: str) -> None:
         assert self.worker is not None
@@ -195,12 +204,14 @@ class PublishConnection:
         self.restarts += 1
         log.warning("stream %s: transcode worker died (%s); restarting it", self.broadcast.stream_id, reason)
         self.worker = await self.manager.start_worker(self.broadcast)
-        self._header_sent = True
-        replay = flv_header() + b"".join(encode_tag(t) for t in self._sequence_headers.values())
+        replay = [self._metadata, *self._tracks.values()]
         self._await_keyframe = True
-        await self.worker.write(replay)
+        await self.worker.write(b"".join(encode_item(item) for item in replay if item is not None))
 
     async def on_close(self, reason: str) -> None:
+        if self._on_close_called:
+            return
+        self._on_close_called = True
         self.closing = True
         try:
             await self.manager.connection_closed(self, reason)
@@ -223,15 +234,21 @@ class StreamManager:
 
     # -- ingest side ---------------------------------------------------------------------------
     async def authorize(self, app: str, key: str, peer: str) -> PublishConnection:
+        """RTMP's authorize: the application name, then the stream key."""
         if app != self.config.rtmp.app:
             raise PublishRefused(f"unknown application {app!r}; use /{self.config.rtmp.app}")
+        return await self.authorize_publish(key, peer, "rtmp")
+
+    async def authorize_publish(self, key: str, peer: str, protocol: str) -> PublishConnection:
+        """Every protocol's way in: checks the stream key and claims the stream for this one publisher
+        (PublishRefused with the reason otherwise)."""
         stream = await self._publishable(key)
         stream_id = stream["id"]
         lock, users = self._claims.get(stream_id) or (asyncio.Lock(), 0)
         self._claims[stream_id] = (lock, users + 1)
         try:
             async with lock:
-                return await self._claim(stream, key, peer)
+                return await self._claim(stream, key, peer, protocol)
         finally:
             lock, users = self._claims[stream_id]
             if users <= 1:
@@ -249,7 +266,7 @@ class StreamManager:
             raise PublishRefused("this stream was cancelled")
         return stream
 
-    async def _claim(self, stream: dict[str, Any], key: str, peer: str) -> PublishConnection:
+    async def _claim(self, stream: dict[str, Any], key: str, peer: str, protocol: str) -> PublishConnection:
         """Check and take the stream for this encoder; runs under the stream's claim lock."""
         stream_id = stream["id"]
         broadcast = self.broadcasts.get(stream_id)
@@ -278,7 +295,8 @@ class StreamManager:
             row = await asyncio.to_thread(self.db.create_broadcast, stream_id, MEDIA_ROOT)
             broadcast = Broadcast(stream_id, row["id"], row["key_prefix"], settings=settings)
             self.broadcasts[stream_id] = broadcast
-            log.info("stream %s: encoder %s connected; broadcast %s starts", stream_id, peer, broadcast.id)
+            log.info("stream %s: encoder %s connected over %s; broadcast %s starts", stream_id, peer, protocol,
+                     broadcast.id)
         else:
             if broadcast.end_timer is not None:
                 broadcast.end_timer.cancel()
@@ -288,9 +306,9 @@ class StreamManager:
             # LL-HLS stays as the broadcast started: a player's playlist must not lose its parts mid-service.
             part_target = broadcast.settings.part_target if broadcast.settings else settings.part_target
             broadcast.settings = BroadcastSettings(settings.dvr_window, ladder, settings.recording, part_target)
-            log.info("stream %s: encoder %s reconnected inside the window", stream_id, peer)
+            log.info("stream %s: encoder %s reconnected over %s inside the window", stream_id, peer, protocol)
         broadcast.auto_publish = bool(stream["auto_publish"])
-        connection = PublishConnection(self, broadcast, peer)
+        connection = PublishConnection(self, broadcast, peer, protocol)
         broadcast.connection = connection
         try:
             connection.worker = await self.start_worker(broadcast)
@@ -302,7 +320,8 @@ class StreamManager:
             await self._set_status(broadcast, "STARTING", error=None)
         else:
             await asyncio.to_thread(self.db.update_stream, stream_id, error=None)
-        self.bus.publish(Event("stream.connected", stream_id, {"broadcast": broadcast.id, "peer": peer}))
+        self.bus.publish(Event("stream.connected", stream_id,
+                               {"broadcast": broadcast.id, "peer": peer, "protocol": protocol}))
         return connection
 
     async def start_worker(self, broadcast: Broadcast) -> WorkerProcess:

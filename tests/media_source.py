@@ -32,16 +32,31 @@ class PublishError(RuntimeError):
     """The publish failed (refused, dropped); the message is PyAV's error, as "ErrorType: text"."""
 
 
+def codec_options(codec: str, gop: str) -> dict[str, str]:
+    """Fast, quiet settings with a keyframe every `gop` frames, for the non-H.264 encoders OBS 30+ offers."""
+    if codec == "libx265":
+        return {"preset": "ultrafast", "x265-params": f"keyint={gop}:log-level=error"}
+    if codec == "libsvtav1":
+        return {"preset": "12", "g": gop, "svtav1-params": "lp=1"}
+    if codec == "libvpx-vp9":
+        return {"deadline": "realtime", "cpu-used": "8", "g": gop}
+    return {"g": gop}
+
+
 def publish_here(url: str, *, seconds: float, width: int = 320, height: int = 180, fps: int = 30,
                  gop_seconds: float = 1.0, realtime: bool = True, audio: bool = True,
-                 started_at: "multiprocessing.sharedctypes.Synchronized[float] | None" = None) -> int:
-    """Publish `seconds` of video (+ a 440 Hz tone) to url from this process; returns the video frames sent."""
+                 started_at: "multiprocessing.sharedctypes.Synchronized[float] | None" = None,
+                 codec: str = "libx264") -> int:
+    """Publish `seconds` of video (+ a 440 Hz tone) to url from this process; returns the video frames sent.
+    codec "libx265", "libsvtav1" or "libvpx-vp9" publishes over enhanced RTMP (FFmpeg's FLV muxer)."""
     container = av.open(url, "w", format="flv", timeout=10)
     sent = 0
     try:
-        video = container.add_stream("libx264", rate=fps)
+        video = container.add_stream(codec, rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(max(1, int(fps * gop_seconds)))}
+        gop = str(max(1, int(fps * gop_seconds)))
+        video.options = ({"preset": "ultrafast", "tune": "zerolatency", "g": gop} if codec == "libx264"
+                         else codec_options(codec, gop))
         astream = container.add_stream("aac", rate=48000, layout="stereo") if audio else None
         frames = int(round(seconds * fps))
         samples_per_frame = 48000 // fps
@@ -144,20 +159,21 @@ class Publisher:
 
 
 def start_publisher(url: str, *, seconds: float, width: int = 320, height: int = 180, fps: int = 30,
-                    gop_seconds: float = 1.0, realtime: bool = True, audio: bool = True) -> Publisher:
+                    gop_seconds: float = 1.0, realtime: bool = True, audio: bool = True,
+                    codec: str = "libx264") -> Publisher:
     """Starts publish() in a child process and returns its handle at once."""
     return Publisher(url, seconds=seconds, width=width, height=height, fps=fps, gop_seconds=gop_seconds,
-                     realtime=realtime, audio=audio).start()
+                     realtime=realtime, audio=audio, codec=codec).start()
 
 
 def publish(url: str, *, seconds: float, width: int = 320, height: int = 180, fps: int = 30,
-            gop_seconds: float = 1.0, realtime: bool = True, audio: bool = True) -> int:
+            gop_seconds: float = 1.0, realtime: bool = True, audio: bool = True, codec: str = "libx264") -> int:
     """Publish synthetic video (a moving square, frame-dependent colour) and a 440 Hz tone as H.264
     (libx264 ultrafast, zerolatency) + AAC 48 kHz stereo in FLV to url (rtmp://HOST:PORT/live/KEY), paced
     at real time if realtime. Returns the video frames sent; raises PublishError if the server refused or
     dropped the publish."""
     publisher = start_publisher(url, seconds=seconds, width=width, height=height, fps=fps,
-                                gop_seconds=gop_seconds, realtime=realtime, audio=audio)
+                                gop_seconds=gop_seconds, realtime=realtime, audio=audio, codec=codec)
     publisher.join(timeout=seconds * 3 + 30)
     if not publisher.finished:
         publisher.kill()
@@ -191,8 +207,8 @@ def encode_flv(*, seconds: float, width: int = 320, height: int = 180, fps: floa
                 options["x264-params"] = "interlaced=1:tff=1"
                 options["flags"] = "+ildct+ilme"
             vstream.options = options
-        elif codec == "libx265":
-            vstream.options = {"preset": "ultrafast", "x265-params": f"keyint={gop}:log-level=error"}
+        else:
+            vstream.options = codec_options(codec, gop)
     layout = "stereo" if audio_channels == 2 else "mono"
     astream = container.add_stream("aac", rate=audio_rate, layout=layout) if audio else None
     video_frames = int(round(seconds * float(fps))) if vstream is not None else 0
@@ -244,6 +260,43 @@ def flv_file(tags: "list[FlvTag]") -> bytes:
     from ingest.flv import encode_tag, flv_header
 
     return flv_header() + b"".join(encode_tag(t) for t in tags)
+
+
+def flv_items(tags: "list[FlvTag]") -> "list[Any]":
+    """The protocol-neutral media items of these FLV tags, as the RTMP ingest hands them to a session
+    (malformed tags skipped, as it skips them)."""
+    from ingest.flv import FlvError, FlvUnpacker, UnsupportedCodec
+
+    unpacker, items = FlvUnpacker(), []
+    for tag in tags:
+        try:
+            items.extend(unpacker.feed(tag))
+        except UnsupportedCodec:
+            raise
+        except FlvError:
+            continue
+    return items
+
+
+def feed_tag(pipeline: Any, tag: "FlvTag") -> None:
+    """Feeds one FLV tag to a transcode Pipeline the way a session does: as media items (one FlvUnpacker per
+    pipeline, as one per RTMP publish)."""
+    from ingest.flv import FlvError, FlvUnpacker
+
+    unpacker = pipeline.__dict__.setdefault("_test_unpacker", FlvUnpacker())
+    try:
+        items = unpacker.feed(tag)
+    except FlvError:
+        return
+    for item in items:
+        pipeline.on_item(item)
+
+
+def item_stream(flv: bytes) -> bytes:
+    """What a session writes into its transcode worker for this FLV file: the item stream of ingest/media.py."""
+    from ingest.media import encode_item
+
+    return b"".join(encode_item(item) for item in flv_items(flv_tags(flv)))
 
 
 def publish_tags(url: str, tags: "list[FlvTag]", *, realtime: bool = False, chunk_size: int = 4096) -> None:
@@ -340,6 +393,8 @@ def run_worker(flv: bytes, tmp_path: Path, *, renditions: "list[Any] | None" = N
     from transcode.job import RenditionSpec, TranscodeJob, split_events
     from transcode.worker import EventWriter, Worker
 
+    stream = item_stream(flv)
+
     job = TranscodeJob(
         stream_id="test", store_root=str(tmp_path / "store"), key_prefix="media/s/b",
         renditions=renditions or [RenditionSpec("180p", 180, 300_000)], segment_duration=segment_duration,
@@ -355,7 +410,7 @@ def run_worker(flv: bytes, tmp_path: Path, *, renditions: "list[Any] | None" = N
             self.pos = 0
 
         def read(self, size: int = -1) -> bytes:
-            piece = flv[self.pos : self.pos + chunk]
+            piece = stream[self.pos : self.pos + chunk]
             self.pos += len(piece)
             return piece
 

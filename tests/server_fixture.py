@@ -30,6 +30,11 @@ def small_config(data_dir: Path, **overrides: Any) -> Config:
     config.rtmp.handshake_timeout = overrides.pop("handshake_timeout", 3.0)
     config.storage.reserve_mb = overrides.pop("reserve_mb", 0.0)
     config.transcode.preset = "ultrafast"
+    # SRT listeners (ffmpeg processes on fixed UDP ports) only where a test asks: srt=(first_port, ports).
+    srt = overrides.pop("srt", None)
+    config.srt.enabled = srt is not None
+    if srt is not None:
+        config.srt.port, config.srt.ports = srt
     config.transcode.renditions = overrides.pop(
         "renditions",
         [Rendition("360p", 360, 800_000), Rendition("180p", 180, 300_000), Rendition("144p", 144, 200_000)],

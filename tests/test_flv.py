@@ -105,7 +105,7 @@ def test_truncated_and_corrupted_input_raise_flv_error_naming_the_value() -> Non
     for body in (b"", b"\xaf"):
         with pytest.raises(FlvError):
             parse_audio_body(body)
-    with pytest.raises(FlvError, match="codec id 12"):
+    with pytest.raises(FlvError, match=r"legacy FLV codec slot \(id 12\)"):
         parse_video_body(bytes([0x1C, 1, 0, 0, 0]))  # HEVC in the legacy FLV codec slot
     with pytest.raises(FlvError, match="tag type 7"):
         encode_tag(FlvTag(7, 0, b""))
@@ -148,15 +148,48 @@ def test_fuzz_only_flv_error_escapes() -> None:
             pass
 
 
-def test_enhanced_rtmp_video_names_the_codec() -> None:
-    from ingest.flv import parse_metadata  # noqa: F401
-
-    for fourcc, name in ((b"hvc1", "HEVC (H.265)"), (b"av01", "AV1"), (b"vp09", "VP9")):
-        with pytest.raises(UnsupportedCodec) as caught:
-            parse_video_body(bytes([0x90]) + fourcc + b"\x01\x02")
-        assert str(caught.value) == f"{name} over enhanced RTMP is not supported yet; set OBS to H.264 (x264)"
+def test_enhanced_rtmp_video_tags() -> None:
+    """veovera enhanced RTMP: IsExHeader | FrameType | PacketType, FourCC, then the payload."""
+    start = parse_video_body(bytes([0x90]) + b"hvc1" + b"\x01hvcC")  # key frame, SequenceStart
+    assert (start.codec, start.packet_type, start.data) == ("hevc", 0, b"\x01hvcC")
+    coded = parse_video_body(bytes([0x91]) + b"hvc1" + b"\xff\xff\xfe" + b"nal")  # CodedFrames: SI24 cts first
+    assert (coded.keyframe, coded.packet_type, coded.composition_time_ms, coded.data) == (True, 1, -2, b"nal")
+    x = parse_video_body(bytes([0xA3]) + b"av01" + b"obu")  # inter frame, CodedFramesX: no cts
+    assert (x.codec, x.keyframe, x.packet_type, x.composition_time_ms, x.data) == ("av1", False, 1, 0, b"obu")
+    vp9 = parse_video_body(bytes([0x91]) + b"vp09" + b"frame")  # CodedFrames of VP9 carry no cts either
+    assert (vp9.codec, vp9.composition_time_ms, vp9.data) == ("vp9", 0, b"frame")
+    assert parse_video_body(bytes([0xD4]) + b"hvc1" + b"meta").packet_type == -1  # command frame / metadata
+    with pytest.raises(UnsupportedCodec, match="VP8 over enhanced RTMP is not supported"):
+        parse_video_body(bytes([0x90]) + b"vp08" + b"\x01")
     with pytest.raises(UnsupportedCodec, match="FourCC b'xyz0'"):
         parse_video_body(b"\x91xyz0")
+    with pytest.raises(UnsupportedCodec, match="multitrack"):
+        parse_video_body(bytes([0x96]) + b"hvc1")
+    with pytest.raises(FlvError):
+        parse_video_body(bytes([0x91]) + b"hvc1" + b"\x00")  # too short for its cts
+
+
+def test_unpacker_turns_tags_into_media_items() -> None:
+    from ingest.flv import FlvUnpacker
+    from ingest.media import AccessUnit, SourceMetadata, TrackInfo
+
+    tags = FlvReader().feed(pyav_flv())
+    unpacker = FlvUnpacker()
+    items = [item for tag in tags for item in unpacker.feed(tag)]
+    assert isinstance(items[0], SourceMetadata) and items[0].values["width"] > 0
+    tracks = [i for i in items if isinstance(i, TrackInfo)]
+    assert [(t.kind, t.codec) for t in tracks] == [("video", "h264"), ("audio", "aac")]
+    assert tracks[0].extradata[0] == 1  # avcC
+    units = [i for i in items if isinstance(i, AccessUnit)]
+    video = [t for t in tags if t.kind == TAG_VIDEO and t.body[1] == 1]
+    assert [u.dts_ms for u in units if u.kind == "video"] == [t.timestamp_ms for t in video]
+    assert [u.data for u in units if u.kind == "video"] == [t.body[5:] for t in video]
+    # A repeated, unchanged sequence header is not handed on twice; a unit before any header is dropped.
+    header = next(t for t in tags if t.kind == TAG_VIDEO and t.body[1] == 0)
+    assert unpacker.feed(header) == []
+    assert FlvUnpacker().feed(video[0]) == []
+    with pytest.raises(UnsupportedCodec):
+        FlvUnpacker().feed(FlvTag(TAG_AUDIO, 0, b"\x2f\x00"))  # MP3
 
 
 def test_metadata_from_real_pyav_output_and_garbage() -> None:

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from ingest.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, FlvTag, encode_tag, parse_audio_body, parse_video_body
-from ingest.rtmp import PublishRefused, PublishSink, RtmpServer
+from ingest.flv import TAG_AUDIO, TAG_VIDEO, FlvTag, encode_tag
+from ingest.media import AccessUnit, MediaItem, Publisher, PublishRefused, SourceMetadata, TrackInfo
+from ingest.rtmp import RtmpServer
 from tests.media_source import PublishError, publish, start_publisher
 
 KEY = "sk_test_key"
@@ -29,20 +30,28 @@ KEY = "sk_test_key"
 class RecordingSink:
     def __init__(self, keys: "Keys", key: str) -> None:
         self.keys, self.key = keys, key
-        self.tags: list[FlvTag] = []
+        self.tags: list[MediaItem] = []  # the items the RTMP ingest handed on, in order
         self.closes: list[str] = []
+        self.rejected: list[str] = []
         self.closed = threading.Event()
 
-    async def on_tag(self, tag: FlvTag) -> None:
-        self.tags.append(tag)
+    async def on_media(self, item: MediaItem) -> None:
+        self.tags.append(item)
+
+    async def reject_source(self, message: str) -> None:
+        self.rejected.append(message)
+        raise RuntimeError(message)
 
     async def on_close(self, reason: str) -> None:
         self.closes.append(reason)
         self.keys.live.discard(self.key)
         self.closed.set()
 
-    def video(self) -> list[FlvTag]:
-        return [t for t in self.tags if t.kind == TAG_VIDEO]
+    def video(self) -> list[AccessUnit]:
+        return [t for t in self.tags if isinstance(t, AccessUnit) and t.kind == "video"]
+
+    def audio(self) -> list[AccessUnit]:
+        return [t for t in self.tags if isinstance(t, AccessUnit) and t.kind == "audio"]
 
 
 class Keys:
@@ -54,7 +63,7 @@ class Keys:
         self.sinks: list[RecordingSink] = []
         self.calls: list[tuple[str, str, str]] = []
 
-    async def __call__(self, app: str, key: str, peer: str) -> PublishSink:
+    async def __call__(self, app: str, key: str, peer: str) -> Publisher:
         self.calls.append((app, key, peer))
         if key not in self.keys:
             raise PublishRefused("unknown stream key")
@@ -255,14 +264,14 @@ def test_obs_command_sequence_and_compressed_headers(make_server: Callable[..., 
     assert [c[:2] for c in keys.calls] == [("live", KEY)]
     sink = keys.sinks[0]
     assert sink.closed.wait(5) and sink.closes == ["encoder stopped publishing"]
-    assert sink.tags[0] == FlvTag(TAG_SCRIPT, 0, metadata)
-    assert sink.tags[1] == FlvTag(TAG_VIDEO, 0, AVC_CONFIG)
-    assert sink.tags[2] == FlvTag(TAG_AUDIO, 0, b"\xaf\x00\x11\x90")
-    videos = sink.video()[1:]
-    assert [t.timestamp_ms for t in videos] == [0, 33, 66, 99, 132, 166]
-    assert [t.body for t in videos] == [video_body(i, size) for i, (_, _, size) in enumerate(frames)]
-    assert parse_video_body(videos[0].body).keyframe and not parse_video_body(videos[1].body).keyframe
-    assert sink.tags[-1] == FlvTag(TAG_AUDIO, 21, b"\xaf\x01" + bytes(300))
+    assert sink.tags[0] == SourceMetadata({"width": 320, "height": 180})
+    assert sink.tags[1] == TrackInfo("video", "h264", AVC_CONFIG[5:])
+    assert sink.tags[2] == TrackInfo("audio", "aac", b"\x11\x90")
+    videos = sink.video()
+    assert [t.dts_ms for t in videos] == [0, 33, 66, 99, 132, 166]
+    assert [t.data for t in videos] == [video_body(i, size)[5:] for i, (_, _, size) in enumerate(frames)]
+    assert videos[0].keyframe and not videos[1].keyframe
+    assert sink.tags[-1] == AccessUnit("audio", 21, 0, True, bytes(300))
     assert not [r for r in caplog.records if r.name.startswith("pyrtmp") or r.levelno >= logging.WARNING]
 
 
@@ -271,6 +280,7 @@ def test_extended_timestamps_across_the_24_bit_limit(make_server: Callable[..., 
     server = make_server(keys)
     client = RawClient(server.server.port)
     client.connect_and_publish()
+    client.message(9, AVC_CONFIG, csid=7, msid=1)  # the parameters first (on their own chunk stream)
     sent = [  # (fmt, field, size); sizes over 4096 make continuation chunks
         (0, 0xFFFFF0, 5000),      # just under the limit
         (2, 0x0F, 5000),          # lands exactly on 0xFFFFFF: pyrtmp would read an extension here
@@ -290,9 +300,9 @@ def test_extended_timestamps_across_the_24_bit_limit(make_server: Callable[..., 
     assert client.is_closed_by_server(5)
     sink = keys.sinks[0]
     assert sink.closed.wait(5)
-    assert [t.timestamp_ms for t in sink.video()] == [
+    assert [t.dts_ms for t in sink.video()] == [
         0xFFFFF0, 0xFFFFFF, 0x100000E, 0x01000100, 0x01000128, 0x01000200, 0x02000400]
-    assert [t.body for t in sink.video()] == [video_body(i, size) for i, (_, _, size) in enumerate(sent)]
+    assert [t.data for t in sink.video()] == [video_body(i, size)[5:] for i, (_, _, size) in enumerate(sent)]
 
 
 def test_aggregate_amf3_and_unknown_messages(make_server: Callable[..., RunningServer],
@@ -313,7 +323,8 @@ def test_aggregate_amf3_and_unknown_messages(make_server: Callable[..., RunningS
     assert client.is_closed_by_server(5)
     sink = keys.sinks[0]
     assert sink.closed.wait(5)
-    assert sink.tags == [FlvTag(TAG_VIDEO, 5000, AVC_CONFIG), FlvTag(TAG_AUDIO, 5010, b"\xaf\x01abc")]
+    # The audio frame before any audio header can't be decoded and is not handed on.
+    assert sink.tags == [TrackInfo("video", "h264", AVC_CONFIG[5:])]
     assert sink.closes == ["protocol error: unknown RTMP message type 0x07"]
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
         f"rtmp 127.0.0.1:{client.sock.getsockname()[1]}: closing: unknown RTMP message type 0x07"]
@@ -392,14 +403,14 @@ def test_refusals_play_idle_budget_and_connection_limit(make_server: Callable[..
 
 def test_stop_and_a_failing_sink_close_publishes_once(make_server: Callable[..., RunningServer]) -> None:
     class FailingKeys(Keys):
-        async def __call__(self, app: str, key: str, peer: str) -> PublishSink:
+        async def __call__(self, app: str, key: str, peer: str) -> Publisher:
             sink = await super().__call__(app, key, peer)
 
-            async def refuse(tag: FlvTag) -> None:
+            async def refuse(item: MediaItem) -> None:
                 raise RuntimeError("stream cancelled by an admin")
 
             if key == "failing":
-                sink.on_tag = refuse  # type: ignore[method-assign]
+                sink.on_media = refuse  # type: ignore[method-assign]
             return sink
 
     keys = FailingKeys(KEY, "failing")
@@ -429,18 +440,20 @@ def test_importing_leaves_logging_alone() -> None:
 # -- PyAV (FFmpeg's RTMP client) publishing ----------------------------------------------------------------
 
 def check_media(sink: RecordingSink, frames: int) -> None:
-    videos = [(t, parse_video_body(t.body)) for t in sink.tags if t.kind == TAG_VIDEO]
-    audios = [(t, parse_audio_body(t.body)) for t in sink.tags if t.kind == TAG_AUDIO]
-    assert videos[0][1].packet_type == 0 and videos[0][1].data[0] == 1  # avcC record first
-    coded = [info for _, info in videos if info.packet_type == 1]
+    tracks = [t for t in sink.tags if isinstance(t, TrackInfo)]
+    video_track = next(t for t in tracks if t.kind == "video")
+    audio_track = next(t for t in tracks if t.kind == "audio")
+    assert video_track.codec == "h264" and video_track.extradata[0] == 1  # avcC record
+    assert sink.tags.index(video_track) < sink.tags.index(sink.video()[0])  # the parameters come first
+    coded = sink.video()
     assert len(coded) == frames
-    assert coded[0].keyframe and sum(info.keyframe for info in coded) >= frames // 30  # g = 1 s at 30 fps
-    assert audios[0][1].packet_type == 0 and len(audios[0][1].data) >= 2  # AudioSpecificConfig
-    assert len(audios) > frames * 0.8 * 48000 / 1024 / 30
-    assert any(t.kind == TAG_SCRIPT and b"onMetaData" in t.body for t in sink.tags)
-    for kind in (TAG_VIDEO, TAG_AUDIO):
-        stamps = [t.timestamp_ms for t in sink.tags if t.kind == kind]
-        assert stamps == sorted(stamps), kind
+    assert coded[0].keyframe and sum(u.keyframe for u in coded) >= frames // 30  # g = 1 s at 30 fps
+    assert audio_track.codec == "aac" and len(audio_track.extradata) >= 2  # AudioSpecificConfig
+    assert len(sink.audio()) > frames * 0.8 * 48000 / 1024 / 30
+    assert any(isinstance(t, SourceMetadata) and "width" in t.values for t in sink.tags)
+    for units in (sink.video(), sink.audio()):
+        stamps = [t.dts_ms for t in units]
+        assert stamps == sorted(stamps)
 
 
 @pytest.mark.media

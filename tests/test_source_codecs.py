@@ -1,5 +1,4 @@
-"""Codecs we don't take yet (HEVC/AV1 over enhanced RTMP) fail at once with a reason; new SPS mid-stream and
-interlaced sources are decoded correctly."""
+"""New SPS mid-stream and interlaced sources are decoded correctly (enhanced RTMP codecs: test_enhanced_rtmp.py)."""
 from __future__ import annotations
 
 import time
@@ -14,39 +13,6 @@ from tests.media_source import _frame_image, encode_flv, flv_file, flv_tags, pub
 from tests.server_fixture import run_server, small_config
 from tests.media_source import decode, run_worker
 from tests.test_broadcast import stream_status, wait_for
-
-HEVC_MESSAGE = "HEVC (H.265) over enhanced RTMP is not supported yet; set OBS to H.264 (x264)"
-
-
-def test_hevc_fails_the_worker_at_once_without_retry(tmp_path: Path) -> None:
-    started = time.monotonic()
-    run = run_worker(encode_flv(seconds=2, codec="libx265"), tmp_path)
-    assert time.monotonic() - started < 5
-    assert run.code == 2
-    (error,) = run.of("error")
-    assert error["message"] == HEVC_MESSAGE
-    assert error["retry"] is False and error["code"] == "unsupported_codec"
-    assert not run.of("segment")
-
-
-@pytest.mark.media
-def test_hevc_publish_fails_the_stream_with_the_reason(tmp_path: Path) -> None:
-    server = run_server(small_config(tmp_path / "data", reconnect_window=0.0))
-    try:
-        stream = server.create_stream()
-        tags = flv_tags(encode_flv(seconds=6, codec="libx265"))
-        started = time.monotonic()
-        try:
-            publish_tags(server.rtmp_url(stream["stream_key"]), tags, realtime=True)
-        except Exception:
-            pass  # the server may close the connection under the publisher
-        body = wait_for(lambda: (b := stream_status(server, stream["id"]))["status"] == "FAILED" and b, 10,
-                        "FAILED")
-        assert HEVC_MESSAGE in (body["error"] or "")
-        assert time.monotonic() - started < 10
-    finally:
-        server.stop()
-
 
 def test_new_sps_mid_stream_reopens_the_decoder(tmp_path: Path) -> None:
     """The encoder switches from 320x180 to 480x270 (a new AVC sequence header) after 2 s."""

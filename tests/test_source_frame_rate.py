@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ingest.flv import TAG_AUDIO, TAG_VIDEO, FlvTag
-from tests.media_source import encode_flv, flv_file, flv_tags
+from tests.media_source import encode_flv, feed_tag, flv_file, flv_tags
 from tests.media_source import run_worker
 from transcode.frame_rate import choose_rate, declared_rate, measured_rate, snap
 
@@ -72,12 +72,12 @@ def test_metadata_rate_when_the_stream_declares_no_timing(tmp_path: Path) -> Non
     tags = flv_tags(encode_flv(seconds=2, fps=25))
     job = TranscodeJob("t", str(tmp_path), "m/s/b", [RenditionSpec("180p", 180, 300_000)], preset="ultrafast")
     pipeline = Pipeline(job, lambda *a: None, lambda *a: None)
-    pipeline.on_tag(tags[0])  # onMetaData
+    feed_tag(pipeline, tags[0])  # onMetaData
     assert pipeline._metadata is not None and pipeline._metadata["framerate"] == 25.0
     pipeline._metadata["framerate"] = 25.0
     assert choose_rate(None, pipeline._metadata["framerate"], gstreamer_like()) == 25.0
     for t in tags[1:]:
         if t.kind != TAG_AUDIO:
-            pipeline.on_tag(t)
+            feed_tag(pipeline, t)
     pipeline.finish()
     assert pipeline.frame_rate == 25.0

@@ -7,7 +7,7 @@ import pytest
 
 from ingest.flv import TAG_AUDIO, TAG_VIDEO, FlvTag
 from tests.hls_reader import parse_master
-from tests.media_source import encode_flv, flv_file, flv_tags, publish_tags
+from tests.media_source import encode_flv, feed_tag, flv_file, flv_tags, publish_tags
 from tests.server_fixture import run_server, small_config
 from tests.media_source import decode, run_worker
 from tests.test_broadcast import fetch_text, stream_status, wait_for, wait_recording
@@ -66,10 +66,10 @@ def test_held_media_is_bounded(tmp_path: Path) -> None:
     tags = flv_tags(encode_flv(seconds=30, video=False))
     video_header = next(t for t in flv_tags(encode_flv(seconds=0.2)) if t.kind == TAG_VIDEO)
     pipeline = Pipeline(job, lambda *a: None, lambda r, s: segments.append(s), max_held_audio=100)
-    pipeline.on_tag(video_header)
+    feed_tag(pipeline, video_header)
     most = 0
     for tag in tags:
-        pipeline.on_tag(tag)
+        feed_tag(pipeline, tag)
         most = max(most, len(pipeline._held_audio))
     pipeline.finish()
     assert most <= 100 and pipeline.renditions[0].plan.audio_only
@@ -80,7 +80,7 @@ def test_held_media_is_bounded(tmp_path: Path) -> None:
                         late_audio_wait=100.0)
     most = 0
     for tag in tags:
-        pipeline.on_tag(tag)
+        feed_tag(pipeline, tag)
         most = max(most, len(pipeline._held_frames), len(pipeline._held_packets) // 2)
     assert pipeline.renditions and most <= 40
     pipeline.finish()

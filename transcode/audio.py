@@ -1,4 +1,5 @@
-"""The shared audio track: decode the source AAC, resample to the output rate, encode AAC once for all rungs.
+"""The shared audio track: decode the source audio (AAC, Opus...), resample to the output rate, encode AAC
+once for all rungs.
 
 Output timestamps are sample counts on the broadcast timeline, so audio stays continuous across segments;
 an AudioClock keeps that count on the source's timestamps (padding or dropping samples) so A/V stay in sync.
@@ -19,15 +20,15 @@ log = logging.getLogger(__name__)
 
 
 class AudioTranscoder:
-    def __init__(self, source_config: bytes, *, sample_rate: int, bitrate: int, start_floor: float = 0.0,
+    def __init__(self, decoder: av.AudioCodecContext, *, sample_rate: int, bitrate: int, start_floor: float = 0.0,
                  sync_tolerance: float = 1 / 60) -> None:
+        """decoder: an opened-on-first-use PyAV decoder for the source's audio (transcode.pipeline.open_decoder)."""
         self.sample_rate = sample_rate
         # Audio may precede the first video tag; it must still not start before this connection's
         # place on the timeline, or it would overlap the previous connection's audio.
         self._floor = int(round(start_floor * sample_rate))
         self.clock = AudioClock(sample_rate, floor=self._floor, tolerance=max(1, int(sync_tolerance * sample_rate)))
-        self._decoder = av.CodecContext.create("aac", "r")
-        self._decoder.extradata = source_config
+        self._decoder = decoder
         self._resampler = AudioResampler(format="fltp", layout="stereo", rate=sample_rate)
         enc = av.CodecContext.create("aac", "w")
         assert isinstance(enc, av.AudioCodecContext)
@@ -49,7 +50,7 @@ class AudioTranscoder:
         return self._next_pts
 
     def push(self, data: bytes, time_seconds: float) -> list[AudioItem]:
-        """One raw AAC frame from the source, at its broadcast-timeline time."""
+        """One compressed audio frame from the source, at its broadcast-timeline time."""
         packet = av.Packet(data)
         out: list[AudioItem] = []
         for frame in self._decoder.decode(packet):

@@ -1,4 +1,5 @@
-"""Demuxes the FLV tags of one connection, decodes them and feeds every rendition thread.
+"""Takes one connection's media items (ingest/media.py, from any protocol), decodes them and feeds every
+rendition thread.
 
 Decides the segment boundaries once, here, so every rung puts its keyframes at identical timestamps.
 Source timestamps go through a SourceClock first, so the timeline only moves forward. Decides, before the
@@ -8,23 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from fractions import Fraction
 
 import av
 
-from ingest.flv import (
-    TAG_AUDIO,
-    TAG_SCRIPT,
-    TAG_VIDEO,
-    FlvError,
-    FlvTag,
-    UnsupportedCodec,
-    parse_audio_body,
-    parse_metadata,
-    parse_video_body,
-)
+from ingest.media import AccessUnit, MediaItem, SourceMetadata, TrackInfo
 from packager.fmp4 import AudioTrack
-from packager.h264 import avcc_record
 from packager.segmenter import AUDIO_TRACK_ID
 from transcode.audio import AudioTranscoder
 from transcode.deinterlace import Deinterlacer
@@ -35,6 +26,7 @@ from transcode.ladder import (
     MAX_PASSTHROUGH_KEYFRAME_INTERVAL,
     PlannedRendition,
     SourceVideo,
+    TopRungChoice,
     choose_top_rung,
     needs_keyframe_interval,
     plan_ladder,
@@ -57,6 +49,33 @@ log = logging.getLogger(__name__)
 # Frame timestamps kept to measure the frame rate when the source doesn't declare it (about a second).
 FRAME_RATE_SPAN_MS = 1000
 _MAX_RATE_STAMPS = 120
+# Seconds of video that may fail to decode, with no picture out, before the source is declared undecodable.
+UNDECODABLE_SPAN = 3.0
+
+# The PyAV decoder to open for a codec name, where FFmpeg's own decoder is not the usable one
+# (its native AV1 decoder needs a hardware accelerator).
+_DECODERS = {"av1": "libdav1d"}
+_CODEC_NAMES = {"h264": "H.264", "hevc": "HEVC (H.265)", "av1": "AV1", "vp9": "VP9", "vp8": "VP8",
+                "aac": "AAC", "opus": "Opus", "mp3": "MP3"}
+
+
+def codec_name(codec: str) -> str:
+    return _CODEC_NAMES.get(codec, codec)
+
+
+def open_decoder(track: TrackInfo) -> av.CodecContext:
+    """A PyAV decoder for the track; UnsupportedSource (retry=False) if this build can't decode it."""
+    try:
+        decoder = av.CodecContext.create(_DECODERS.get(track.codec, track.codec), "r")
+    except (ValueError, av.error.FFmpegError) as exc:
+        raise UnsupportedSource(f"{codec_name(track.codec)} {track.kind} can't be decoded here ({exc})") from exc
+    if track.extradata:
+        decoder.extradata = track.extradata
+    if track.kind == "audio" and track.sample_rate:
+        assert isinstance(decoder, av.AudioCodecContext)
+        decoder.sample_rate = track.sample_rate
+        decoder.layout = "mono" if track.channels == 1 else "stereo"
+    return decoder
 
 
 class PipelineError(RuntimeError):
@@ -95,9 +114,12 @@ class Pipeline:
         self._fed: list[RenditionEncoder] = []  # the rungs the pipeline feeds (the others: their parent rung)
         self.clock = SourceClock(start=job.time_offset)
         self._video_decoder: av.VideoCodecContext | None = None
-        self._source_avcc: bytes | None = None
+        self._video_track: TrackInfo | None = None
+        self._source_avcc: bytes | None = None  # the source's avcC when its packets can be copied
+        self._frames_decoded = 0
+        self._undecodable_since: int | None = None  # ms of the first unit that failed while none decoded
         self._audio: AudioTranscoder | None = None
-        self._audio_config: bytes | None = None
+        self._audio_track_info: TrackInfo | None = None
         self._metadata: dict[str, object] | None = None
         self._held_frames: list[av.VideoFrame] = []
         self._held_audio: list[AudioItem] = []
@@ -137,70 +159,98 @@ class Pipeline:
     @property
     def _may_passthrough(self) -> bool:
         """Whether a rung might copy the source: its packets are kept until the rungs open."""
+        if not self._copyable:
+            return False
         return self.top_rung != "encode" or any(r.passthrough for r in self.job.renditions)
 
     # -- input ---------------------------------------------------------------------------------
-    def on_tag(self, tag: FlvTag) -> None:
+    def on_item(self, item: MediaItem) -> None:
         try:
-            if tag.kind == TAG_VIDEO:
-                self._on_video(tag)
-            elif tag.kind == TAG_AUDIO:
-                self._on_audio(tag)
-            elif tag.kind == TAG_SCRIPT:
-                metadata = parse_metadata(tag.body)
-                if metadata is not None and self._metadata is None:
-                    self._metadata = metadata
-        except UnsupportedCodec as exc:
-            raise UnsupportedSource(str(exc)) from exc
-        except FlvError as exc:
-            log.warning("stream %s: skipping bad tag at %d ms: %s", self.job.stream_id, tag.timestamp_ms, exc)
+            if isinstance(item, AccessUnit):
+                if item.kind == "video":
+                    self._on_video(item)
+                else:
+                    self._on_audio(item)
+            elif isinstance(item, TrackInfo):
+                if item.kind == "video":
+                    self._on_video_track(item)
+                else:
+                    self._on_audio_track(item)
+            elif isinstance(item, SourceMetadata):
+                if self._metadata is None:
+                    self._metadata = dict(item.values)
         except av.error.InvalidDataError as exc:
-            log.warning("stream %s: undecodable data at %d ms: %s", self.job.stream_id, tag.timestamp_ms, exc)
+            at = item.dts_ms if isinstance(item, AccessUnit) else 0
+            log.warning("stream %s: undecodable data at %d ms: %s", self.job.stream_id, at, exc)
+            if isinstance(item, AccessUnit) and item.kind == "video":
+                self._note_undecodable(item, exc)
 
-    def _on_video(self, tag: FlvTag) -> None:
-        info = parse_video_body(tag.body)
+    def _note_undecodable(self, unit: AccessUnit, exc: Exception) -> None:
+        """A source whose video never decodes fails within seconds, with the decoder's reason."""
+        if self._frames_decoded:
+            return
+        if self._undecodable_since is None:
+            self._undecodable_since = unit.dts_ms
+        elif unit.dts_ms - self._undecodable_since >= UNDECODABLE_SPAN * 1000:
+            assert self._video_track is not None
+            raise UnsupportedSource(f"the encoder's {codec_name(self._video_track.codec)} video can't be decoded "
+                                    f"({exc}); check the encoder's codec settings")
+
+    @property
+    def _copyable(self) -> bool:
+        """Whether a rung may copy the source's packets: only H.264 with its avcC (what the packager writes)."""
+        return self._source_avcc is not None
+
+    def _on_video_track(self, track: TrackInfo) -> None:
         if self._audio_only:
             self._warn_once("video-after-audio-only",
                             "video began after the stream went live audio-only; it is ignored until the encoder reconnects")
             return
-        if info.packet_type == 0:
-            record = avcc_record(info.data)
-            if record != self._source_avcc:
-                if self._video_decoder is not None:
-                    log.info("stream %s: new video parameters (SPS/PPS); reopening the decoder", self.job.stream_id)
-                    self._flush_decoder()
-                    if self._passthrough and self.started:
-                        self._reopen_for_new_source()
-                dec = av.CodecContext.create("h264", "r")
-                dec.extradata = record
-                self._video_decoder = dec  # type: ignore[assignment]
-                self._source_avcc = record
+        if track == self._video_track:
             return
-        if info.packet_type != 1 or self._video_decoder is None or not info.data:
+        if self._video_decoder is not None:
+            log.info("stream %s: new video parameters (%s); reopening the decoder", self.job.stream_id,
+                     codec_name(track.codec))
+            self._flush_decoder()
+            if self._passthrough and self.started:
+                self._reopen_for_new_source()
+        self._video_decoder = open_decoder(track)  # type: ignore[assignment]
+        self._video_track = track
+        copyable = track.codec == "h264" and track.extradata[:1] == b"\x01"
+        self._source_avcc = track.extradata if copyable else None
+        if not copyable and self.started and self._passthrough:
+            self._reopen_for_new_source()
+
+    def _on_video(self, unit: AccessUnit) -> None:
+        if self._audio_only:
+            self._warn_once("video-after-audio-only",
+                            "video began after the stream went live audio-only; it is ignored until the encoder reconnects")
             return
-        dts_ms = self.clock.place_ms("video", tag.timestamp_ms)
+        if self._video_decoder is None or not unit.data:
+            return
+        dts_ms = self.clock.place_ms("video", unit.dts_ms)
         dts_t = self.clock.start + dts_ms / 1000.0
-        pts_t = dts_t + max(info.composition_time_ms, 0) / 1000.0
+        pts_t = dts_t + max(unit.cts_ms, 0) / 1000.0
         pts90 = round(pts_t * VIDEO_TIMESCALE)
         dts90 = round(dts_t * VIDEO_TIMESCALE)
         if not self.started and len(self._packet_dts) < _MAX_RATE_STAMPS:
             self._packet_dts.append(dts_ms)
-        self._note_video_timing(pts_t, info.keyframe, info.data)
+        self._note_video_timing(pts_t, unit.keyframe, unit.data)
         if self.started and self._passthrough:
-            boundary = info.keyframe and self._is_boundary(pts_t, info.keyframe)
+            boundary = unit.keyframe and self._is_boundary(pts_t, unit.keyframe)
             if boundary:
                 self._boundary_pts.add(pts90)
-            item = EncodedVideoItem(info.data, pts90, dts90, info.keyframe, boundary)
+            item = EncodedVideoItem(unit.data, pts90, dts90, unit.keyframe, boundary)
             for r in self.renditions:
                 if r.plan.passthrough:
                     r.queue.put(item)
         elif not self.started and self._may_passthrough:
             # Boundaries are set when the rungs open, once it is known whether a rung copies these.
-            self._held_packets.append(EncodedVideoItem(info.data, pts90, dts90, info.keyframe, False))
+            self._held_packets.append(EncodedVideoItem(unit.data, pts90, dts90, unit.keyframe, False))
             if len(self._held_packets) > self.max_held_frames * 3:
                 self._warn_once("held-packets", "video packets held before the encoders open hit the cap")
                 del self._held_packets[0]
-        packet = av.Packet(info.data)
+        packet = av.Packet(unit.data)
         packet.pts = pts90
         packet.dts = dts90
         packet.time_base = Fraction(1, VIDEO_TIMESCALE)
@@ -208,7 +258,13 @@ class Pipeline:
             self._undecoded.append(packet)
             self._maybe_start()
             return
-        self._decode(packet)
+        try:
+            self._decode(packet)
+        except av.error.FFmpegError as exc:
+            if isinstance(exc, av.error.InvalidDataError):
+                raise
+            log.warning("stream %s: decoding video at %d ms: %s", self.job.stream_id, unit.dts_ms, exc)
+            self._note_undecodable(unit, exc)
 
     def _decode(self, packet: av.Packet | None) -> None:
         assert self._video_decoder is not None
@@ -243,23 +299,30 @@ class Pipeline:
         except av.error.FFmpegError as exc:
             log.warning("stream %s: flushing the decoder: %s", self.job.stream_id, exc)
 
-    def _on_audio(self, tag: FlvTag) -> None:
-        info = parse_audio_body(tag.body)
-        if info.packet_type == 0:
-            if self._audio is None:
-                if self.started and not self._audio_only:
-                    self._reopen_with_audio(info.data)
-                    return
-                self._audio = AudioTranscoder(
-                    info.data, sample_rate=self.job.audio_sample_rate, bitrate=self.job.audio_bitrate,
-                    start_floor=self.job.time_offset,
-                )
-                self._audio_config = info.data
-                self._maybe_start()
+    def _on_audio_track(self, track: TrackInfo) -> None:
+        if self._audio is not None:
+            if track != self._audio_track_info:
+                self._warn_once("audio-change", "the audio parameters changed mid-stream; the first ones are kept "
+                                "until the encoder reconnects")
             return
-        if self._audio is None or not info.data:
+        if self.started and not self._audio_only:
+            self._reopen_with_audio(track)
             return
-        items = self._audio.push(info.data, self.clock.place("audio", tag.timestamp_ms))
+        self._audio = self._audio_transcoder(track, self.job.time_offset)
+        self._audio_track_info = track
+        self._maybe_start()
+
+    def _audio_transcoder(self, track: TrackInfo, start_floor: float) -> AudioTranscoder:
+        decoder = open_decoder(track)
+        if not isinstance(decoder, av.AudioCodecContext):
+            raise UnsupportedSource(f"{codec_name(track.codec)} is not an audio codec")
+        return AudioTranscoder(decoder, sample_rate=self.job.audio_sample_rate,
+                               bitrate=self.job.audio_bitrate, start_floor=start_floor)
+
+    def _on_audio(self, unit: AccessUnit) -> None:
+        if self._audio is None or not unit.data:
+            return
+        items = self._audio.push(unit.data, self.clock.place("audio", unit.dts_ms))
         self._dispatch_audio(items)
 
     def _dispatch_audio(self, items: list[AudioItem]) -> None:
@@ -295,6 +358,7 @@ class Pipeline:
 
     # -- decoded video -------------------------------------------------------------------------
     def _on_decoded(self, frame: av.VideoFrame) -> None:
+        self._frames_decoded += 1
         if not self._source_format:
             self._source_format = frame.format.name
         self._source_interlaced = self._source_interlaced or bool(frame.interlaced_frame)
@@ -399,6 +463,8 @@ class Pipeline:
         """Whether the top rung's choice can be made: at once unless it hangs on the keyframe interval,
         else once that is known or the source has run past `max_keyframe_interval` without a second one."""
         first = self._held_frames[0]
+        if not self._copyable:
+            return True
         if not needs_keyframe_interval(self.top_rung, top_spec(self.job.renditions), first.width,
                                        first.height, self._source_format, self._source_interlaced):
             return True
@@ -413,6 +479,16 @@ class Pipeline:
         return self._newest_video_pts - start > self.max_keyframe_interval + half_frame
 
     def _choose_top_rung(self, width: int, height: int) -> list[PlannedRendition]:
+        if not self._copyable:
+            # Only H.264 with its avcC can be copied into our segments: every rung is encoded.
+            track = self._video_track
+            what = codec_name(track.codec) if track is not None and track.codec != "h264" else "H.264 without an avcC"
+            specs = [replace(s, passthrough=False, height=s.height or height) if s.passthrough else s
+                     for s in self.job.renditions]
+            choice = TopRungChoice(False, f"encoded: the source is {what} (HLS players get H.264)")
+            plans = plan_ladder(specs, width, height, choice)
+            log.info("stream %s: top rung %s", self.job.stream_id, choice.note)
+            return plans
         interval, origin = self._keyframe_interval()
         source = SourceVideo(width, height, self._source_format, self._source_interlaced, interval, origin)
         spec = top_spec(self.job.renditions)
@@ -476,7 +552,7 @@ class Pipeline:
         audio, self._held_audio = self._held_audio, []
         self._dispatch_audio(audio)
 
-    def _reopen_with_audio(self, audio_config: bytes) -> None:
+    def _reopen_with_audio(self, track: TrackInfo) -> None:
         """Audio began after the rungs opened without it: close them (their last segments are written)
         and open them again with the audio track, under a new init segment, where the video has got to."""
         frame = 1.0 / self.frame_rate if self.frame_rate > 0 else 1 / 30
@@ -486,11 +562,8 @@ class Pipeline:
         plans = [r.plan for r in self.renditions]
         next_sequence = self._close_renditions()
         self._generation += 1
-        self._audio = AudioTranscoder(
-            audio_config, sample_rate=self.job.audio_sample_rate, bitrate=self.job.audio_bitrate,
-            start_floor=position,
-        )
-        self._audio_config = audio_config
+        self._audio = self._audio_transcoder(track, position)
+        self._audio_track_info = track
         self._next_boundary = None  # the next frame starts a segment (a keyframe in every rung)
         self._boundary_pts.clear()
         gop = max(1, round(self.frame_rate * self.job.segment_duration))

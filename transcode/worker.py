@@ -1,4 +1,5 @@
-"""The transcode worker process: FLV on stdin, CMAF segments into the store, JSON events on stdout.
+"""The transcode worker process: media items (ingest/media.py) on stdin, CMAF segments into the store, JSON
+events on stdout. It never knows which protocol fed it.
 
 One process per live connection keeps codec work off the server's event loop and a crash contained.
 Run as `python -m transcode.worker '<TranscodeJob JSON>'`.
@@ -12,7 +13,7 @@ import threading
 import time
 from typing import IO
 
-from ingest.flv import FlvError, FlvReader
+from ingest.media import ItemReader, MediaWireError
 from packager.segmenter import Output, Part, Segment
 from storage.local import LocalStore
 from storage.store import StorageError, StorageFullError
@@ -139,7 +140,7 @@ class Worker:
         )
 
     def run(self, source: IO[bytes]) -> int:
-        reader = FlvReader()
+        reader = ItemReader()
         try:
             while True:
                 chunk = source.read1(65536) if hasattr(source, "read1") else source.read(65536)
@@ -147,12 +148,12 @@ class Worker:
                     break
                 if self._wall_start is None:
                     self._wall_start = time.time()
-                for tag in reader.feed(chunk):
-                    self.pipeline.on_tag(tag)
+                for item in reader.feed(chunk):
+                    self.pipeline.on_item(item)
                 failure = self.pipeline.failed()
                 if failure is not None:
                     raise failure
-        except (FlvError, PipelineError) as exc:
+        except (MediaWireError, PipelineError) as exc:
             # retry=False: the source itself is unsupported; restarting the worker can't help.
             retry = not isinstance(exc, PipelineError) or exc.retry
             self.events.send("error", message=str(exc), retry=retry,

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 from aiohttp import web
 
 from mediaserver.db import DEFAULT_ORG
+from mediaserver.srt_routes import assign_port
 from mediaserver.retention import SEGMENTS_DELETED, RecordingBusyError, delete_recording, delete_stream_media, plays_as_mp4
 from web.auth import SCOPE, error, manages
 from web.keys import CHAT, CONFIG, DB, MANAGER, PASSWORDS, SIGNER, STORE
@@ -200,6 +201,9 @@ def stream_view(request: web.Request, row: dict[str, Any], recording: dict[str, 
         # RTMPS (RTMP over TLS, same key) when the server has a certificate: the listener runs only then.
         "rtmps_url": (f"rtmps://{host}{'' if config.server.rtmps_port == 443 else f':{config.server.rtmps_port}'}"
                       f"/{config.rtmp.app}") if config.server.tls_cert and config.server.tls_key else None,
+        # SRT: this stream's own port (ffmpeg listens per stream key); the streamid carries the key.
+        "srt_url": f"srt://{host}:{row['srt_port']}" if config.srt.enabled and row.get("srt_port") else None,
+        "has_srt_passphrase": bool(row.get("srt_passphrase")),
         "playback_url": f"{base}/hls/{row['id']}/master.m3u8",
         "watch_url": f"{base}/watch/{row['id']}",
         "storage_bytes": storage_bytes,
@@ -240,7 +244,10 @@ async def respond_stream(request: web.Request, stream_id: str, status: int = 200
     assert row is not None
     recording = await asyncio.to_thread(db.latest_recording, stream_id)
     used = await asyncio.to_thread(db.storage_bytes, stream_id)
-    return web.json_response({**stream_view(request, row, recording, used), **extra}, status=status)
+    view = stream_view(request, row, recording, used)
+    if extra.get("stream_key") and view["srt_url"]:  # the key is known in this answer: a URL ready to paste
+        view["srt_url"] += f"?streamid=#!::r={request.app[CONFIG].rtmp.app}/{extra['stream_key']},m=publish"
+    return web.json_response({**view, **extra}, status=status)
 
 
 async def slug_taken(request: web.Request, org_id: str, slug: str, except_id: str | None = None) -> bool:
@@ -271,6 +278,8 @@ async def create_stream(request: web.Request) -> web.Response:
     org = await asyncio.to_thread(request.app[DB].org, org_id)
     fields = {**stream_defaults(org), **fields}
     row, key = await asyncio.to_thread(request.app[DB].create_stream, title, org_id, **fields)
+    if request.app[CONFIG].srt.enabled:  # its SRT port now, so this answer's srt_url is complete
+        await asyncio.to_thread(assign_port, request.app[DB], request.app[CONFIG].srt, row["id"])
     request.app[MANAGER].bus_publish("stream.created", row["id"], {"org_id": org_id, "title": title})
     return await respond_stream(request, row["id"], 201, stream_key=key)
 

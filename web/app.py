@@ -13,7 +13,7 @@ from mediaserver.access import AccessPolicy
 from mediaserver.chat.hub import ChatHub
 from mediaserver.passwords import PasswordChecker
 from web import guard
-from web import api, chat_ws, errors, media, orgs_api, pages, series_api, webhooks_api
+from web import api, chat_ws, errors, media, orgs_api, pages, series_api, webhooks_api, whip
 from web.auth import THROTTLE, BadTokenThrottle, require_token
 from web.keys import ADMIN_TOKEN, CHAT, CONFIG, DB, MANAGER, PASSWORDS, SIGNER, STORE
 
@@ -47,4 +47,5 @@ def build_app(config: Config, db: Database, store: LocalStore, manager: StreamMa
     chat_ws.add_routes(app)
     media.add_routes(app)
     pages.add_routes(app)
+    whip.add_routes(app)
     return app

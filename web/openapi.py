@@ -62,6 +62,9 @@ EDITABLE_STREAM_FIELDS: dict[str, Any] = {
     "timezone": {"anyOf": [TIME_ZONE, {"type": "null"}]},
     "visibility": VISIBILITY,
     "password": {"type": ["string", "null"], "minLength": 4, "maxLength": 200, "writeOnly": True},
+    "srt_passphrase": {"type": ["string", "null"], "minLength": 10, "maxLength": 79, "writeOnly": True,
+                       "description": "SRT encryption: callers must give this passphrase (10 to 79 characters, as SRT "
+                                      "requires); null = unencrypted. Applies to the next SRT connection"},
     "giving_url": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^https?://"},
     "giving_message": {"type": ["string", "null"], "maxLength": 200},
     **{flag: {"type": "boolean", **({"description": FLAG_DESCRIPTIONS[flag]} if flag in FLAG_DESCRIPTIONS else {})}
@@ -85,7 +88,7 @@ STREAM = {
     "required": ["id", "org_id", "title", "status", "visibility", "rtmp_url", "playback_url", "watch_url", "recording"],
     "properties": {
         "id": {"type": "string"}, "org_id": {"type": "string"},
-        **{k: v for k, v in EDITABLE_STREAM_FIELDS.items() if k != "password"},
+        **{k: v for k, v in EDITABLE_STREAM_FIELDS.items() if k not in ("password", "srt_passphrase")},
         # What was stored is echoed as it is (read checks belong to writes).
         "title": {"type": "string"}, "slug": {"type": ["string", "null"]}, "timezone": {"type": ["string", "null"]},
         "low_latency": {"type": "boolean"},
@@ -107,6 +110,10 @@ STREAM = {
                                                 "height": {"type": "integer"}, "passthrough": {"type": "boolean"},
                                                 "note": {"type": "string"}},
                                  "additionalProperties": False}},
+        "srt_url": {"type": ["string", "null"], "description": "SRT (MPEG-TS with H.264, caller mode): this stream's "
+                    "own UDP port. Give the stream key as the streamid: ?streamid=#!::r=live/STREAM_KEY,m=publish, "
+                    "or the plain key (complete in the answers to create and rotate-key); null when SRT is off"},
+        "has_srt_passphrase": {"type": "boolean"},
         "rtmp_url": {"type": "string"}, "playback_url": {"type": "string"}, "watch_url": {"type": "string"},
         "stream_key": {"type": "string", "description": "only in the answers to create and rotate-key"},
         "recording": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Recording"}]},

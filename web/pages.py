@@ -75,11 +75,27 @@ async def watch(request: web.Request) -> web.Response:
         }
     # '<' escaped so a title can never close the <script> element it sits in.
     payload = json.dumps(config).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    page = template.replace("__PLAYER_CONFIG__", payload)
+    page = template.replace("__PLAYER_CONFIG__", payload).replace("__GOLIVE_URL__", f"/golive/{quote(row['id'], safe='')}")
     response = web.Response(text=page, content_type="text/html", status=200)
     response.headers["Cache-Control"] = "private, no-cache" if not access_policy(request).listed(row) else "no-cache"
     response.headers["Referrer-Policy"] = "no-referrer"  # a token in this page's URL must not leak to links
     ensure_viewer_cookie(request, response)
+    return response
+
+
+async def golive(request: web.Request) -> web.Response:
+    """The "Go live from this browser" page for staff: it asks for the stream key itself (never in the URL)."""
+    row = await stream_row(request, request.match_info["stream_id"])
+    if row is None:
+        raise web.HTTPNotFound(text="No such stream.\n")
+    template = await asyncio.to_thread((STATIC_DIR / "golive.html").read_text)
+    config = {"stream_id": row["id"], "whip_url": f"/whip/{quote(row['id'], safe='')}",
+              "title": row["title"] if access_policy(request).listed(row) else ""}
+    payload = json.dumps(config).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    response = web.Response(text=template.replace("__GOLIVE_CONFIG__", payload), content_type="text/html")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Permissions-Policy"] = "camera=(self), microphone=(self)"
     return response
 
 
@@ -150,4 +166,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/watch/{stream_id}/unlock", unlock)
     app.router.add_get("/", home)
     app.router.add_get("/watch/{stream_id}", watch)
+    app.router.add_get("/golive/{stream_id}", golive)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)
