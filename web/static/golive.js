@@ -143,6 +143,9 @@
     const connection = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
     pc = connection;
     for (const track of media.getTracks()) {
+      // A pulpit camera: when the upload or the device's CPU is short, keep the picture size (the ladder's
+      // rungs come from it) and give up frame rate instead, as "detail" tells the browser to.
+      if (track.kind === "video" && "contentHint" in track) track.contentHint = "detail";
       const transceiver = connection.addTransceiver(track, { direction: "sendonly", streams: [media] });
       if (track.kind === "video") preferCodecs(transceiver);
     }
