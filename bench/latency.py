@@ -66,15 +66,16 @@ TARGETS = {"standard": 2.5, "ll": 1.0}  # p95 the lead compares to (printed, not
 
 
 # -- the server (child process) -----------------------------------------------------------------------------
-def _serve(data_dir: str, segment_duration: float, part_target: float, conn: Connection) -> None:
+def _serve(data_dir: str, segment_duration: float, part_target: float, srt_latency_ms: int, conn: Connection) -> None:
     """Run mediaserver on free loopback ports; send (http_port, rtmp_port), stop when anything arrives on conn."""
     from mediaserver.config import Rendition
     from mediaserver.server import start_server
-    from tests.server_fixture import small_config
+    from tests.server_fixture import free_udp_ports, small_config
 
     logging.basicConfig(level=logging.INFO, filename=os.path.join(data_dir, "server.log"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = small_config(Path(data_dir), renditions=[Rendition(*r) for r in LADDER])
+    config = small_config(Path(data_dir), renditions=[Rendition(*r) for r in LADDER], srt=(free_udp_ports(4), 4))
+    config.srt.latency_ms = srt_latency_ms
     config.server.admin_token = ADMIN_TOKEN
     config.hls.segment_duration = segment_duration
     config.hls.part_target = part_target
@@ -645,7 +646,7 @@ def report(result: ModeResult, args: argparse.Namespace) -> list[str]:
 async def run(args: argparse.Namespace, tmp: str) -> list[ModeResult]:
     ctx = multiprocessing.get_context("spawn")
     ours, theirs = ctx.Pipe()
-    server = ctx.Process(target=_serve, args=(tmp, args.segment_duration, args.part_target, theirs), daemon=True)
+    server = ctx.Process(target=_serve, args=(tmp, args.segment_duration, args.part_target, args.srt_latency, theirs), daemon=True)
     server.start()
     if not ours.poll(60):
         raise RuntimeError(f"the server did not start; see {tmp}/server.log")
@@ -667,8 +668,11 @@ async def run(args: argparse.Namespace, tmp: str) -> list[ModeResult]:
             api = Api(session, http)
             for ingest in args.ingest.split(","):
                 for mode in modes:
-                    results.append(await run_mode(mode, args, api, session, rtmp_port, server.pid or 0, browser,
-                                                  ingest))
+                    try:
+                        results.append(await run_mode(mode, args, api, session, rtmp_port, server.pid or 0,
+                                                      browser, ingest))
+                    except Exception as exc:  # one way in failing must not lose the others' figures
+                        results.append(ModeResult(mode, ingest, unavailable=f"{type(exc).__name__}: {exc}"))
                     await asyncio.sleep(4)  # the ended broadcast's worker goes away before the next mode
     finally:
         if browser is not None:
@@ -686,6 +690,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60, help="measured window per mode, s")
     parser.add_argument("--mode", choices=["standard", "ll", "both"], default="both")
+    parser.add_argument("--srt-latency", type=int, default=500, help="the server's srt.latency_ms (SRT's receive buffer)")
     parser.add_argument("--ingest", default="rtmp",
                         help="comma-separated ways in, each measured in turn: rtmp, srt, whip (e.g. rtmp,srt,whip)")
     parser.add_argument("--skip-browser", action="store_true", help="no hls.js figures")

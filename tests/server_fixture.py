@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -114,3 +116,22 @@ def run_server(config: Config) -> ServerHandle:
     started.wait()
     server = asyncio.run_coroutine_threadsafe(start_server(config), loop).result(30)
     return ServerHandle(server, loop, thread)
+
+
+def free_udp_ports(count: int) -> int:
+    """The first of `count` consecutive UDP ports free on loopback."""
+    for _ in range(200):
+        first = random.randrange(20000, 60000)
+        sockets = []
+        try:
+            for port in range(first, first + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise AssertionError("no free UDP ports")

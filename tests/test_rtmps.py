@@ -3,6 +3,7 @@
 plain RTMP port keeps working."""
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -12,7 +13,8 @@ import pytest
 
 from mediaserver.server import banner
 from tests.server_fixture import run_server, small_config
-from tests.test_broadcast import stream_status, wait_recording
+from tests.hls_reader import parse_media
+from tests.test_broadcast import fetch_text, stream_status, wait_recording
 from tests.test_https import self_signed
 
 pytestmark = [pytest.mark.media, pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI")]
@@ -20,7 +22,7 @@ pytestmark = [pytest.mark.media, pytest.mark.skipif(shutil.which("ffmpeg") is No
 
 def test_obs_can_publish_over_rtmps(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
-    config = small_config(tmp_path / "data")
+    config = small_config(tmp_path / "data", reconnect_window=4.0)
     config.server.tls_cert, config.server.tls_key = str(cert), str(key)
     config.server.https_port = config.server.rtmps_port = 0
     server = run_server(config)
@@ -36,12 +38,17 @@ def test_obs_can_publish_over_rtmps(tmp_path: Path) -> None:
             raw.settimeout(5)
             assert raw.recv(4096)[:1] in (b"", b"\x15")  # closed, or a TLS alert
         url = f"{stream['rtmps_url']}/{stream['stream_key']}"
-        subprocess.run(["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30",
-                        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "3",
-                        "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-pix_fmt", "yuv420p",
-                        "-c:a", "aac", "-f", "flv", url], check=True, timeout=60)
+        push = ["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30",
+                "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "3",
+                "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-pix_fmt", "yuv420p",
+                "-c:a", "aac", "-f", "flv", url]
+        subprocess.run(push, check=True, timeout=60)
+        # The encoder drops and comes back inside the reconnect window: one broadcast, one recording.
+        subprocess.run(push, check=True, timeout=60)
         recording = wait_recording(server, stream["id"])["recording"]
-        assert recording["duration"] >= 2.0
+        playlist = parse_media(fetch_text(server, recording["playback_url"].rsplit("/", 1)[0] + "/180p.m3u8"))
+        assert playlist.discontinuities == 1 and abs(playlist.duration - 6.0) <= 1.2, playlist.duration
+        assert len(os.listdir(tmp_path / "data" / "media" / stream["id"])) == 1
         # A wrong key over TLS is refused like over plain RTMP.
         refused = subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30",
                                   "-t", "1", "-c:v", "libx264", "-preset", "ultrafast", "-f", "flv",

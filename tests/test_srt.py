@@ -20,7 +20,7 @@ import pytest
 from ingest.srt import (Accepted, HandshakeRejected, InputStream, StreamIdError, listener_command, parse_log_line,
                         parse_streamid)
 from tests.hls_reader import decode_segment, parse_master, parse_media
-from tests.server_fixture import ServerHandle, run_server, small_config
+from tests.server_fixture import ServerHandle, free_udp_ports, run_server, small_config
 from tests.test_broadcast import fetch_text, stream_status, wait_for, wait_recording
 
 KEY = "sk_AbC-123_xyz"
@@ -105,25 +105,6 @@ FPS = 30
 # Without linger, a caller that stops drops what is still in flight (about the SRT latency: 135 of 150 frames reached
 # the listener at 500 ms in ffmpeg 5.1 / libsrt 1.5); with it the whole picture arrives and frame counts are exact.
 LINGER = "&linger=3"
-
-
-def free_udp_ports(count: int) -> int:
-    """The first of `count` consecutive UDP ports free on loopback."""
-    for _ in range(200):
-        first = random.randrange(20000, 60000)
-        sockets = []
-        try:
-            for port in range(first, first + count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise AssertionError("no free UDP ports")
 
 
 def listening(port: int) -> bool:
