@@ -82,3 +82,23 @@ def test_undecodable_hevc_fails_the_broadcast_within_seconds(tmp_path: Path) -> 
         assert time.monotonic() - started < 12
     finally:
         server.stop()
+
+
+@pytest.mark.media
+def test_audio_the_server_cannot_take_fails_the_broadcast_at_once(tmp_path: Path) -> None:
+    """MP3 audio (FLV sound format 2): the RTMP ingest refuses it before any worker sees it."""
+    server = run_server(small_config(tmp_path / "data", reconnect_window=0.0))
+    try:
+        stream = server.create_stream()
+        tags = [FlvTag(t.kind, t.timestamp_ms, bytes([0x2F]) + t.body[1:]) if t.kind == TAG_AUDIO else t
+                for t in flv_tags(encode_flv(seconds=3))]
+        try:
+            publish_tags(server.rtmp_url(stream["stream_key"]), tags, realtime=True)
+        except Exception:
+            pass  # the server closes the connection under the publisher
+        body = wait_for(lambda: (b := stream_status(server, stream["id"]))["status"] == "FAILED" and b, 10, "FAILED")
+        assert "audio format 2 is not AAC (10)" in (body["error"] or "")
+        assert not (tmp_path / "data" / "media" / stream["id"]).exists() or not any(
+            (tmp_path / "data" / "media" / stream["id"]).rglob("seg-*.m4s"))
+    finally:
+        server.stop()
