@@ -15,7 +15,7 @@ from tests.test_broadcast import stream_status, wait_for, wait_recording
 
 pytestmark = [pytest.mark.media, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = str(Path(__file__).resolve().parent / "chromium")  # /usr/bin/chromium without real-time threads
 LAUNCH_ARGS = ["--no-sandbox", "--disable-background-networking", "--use-fake-device-for-media-stream",
                "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required"]
 

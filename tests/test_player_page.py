@@ -15,7 +15,7 @@ from tests.server_fixture import run_server, small_config
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = str(Path(__file__).resolve().parent / "chromium")  # /usr/bin/chromium without real-time threads
 TITLE = "Sunday <b>Service</b> & Prayer"  # markup in a title must show as text
 OFFLINE_TEXT = "offline"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--no-first-run"]

@@ -1,0 +1,51 @@
+"""Tests run in two pytest-xdist workers (pyproject's addopts). A test marked `exclusive` measures timing a
+second worker's load would distort (a player's latency over a minute): it runs alone, while the other worker
+waits between its own tests.
+
+A readers-writer lock across the worker processes, on two files: every test holds LOCK_SH on the gate while it
+runs; an exclusive test holds LOCK_EX. The turnstile makes it fair: a waiting exclusive test stops new shared
+holders from slipping in ahead of it (flock alone would let them starve it).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_DIR = Path(tempfile.gettempdir()) / f"mediaserver-tests-{os.getuid()}"
+
+
+def _lock_files() -> tuple[int, int]:
+    # One pair per test run: xdist's workers share the run's testrun uid (plain pytest has none: one process).
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", f"solo-{os.getpid()}")
+    _DIR.mkdir(exist_ok=True)
+    turnstile = os.open(_DIR / f"{run}.turnstile", os.O_RDWR | os.O_CREAT, 0o600)
+    gate = os.open(_DIR / f"{run}.gate", os.O_RDWR | os.O_CREAT, 0o600)
+    return turnstile, gate
+
+
+@pytest.fixture(autouse=True)
+def _run_alone_when_exclusive(request: pytest.FixtureRequest) -> Iterator[None]:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield  # one process: nothing runs beside it anyway
+        return
+    turnstile, gate = _lock_files()
+    exclusive = request.node.get_closest_marker("exclusive") is not None
+    try:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        if exclusive:
+            fcntl.flock(gate, fcntl.LOCK_EX)  # waits for the other worker's current test to finish
+            yield
+        else:
+            fcntl.flock(gate, fcntl.LOCK_SH)
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+            yield
+    finally:
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        fcntl.flock(turnstile, fcntl.LOCK_UN)
+        os.close(gate)
+        os.close(turnstile)
