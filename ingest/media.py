@@ -81,6 +81,18 @@ class PublishRefused(Exception):
     """The session refuses a publish (unknown key, stream disabled, already live); the text says why."""
 
 
+class UnknownKey(PublishRefused):
+    """No stream has this key (WHIP: 401)."""
+
+
+class StreamBusy(PublishRefused):
+    """The stream already has an encoder, or its last one is still closing (WHIP: 409)."""
+
+
+class StreamUnavailable(PublishRefused):
+    """The stream can't take a publish: disabled or cancelled (WHIP: 403)."""
+
+
 class Authorizer(Protocol):
     """StreamManager.authorize_publish: checks a stream key and claims the stream for one publisher."""
 

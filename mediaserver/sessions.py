@@ -19,7 +19,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest.media import AccessUnit, MediaItem, PublishRefused, SourceMetadata, TrackInfo, encode_item
+from ingest.media import (
+    AccessUnit, MediaItem, PublishRefused, SourceMetadata, StreamBusy, StreamUnavailable, TrackInfo, UnknownKey, encode_item,
+)
 from mediaserver.config import Config
 from mediaserver.db import Database
 from mediaserver.events import Event, LocalEventBus
@@ -259,11 +261,11 @@ class StreamManager:
     async def _publishable(self, key: str) -> dict[str, Any]:
         stream = await asyncio.to_thread(self.db.stream_by_key, key)
         if stream is None:
-            raise PublishRefused("unknown stream key")
+            raise UnknownKey("unknown stream key")
         if not stream["enabled"]:
-            raise PublishRefused("stream is disabled")
+            raise StreamUnavailable("stream is disabled")
         if stream["status"] == "CANCELLED":
-            raise PublishRefused("this stream was cancelled")
+            raise StreamUnavailable("this stream was cancelled")
         return stream
 
     async def _claim(self, stream: dict[str, Any], key: str, peer: str, protocol: str) -> PublishConnection:
@@ -273,13 +275,13 @@ class StreamManager:
         if broadcast is not None and broadcast.connection is not None:
             previous = broadcast.connection
             if not previous.closing:
-                raise PublishRefused("this stream already has a live encoder")
+                raise StreamBusy("this stream already has a live encoder")
             # The last encoder stopped a moment ago and its worker is still flushing: wait for it, then
             # continue the broadcast as a reconnect does.
             try:
                 await asyncio.wait_for(previous.closed.wait(), self.closing_wait)
             except TimeoutError:
-                raise PublishRefused("the previous connection is still closing; try again in a moment") from None
+                raise StreamBusy("the previous connection is still closing; try again in a moment") from None
             stream = await self._publishable(key)  # the key may have been retired meanwhile (auto_rotate_key)
             broadcast = self.broadcasts.get(stream_id)
         if broadcast is not None and broadcast.ended:

@@ -13,7 +13,7 @@ import logging
 
 from aiohttp import web
 
-from ingest.media import PublishRefused
+from ingest.media import PublishRefused, StreamBusy, UnknownKey
 from ingest.whip import OfferError, TooManySessions, WhipLimits, WhipSession, WhipSessions, check_offer
 from web.auth import THROTTLE
 from web.guard import bearer_token, client_address
@@ -36,12 +36,11 @@ def _unauthorized(message: str) -> web.Response:
 
 
 def _refused(exc: PublishRefused) -> web.Response:
-    reason = str(exc)
-    if "unknown stream key" in reason:
-        return _unauthorized(reason)
-    if "already" in reason or "still closing" in reason:
-        return _plain(409, reason)
-    return _plain(403, reason)
+    if isinstance(exc, UnknownKey):
+        return _unauthorized(str(exc))
+    if isinstance(exc, StreamBusy):
+        return _plain(409, str(exc))
+    return _plain(403, str(exc))
 
 
 async def _bad_key(request: web.Request, stream_id: str, reason: str) -> web.Response:
