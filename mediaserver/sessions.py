@@ -25,6 +25,7 @@ from ingest.media import (
 from mediaserver.config import Config
 from mediaserver.db import Database
 from mediaserver.events import Event, LocalEventBus
+from mediaserver.ingest_health import IngestHealth
 from mediaserver.live_edge import LiveEdge, LivePart, PartUri
 from packager.playlist import (
     LowLatency,
@@ -129,6 +130,7 @@ class Broadcast:
     version: int = 0
     # Per rendition, as its worker reported it: passthrough or encoded, and why.
     modes: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    connections: int = 0  # encoder connections so far (reconnects = connections - 1)
 
     @property
     def ended(self) -> bool:
@@ -166,6 +168,7 @@ class PublishConnection:
         self._tracks: dict[str, TrackInfo] = {}
         self._metadata: SourceMetadata | None = None
         self._await_keyframe = False
+        self.health = IngestHealth(protocol, peer, time.monotonic())
 
     @property
     def stream_id(self) -> str:
@@ -174,6 +177,7 @@ class PublishConnection:
     async def on_media(self, item: MediaItem) -> None:
         if self.aborted:
             raise EndedByServer(self.aborted)
+        self.health.feed(item, time.monotonic())
         if isinstance(item, TrackInfo):
             self._tracks[item.kind] = item
         elif isinstance(item, SourceMetadata):
@@ -312,6 +316,7 @@ class StreamManager:
         broadcast.auto_publish = bool(stream["auto_publish"])
         connection = PublishConnection(self, broadcast, peer, protocol)
         broadcast.connection = connection
+        broadcast.connections += 1
         try:
             connection.worker = await self.start_worker(broadcast)
         except Exception:
@@ -593,6 +598,15 @@ class StreamManager:
                  "passthrough": broadcast.modes.get(t.name, (False, ""))[0],
                  "note": broadcast.modes.get(t.name, (False, ""))[1]}
                 for t in sorted(tracks, key=lambda t: t.height, reverse=True)]
+
+    def ingest_health(self, stream_id: str) -> dict[str, Any] | None:
+        """What the connected encoder sends, measured (mediaserver/ingest_health.py), with the reconnects of
+        this broadcast; None while no encoder is connected."""
+        broadcast = self.broadcasts.get(stream_id)
+        connection = broadcast.connection if broadcast is not None else None
+        if broadcast is None or connection is None or broadcast.ended:
+            return None
+        return {**connection.health.snapshot(time.monotonic()), "reconnects": max(0, broadcast.connections - 1)}
 
     def live_broadcast(self, stream_id: str) -> Broadcast | None:
         """The broadcast whose live playlists viewers may see (not a held preview)."""

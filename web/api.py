@@ -209,6 +209,7 @@ def stream_view(request: web.Request, row: dict[str, Any], recording: dict[str, 
         "storage_bytes": storage_bytes,
         "recording": None,
         "renditions": request.app[MANAGER].live_renditions(row["id"]),
+        "ingest": request.app[MANAGER].ingest_health(row["id"]),
     }
     if recording is not None:
         prefix = f"{base}/hls/{row['id']}/{recording['broadcast_id']}"

@@ -114,6 +114,9 @@ STREAM = {
                     "own UDP port. Give the stream key as the streamid: ?streamid=#!::r=live/STREAM_KEY,m=publish, "
                     "or the plain key (complete in the answers to create and rotate-key); null when SRT is off"},
         "has_srt_passphrase": {"type": "boolean"},
+        "ingest": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/IngestHealth"}],
+                   "description": "while an encoder is connected: what it sends, measured by the server, and "
+                                  "plain-language warnings (keyframe interval, upload, frame rate, audio)"},
         "rtmp_url": {"type": "string"}, "playback_url": {"type": "string"}, "watch_url": {"type": "string"},
         "stream_key": {"type": "string", "description": "only in the answers to create and rotate-key"},
         "recording": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Recording"}]},
@@ -182,8 +185,34 @@ ERROR = {
     "additionalProperties": False,
 }
 
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+INGEST_HEALTH: dict[str, Any] = {
+    "type": "object",
+    "required": ["protocol", "connected_seconds", "video", "audio", "behind_real_time", "warnings", "reconnects"],
+    "properties": {
+        "protocol": {"type": "string", "enum": ["rtmp", "srt", "whip"]},
+        "connected_seconds": {"type": "number"},
+        "video": {"type": "object", "properties": {
+            "codec": {"type": ["string", "null"]}, "width": {"type": ["integer", "null"]},
+            "height": {"type": ["integer", "null"]}, "frame_rate": _NUMBER_OR_NULL,
+            "bitrate": {"type": ["integer", "null"], "description": "bits per second over the last 5 s"},
+            "keyframe_interval": {**_NUMBER_OR_NULL, "description": "seconds, the longest of the last ones"},
+            "dropped_frames": {"type": "integer", "description": "gaps in the encoder's frame timestamps"}},
+            "additionalProperties": False},
+        "audio": {"type": "object", "properties": {
+            "codec": {"type": ["string", "null"]}, "present": {"type": "boolean"},
+            "bitrate": {"type": ["integer", "null"]}}, "additionalProperties": False},
+        "behind_real_time": {"type": "number", "description": "seconds the media arrives later than it did at "
+                             "its best: growing means the upload can't keep up"},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+        "reconnects": {"type": "integer"},
+    },
+    "additionalProperties": False,
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": ERROR,
+    "IngestHealth": INGEST_HEALTH,
     "TimeZone": {"type": "string", "maxLength": 64, "pattern": "^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$",
                  "description": "an IANA time zone name; one the server's tz database doesn't know is refused (400)",
                  "examples": ["America/Chicago", "Europe/London", "UTC"]},
