@@ -41,6 +41,9 @@ class ServerConfig:
     https_port: int = 8443
     # Port of the RTMPS listener (RTMP over TLS, with the same certificate; only with tls_cert and tls_key).
     rtmps_port: int = 1936
+    # Bearer token for Prometheus at /metrics. Empty: /metrics answers only clients on this machine that reach
+    # the socket directly (not through a reverse proxy).
+    metrics_token: str = ""
 
     def base_url(self) -> str | None:
         """The public base URL without a trailing slash (public_url, else derived from public_host), or None."""

@@ -13,7 +13,7 @@ from mediaserver.access import AccessPolicy
 from mediaserver.chat.hub import ChatHub
 from mediaserver.passwords import PasswordChecker
 from web import guard
-from web import api, chat_ws, errors, media, orgs_api, pages, series_api, webhooks_api, whip
+from web import api, chat_ws, errors, media, metrics, orgs_api, pages, series_api, webhooks_api, whip
 from web.auth import THROTTLE, BadTokenThrottle, require_token
 from web.keys import ADMIN_TOKEN, CHAT, CONFIG, DB, MANAGER, PASSWORDS, SIGNER, STORE
 
@@ -23,7 +23,8 @@ MAX_REQUEST_BODY = 64 * 1024
 
 def build_app(config: Config, db: Database, store: LocalStore, manager: StreamManager, admin_token: str,
               webhooks: WebhookStore, chat: ChatHub) -> web.Application:
-    app = web.Application(middlewares=[errors.json_errors, require_token], client_max_size=MAX_REQUEST_BODY)
+    app = web.Application(middlewares=[metrics.count_requests, errors.json_errors, require_token],
+                          client_max_size=MAX_REQUEST_BODY)
     app[THROTTLE] = BadTokenThrottle()
     app[SIGNER] = PlaybackSigner.from_data_dir(config.data_path)
     app[CONFIG] = config
@@ -48,4 +49,5 @@ def build_app(config: Config, db: Database, store: LocalStore, manager: StreamMa
     media.add_routes(app)
     pages.add_routes(app)
     whip.add_routes(app)
+    metrics.add_routes(app)
     return app
