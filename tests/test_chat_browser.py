@@ -8,18 +8,14 @@ from typing import Any, Iterator
 import pytest
 
 from tests.server_fixture import run_server, small_config
-from tests.test_player_page import launch
+from tests.browser import module_browser
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    playwright_sync = pytest.importorskip("playwright.sync_api")
-    with playwright_sync.sync_playwright() as playwright:
-        chromium = launch(playwright, "no-user-gesture-required")
-        yield chromium
-        chromium.close()
+    yield from module_browser()
 
 
 def test_a_private_streams_page_joins_its_room_with_the_auth_frame(tmp_path: Path, browser: Any) -> None:

@@ -10,25 +10,17 @@ from typing import Any, Iterator
 import pytest
 
 from tests.hls_reader import decode_segment, parse_master, parse_media
+from tests.browser import FAKE_MEDIA, module_browser
 from tests.server_fixture import ServerHandle, run_server, small_config
 from tests.test_broadcast import stream_status, wait_for, wait_recording
 
 pytestmark = [pytest.mark.media, pytest.mark.browser]
 
-CHROMIUM = str(Path(__file__).resolve().parent / "chromium")  # /usr/bin/chromium without real-time threads
-LAUNCH_ARGS = ["--no-sandbox", "--disable-background-networking", "--use-fake-device-for-media-stream",
-               "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required"]
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    playwright_sync = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
+    yield from module_browser(*FAKE_MEDIA)
 
 
 def ladder_decodes(server: ServerHandle, stream_id: str) -> list[tuple[str, int]] | None:

@@ -14,14 +14,12 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from tests.media_source import Publisher, start_publisher
+from tests.browser import module_browser
 from tests.server_fixture import ServerHandle, run_server, small_config
 
 # exclusive: hls.latency over a minute is only meaningful with the publisher at real-time pace.
 pytestmark = [pytest.mark.browser, pytest.mark.media, pytest.mark.exclusive]
 
-CHROMIUM = str(Path(__file__).resolve().parent / "chromium")  # /usr/bin/chromium without real-time threads
-LAUNCH_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--no-first-run",
-               "--autoplay-policy=no-user-gesture-required"]
 LL_LIMIT = 2.0  # seconds of hls.latency an LL stream must stay under
 
 # The reference: hls.js as its README shows it, default config, same origin and same stream as the page.
@@ -67,13 +65,7 @@ COUNT_STALLS = """() => {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    playwright_sync = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
+    yield from module_browser()
 
 
 @dataclass

@@ -11,21 +11,14 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from tests.hls_fixture import FfmpegLive, PlayerSite, page_config
+from tests.browser import launch
 from tests.server_fixture import run_server, small_config
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = str(Path(__file__).resolve().parent / "chromium")  # /usr/bin/chromium without real-time threads
 TITLE = "Sunday <b>Service</b> & Prayer"  # markup in a title must show as text
 OFFLINE_TEXT = "offline"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--no-first-run"]
 
-
-def launch(playwright: Any, autoplay_policy: str) -> Any:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
-    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                      args=[*LAUNCH_ARGS, f"--autoplay-policy={autoplay_policy}"])
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from mediaserver.chat.protocol import REACTIONS
 from tests.server_fixture import run_server, small_config
-from tests.test_player_page import launch
+from tests.browser import module_browser
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
 # Pictographs (U+1F000-U+1FAFF), miscellaneous symbols and dingbats (U+2600-U+27BF), and the emoji-presentation
@@ -31,11 +31,7 @@ def test_no_pictographs_in_the_static_pages() -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    playwright_sync = pytest.importorskip("playwright.sync_api")
-    with playwright_sync.sync_playwright() as playwright:
-        chromium = launch(playwright, "no-user-gesture-required")
-        yield chromium
-        chromium.close()
+    yield from module_browser()
 
 
 def box(page: Any, selector: str) -> list[dict[str, float]]:
