@@ -199,6 +199,22 @@ class ChatConfig:
 
 
 @dataclass
+class AnalyticsConfig:
+    # How often the concurrent viewers of each live stream are recorded (the console's viewers-over-time chart).
+    sample_seconds: float = 15.0
+    # A viewer of the HLS playlists (any player) has left after this many seconds without a request.
+    hls_idle_seconds: float = 30.0
+
+
+@dataclass
+class ConsoleConfig:
+    # A console sign-in (the session cookie) lasts at most this long, and ends sooner after this much idle time
+    # (the go-live panel keeps itself active while open, so a two-hour service never signs a volunteer out).
+    session_hours: float = 12.0
+    idle_minutes: float = 120.0
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
@@ -212,6 +228,8 @@ class Config:
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     @property
     def data_path(self) -> Path:
@@ -255,8 +273,13 @@ class Config:
                               f"and {self.srt.ports}")
         if not 0 <= self.srt.latency_ms <= 60_000 or not 0.1 <= self.srt.probe_seconds <= 30 or self.srt.listen_days < 0:
             raise ConfigError("srt.latency_ms must be 0..60000, srt.probe_seconds 0.1..30 and srt.listen_days >= 0")
+        if not (0.1 <= self.analytics.sample_seconds <= 3600 and 1 <= self.analytics.hls_idle_seconds <= 3600):
+            raise ConfigError(f"analytics.sample_seconds must be 0.1..3600 and analytics.hls_idle_seconds 1..3600, got "
+                              f"{self.analytics.sample_seconds} and {self.analytics.hls_idle_seconds}")
         if self.whip.max_sessions < 0 or self.whip.keyframe_interval < 0:
             raise ConfigError("whip.max_sessions and whip.keyframe_interval must be >= 0")
+        if not (0 < self.console.session_hours <= 24 * 30 and 0 < self.console.idle_minutes):
+            raise ConfigError("console.session_hours must be in (0, 720] and console.idle_minutes > 0")
         if self.transcode.top_rung not in ("auto", "passthrough", "encode"):
             raise ConfigError(f'transcode.top_rung must be "auto", "passthrough" or "encode", '
                               f"got {self.transcode.top_rung!r}")

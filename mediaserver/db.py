@@ -164,6 +164,8 @@ class Database:
             recordings = self.db.table("recordings")
             if "segments_deleted_at" not in recordings.columns_dict:  # retention: the recording plays as its MP4
                 recordings.add_column("segments_deleted_at", float)
+            if "title" not in recordings.columns_dict:  # the library's own name for it (null: the stream's title)
+                recordings.add_column("title", str)
 
     # -- streams -----------------------------------------------------------------------------------
     def create_stream(self, title: str, org_id: str = DEFAULT_ORG, key_hash: str | None = None,

@@ -28,6 +28,10 @@ from storage.local import LocalStore
 from web.app import build_app
 from mediaserver.chat.hub import ChatHub
 from mediaserver.chat.protocol import ChatLimits
+from mediaserver.analytics_sampler import AnalyticsSampler
+from mediaserver.analytics_store import AnalyticsStore
+from mediaserver.hls_viewers import HlsViewerTracker
+from web import analytics_api
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ class RunningServer:
     retention: RetentionTask | None = None
     https_port: int | None = None  # None: no certificate configured, HTTP only
     srt: SrtRouting | None = None  # None: SRT is off (config, or no libsrt in ffmpeg)
+    analytics: AnalyticsSampler | None = None
 
     @property
     def rtmp_port(self) -> int:
@@ -80,6 +85,8 @@ class RunningServer:
         if self.retention is not None:
             await self.retention.stop()
         await self.scheduler.stop()
+        if self.analytics is not None:
+            await self.analytics.stop()
         await self.chat.stop()
         await self.rtmp.stop()
         if self.srt is not None:
@@ -107,12 +114,18 @@ async def start_server(config: Config) -> RunningServer:
     token = admin_token(config)
     chat_store = ChatStore(database_path(config))
     await chat_store.start()
+    analytics_store = AnalyticsStore(database_path(config))
+    await analytics_store.start()
     await asyncio.to_thread(db.compact)  # every store has created its tables by now
     chat = ChatHub(chat_store, bus, ChatLimits(
         messages_per_identity=(config.chat.messages_per_viewer, 10.0),
         messages_per_address=(config.chat.messages_per_address, 10.0),
         reactions_per_identity=(config.chat.reactions_per_viewer, 5.0)))
     app = build_app(config, db, store, manager, token, webhook_store, chat)
+    hls_viewers = HlsViewerTracker(config.analytics.hls_idle_seconds)
+    analytics_api.install(app, analytics_store, hls_viewers)
+    analytics = AnalyticsSampler(analytics_store, hls_viewers, db, chat, config.analytics.sample_seconds)
+    await analytics.start()
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.http_port)
@@ -148,13 +161,16 @@ async def start_server(config: Config) -> RunningServer:
              config.server.host, rtmp.port, config.data_path.resolve())
     if https_port is not None:
         log.info("HTTPS on %s:%d", config.server.host, https_port)
+    console_host = "localhost" if config.server.host in ("0.0.0.0", "::", "") else config.server.host
+    log.info("console: http://%s:%d/admin (sign in with an organization token or the admin token, "
+             "kept in %s unless configured)", console_host, http_port, (config.data_path / "admin_token").resolve())
     srt = await start_srt(config, db, manager.authorize_publish)
     scheduler = Scheduler(config.schedule, db, bus)
     await scheduler.start()
     retention = RetentionTask(config.storage, db, store)
     await retention.start()
     return RunningServer(config, db, manager, runner, rtmp, http_port, scheduler, chat, webhook_sender, webhook_bridge,
-                         retention, https_port, srt)
+                         retention, https_port, srt, analytics=analytics)
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:

@@ -364,6 +364,10 @@ class StreamManager:
 
     async def _on_worker_event(self, broadcast: Broadcast, period: int, event: WorkerEvent) -> None:
         data = event.data
+        if event.event == "stats":  # the worker's own measurements, for the ingest health: no playlist changes
+            if broadcast.connection is not None:
+                broadcast.connection.health.on_stats(data, time.monotonic())
+            return
         broadcast.version += 1
         if event.event == "rendition":
             name = str(data["name"])
@@ -382,6 +386,9 @@ class StreamManager:
             track = broadcast.tracks.setdefault(str(data["rendition"]), RenditionTrack(str(data["rendition"])))
             entry = entry_from_event(data, broadcast.key_prefix, period, track.entries[-1] if track.entries else None)
             track.entries.append(entry)
+            if broadcast.connection is not None:  # published how long after its last frame came in
+                broadcast.connection.health.on_segment(
+                    track.name, time.time() - float(data["pdt"]) - float(data["duration"]))
             broadcast.edge.rendition(track.name).add_segment(entry.sequence, event.payload)
             await broadcast.edge.notify(track.name)
             if broadcast.status == "STARTING" and not broadcast.auto_publish:

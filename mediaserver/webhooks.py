@@ -34,6 +34,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "stream.created", "stream.starting_soon", "stream.connected", "stream.live", "stream.disconnected",
     "stream.ended", "stream.failed", "stream.cancelled", "recording.ready",
 )
+TEST_EVENT = "webhook.test"  # sent to one subscription on request ("Send test event"), whatever its events
 DELIVERY_STATUSES = ("PENDING", "DELIVERED", "FAILED", "CANCELLED")
 USER_AGENT = "mediaserver-webhooks/1"
 MIN_SECRET_LENGTH = 16
@@ -234,6 +235,26 @@ class WebhookStore:
                     [delivery_id, seq, sub_id, org_id, event_type, body, now, now])
                 ids.append(delivery_id)
         return ids
+
+    def enqueue_test(self, org_id: str, sub_id: str) -> str | None:
+        """A webhook.test delivery to that one subscription, due now, through the normal queue (signed, retried,
+        logged); its id, or None when the organization has no such subscription."""
+        now = time.time()
+        with self._transaction() as conn:
+            if conn.execute("SELECT 1 FROM webhook_subscriptions WHERE id = ? AND org_id = ?",
+                            [sub_id, org_id]).fetchone() is None:
+                return None
+            seq = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM webhook_deliveries WHERE org_id = ?",
+                               [org_id]).fetchone()[0]
+            delivery_id = "dlv_" + secrets.token_hex(8)
+            body = json.dumps({"id": delivery_id, "type": TEST_EVENT, "created_at": now, "org_id": org_id,
+                               "data": {"webhook_id": sub_id, "message": "A test event from the stream console."}},
+                              separators=(",", ":"))
+            conn.execute(
+                "INSERT INTO webhook_deliveries (id, seq, subscription_id, org_id, event_type, body, status, attempts, "
+                "created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 'PENDING', 0, ?, ?)",
+                [delivery_id, seq, sub_id, org_id, TEST_EVENT, body, now, now])
+        return delivery_id
 
     def deliveries(self, org_id: str, sub_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """Newest first, each with its attempt log (time, status code or error, duration)."""

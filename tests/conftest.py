@@ -49,3 +49,17 @@ def _run_alone_when_exclusive(request: pytest.FixtureRequest) -> Iterator[None]:
         fcntl.flock(turnstile, fcntl.LOCK_UN)
         os.close(gate)
         os.close(turnstile)
+
+
+@pytest.fixture(autouse=True)
+def _no_realtime_scheduling(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A safety net for tests/media_source.py normal_scheduling: a test process left under SCHED_FIFO (SVT-AV1 does
+    that to its caller when run as root) passes it to every child it starts, and a Chromium spinning at real-time
+    priority starves the machine. Reset after each test, and say which test left it."""
+    yield
+    from tests.media_source import normal_scheduling
+
+    if hasattr(os, "sched_getscheduler") and (count := normal_scheduling()):
+        _DIR.mkdir(exist_ok=True)
+        with open(_DIR / "realtime-found.log", "a") as log:
+            log.write(f"{request.node.nodeid}: {count} real-time threads put back to SCHED_OTHER\n")

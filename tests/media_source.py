@@ -6,6 +6,7 @@ server running in the test's own process.
 from __future__ import annotations
 
 import io
+import os
 import multiprocessing
 import queue
 import time
@@ -185,6 +186,23 @@ def publish(url: str, *, seconds: float, width: int = 320, height: int = 180, fp
 
 # -- FLV tags for tests that shape the stream themselves (timestamps, track order, codecs) -----------------
 
+def normal_scheduling() -> int:
+    """Put every thread of this process back under SCHED_OTHER; returns how many were real-time.
+
+    SVT-AV1 (libsvtav1 in PyAV's FFmpeg), run as root, moves the thread that opens the encoder to SCHED_FIFO
+    priority 99 and leaves it there. In a test process that policy then passes to every child it starts (Chromium,
+    GStreamer, encoders): one of them spinning at real-time priority starves this 2-core machine."""
+    found = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            if os.sched_getscheduler(int(tid)) in (os.SCHED_FIFO, os.SCHED_RR):
+                found += 1
+                os.sched_setscheduler(int(tid), os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            pass  # the thread ended meanwhile
+    return found
+
+
 def encode_flv(*, seconds: float, width: int = 320, height: int = 180, fps: float = 30, gop_seconds: float = 1.0,
                audio: bool = True, video: bool = True, codec: str = "libx264", audio_rate: int = 48000,
                audio_channels: int = 2, interlaced: bool = False, bframes: bool = False) -> bytes:
@@ -245,6 +263,8 @@ def encode_flv(*, seconds: float, width: int = 320, height: int = 180, fps: floa
         for packet in astream.encode(None):
             container.mux(packet)
     container.close()
+    if codec == "libsvtav1":
+        normal_scheduling()
     return buf.getvalue()
 
 

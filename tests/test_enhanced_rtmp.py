@@ -2,6 +2,7 @@
 transcoded into the H.264 ladder; what can't be decoded fails the broadcast with a reason within seconds."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -36,6 +37,14 @@ def test_worker_transcodes_enhanced_rtmp_codecs_into_h264(tmp_path: Path, codec:
     # Each output picture is its source picture (a wrong decoder or a dropped frame gives another one).
     for k in (5, 30, 55):
         assert picture_error(media.frames[k], k) < 8, (codec, k)
+
+
+def test_encoding_av1_leaves_the_test_process_under_normal_scheduling() -> None:
+    # SVT-AV1 makes its caller SCHED_FIFO 99 when run as root; every child of a test process would inherit that.
+    encode_flv(seconds=0.5, codec="libsvtav1", audio=False)
+    realtime = [tid for tid in os.listdir("/proc/self/task")
+                if os.sched_getscheduler(int(tid)) in (os.SCHED_FIFO, os.SCHED_RR)]
+    assert realtime == []
 
 
 @pytest.mark.media

@@ -85,7 +85,7 @@ def test_the_stream_api_shows_what_a_real_encoder_sends(tmp_path: Path) -> None:
         assert video["frame_rate"] == pytest.approx(30, abs=1)
         # Within a factor of two of the file's average (a 5 s window may or may not hold a keyframe).
         assert video_bytes * 8 / 12 / 2 < video["bitrate"] < video_bytes * 8 / 12 * 2
-        assert ingest["audio"] == {"codec": "AAC", "present": True, "bitrate": ingest["audio"]["bitrate"]}
+        assert {k: ingest["audio"][k] for k in ("codec", "present")} == {"codec": "AAC", "present": True}
         assert ingest["audio"]["bitrate"] > 0
         assert ingest["warnings"] == ["keyframe every 8 s — set the keyframe interval to 2 s in OBS "
                                       "(Settings → Output → Streaming)"]

@@ -58,6 +58,14 @@ def test_metrics_follow_a_live_stream(tmp_path: Path) -> None:
         _, after = scrape(server)
         # 7 playlists + the previous scrape itself (counted once answered)
         assert after[("mediaserver_http_requests_total", (("method", "GET"), ("status", "2xx")))] >= before + 8
+        # Viewers: those playlist requests are one player (this test's urllib); another player, from the same
+        # address (a church Wi-Fi) but another program, is a second viewer.
+        assert after[("mediaserver_viewers", sid)] == 1
+        other = urllib.request.Request(f"{server.http}/hls/{stream['id']}/master.m3u8",
+                                       headers={"User-Agent": "VLC/3.0.18 LibVLC/3.0.18"})
+        with urllib.request.urlopen(other, timeout=10) as response:
+            assert response.status == 200
+        assert scrape(server)[1][("mediaserver_viewers", sid)] == 2
         publisher.join(30)
     finally:
         server.stop()

@@ -14,9 +14,24 @@ import numpy as np
 from av.audio.resampler import AudioResampler
 
 from transcode.audio_clock import AudioClock
+from transcode.live_stats import LevelMeter
 from transcode.rendition import AudioItem
 
 log = logging.getLogger(__name__)
+
+
+# Full scale of the integer sample formats a decoder may hand out (most give floats already).
+_INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}
+
+
+def float_samples(frame: av.AudioFrame) -> np.ndarray:
+    """The frame's samples as floats in [-1, 1], any layout (for the level meter, which takes every channel)."""
+    data = frame.to_ndarray()
+    if data.dtype.kind == "f":
+        return data
+    if data.dtype == np.uint8:
+        return (data.astype(np.float32) - 128.0) / 128.0
+    return data.astype(np.float32) / _INT_SCALE.get(data.dtype, 2.0 ** (8 * data.dtype.itemsize - 1))
 
 
 class AudioTranscoder:
@@ -43,6 +58,7 @@ class AudioTranscoder:
         self.config = bytes(enc.extradata or b"")  # AudioSpecificConfig for the init segment
         self._next_pts: int | None = None
         self._drop = 0  # output samples still to drop (the source clock is behind the counter)
+        self.level = LevelMeter()  # of the decoded source audio, before resampling (transcode/live_stats.py)
 
     @property
     def next_pts(self) -> int | None:
@@ -54,6 +70,7 @@ class AudioTranscoder:
         packet = av.Packet(data)
         out: list[AudioItem] = []
         for frame in self._decoder.decode(packet):
+            self.level.add(float_samples(frame), frame.samples, frame.sample_rate or self.sample_rate)
             out_samples = frame.samples * self.sample_rate / max(1, frame.sample_rate or self.sample_rate)
             placement = self.clock.place(time_seconds, int(round(out_samples)))
             if self._next_pts is None:

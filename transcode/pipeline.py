@@ -146,6 +146,9 @@ class Pipeline:
         self._failure: BaseException | None = None
         self._warned: set[str] = set()
         self.frame_rate = 30.0
+        # Timeline seconds of the newest video unit taken in (of audio, while there is no video): with the time
+        # it was read, where the worker anchors the program date-time.
+        self.media_time: float | None = None
 
     def _warn_once(self, key: str, message: str, *args: object) -> None:
         if key not in self._warned:
@@ -230,6 +233,7 @@ class Pipeline:
             return
         dts_ms = self.clock.place_ms("video", unit.dts_ms)
         dts_t = self.clock.start + dts_ms / 1000.0
+        self.media_time = dts_t if self.media_time is None else max(self.media_time, dts_t)
         pts_t = dts_t + max(unit.cts_ms, 0) / 1000.0
         pts90 = round(pts_t * VIDEO_TIMESCALE)
         dts90 = round(dts_t * VIDEO_TIMESCALE)
@@ -322,7 +326,10 @@ class Pipeline:
     def _on_audio(self, unit: AccessUnit) -> None:
         if self._audio is None or not unit.data:
             return
-        items = self._audio.push(unit.data, self.clock.place("audio", unit.dts_ms))
+        at = self.clock.place("audio", unit.dts_ms)
+        if self._video_decoder is None:
+            self.media_time = at if self.media_time is None else max(self.media_time, at)
+        items = self._audio.push(unit.data, at)
         self._dispatch_audio(items)
 
     def _dispatch_audio(self, items: list[AudioItem]) -> None:
@@ -623,6 +630,25 @@ class Pipeline:
             self._dispatch_frame(frame)
         audio, self._held_audio = self._held_audio, []
         self._dispatch_audio(audio)
+
+    # -- live stats ----------------------------------------------------------------------------
+    def live_stats(self, now: float) -> dict[str, object]:
+        """The body of the worker's `stats` event: each video rung's speed (× real time; None while the rung
+        copies the source or encoded nothing in the last seconds) and the source audio's level over the last
+        second (None before any audio; its levels None for digital silence). now: time.monotonic()."""
+        rungs: dict[str, dict[str, object]] = {}
+        for r in self.renditions:
+            if r.plan.audio_only:
+                continue
+            speed = None if r.plan.passthrough else r.speed.speed(now)
+            rungs[r.plan.name] = {"speed": None if speed is None else round(speed, 2),
+                                  "passthrough": r.plan.passthrough}
+        audio: dict[str, float | None] | None = None
+        if self._audio is not None and self._audio.level.measured:
+            rms, peak = self._audio.level.level()
+            audio = {"rms_dbfs": None if rms is None else round(rms, 1),
+                     "peak_dbfs": None if peak is None else round(peak, 1)}
+        return {"rungs": rungs, "audio": audio}
 
     # -- end -----------------------------------------------------------------------------------
     def finish(self) -> None:

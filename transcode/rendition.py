@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable
@@ -21,6 +22,7 @@ from packager.h264 import avcc_record, codec_string, to_avcc_sample
 from packager.segmenter import VIDEO_TRACK_ID, Output, Segmenter
 from transcode.bandwidth import rate_limits
 from transcode.ladder import PlannedRendition
+from transcode.live_stats import SpeedMeter
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,8 @@ class RenditionEncoder(threading.Thread):
         self._last_dts = 0
         self._segment_duration = segment_duration
         self._part_target = part_target
+        # × real time of this rung's own scaling and encoding (transcode/live_stats.py); read by the worker.
+        self.speed = SpeedMeter()
         if plan.audio_only:
             if audio_track is None:
                 raise ValueError("an audio-only rendition needs the audio track")
@@ -212,6 +216,8 @@ class RenditionEncoder(threading.Thread):
 
     def _encode(self, item: VideoFrameItem) -> None:
         assert self._encoder is not None
+        # Only the scale and encode calls are timed: not the children's queues, the segmenter or the writes.
+        began = time.perf_counter()
         frame = self._reformatter.reformat(
             item.frame, width=self.plan.width, height=self.plan.height, format="yuv420p",
             interpolation=self._interpolation,
@@ -221,10 +227,16 @@ class RenditionEncoder(threading.Thread):
         frame.pict_type = PictureType.I if item.boundary else PictureType.NONE
         if item.boundary:
             self._boundaries.add(item.pts)
+        spent = time.perf_counter() - began
         if self.children:
             # Set up before it is shared: from here on the children and the encoder only read it.
             self._forward(VideoFrameItem(frame, item.pts, item.boundary))
-        for packet in self._encoder.encode(frame):
+        began = time.perf_counter()
+        packets = self._encoder.encode(frame)
+        spent += time.perf_counter() - began
+        if self._frame_rate > 0:
+            self.speed.add(time.monotonic(), 1.0 / self._frame_rate, spent)
+        for packet in packets:
             self._packet(packet)
 
     def _packet(self, packet: av.Packet) -> None:

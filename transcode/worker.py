@@ -56,12 +56,20 @@ class EventWriter:
 
 
 class Worker:
-    def __init__(self, job: TranscodeJob, events: EventWriter) -> None:
+    def __init__(self, job: TranscodeJob, events: EventWriter, *, stats_interval: float = 1.0) -> None:
+        """stats_interval: seconds between `stats` events (transcode speed per rung, audio level), sent as
+        media comes in."""
         self.job = job
         self.events = events
+        self.stats_interval = stats_interval
+        self._stats_at: float | None = None  # monotonic time of the last stats event
         self.store = LocalStore(job.store_root, job.reserve_bytes)
-        self._wall_start: float | None = None  # wall clock of the first segment's start
-        self._timeline_start = job.time_offset
+        # Program date-time = anchor + timeline seconds. The anchor is the smallest (read time - media time)
+        # seen before the first segment: the media read on time. The first read alone would date everything
+        # late by the backlog that piled up in the pipe while this process started (about half a second).
+        self._best_anchor: float | None = None
+        self._anchor: float | None = None  # fixed at the first segment, so dates never jump
+        self._first_read: float | None = None
         self._init_keys: dict[str, str] = {}
         self.pipeline = Pipeline(job, self._on_init, self._on_output)
 
@@ -98,9 +106,20 @@ class Worker:
         )
 
     def _pdt(self, start: float) -> float:
-        # The first tag's arrival anchors the timeline (it is at job.time_offset) to the wall clock.
-        wall_start = self._wall_start if self._wall_start is not None else time.time()
-        return wall_start + (start - self._timeline_start)
+        if self._anchor is None:
+            if self._best_anchor is not None:
+                self._anchor = self._best_anchor
+            else:  # a segment out of the first read: that read's time is the media's start
+                first = self._first_read if self._first_read is not None else time.time()
+                self._anchor = first - self.job.time_offset
+        return self._anchor + start
+
+    def _note_read(self, read_at: float) -> None:
+        media = self.pipeline.media_time
+        if self._anchor is None and media is not None:
+            anchor = read_at - media
+            if self._best_anchor is None or anchor < self._best_anchor:
+                self._best_anchor = anchor
 
     def _on_output(self, rendition: RenditionEncoder, output: Output) -> None:
         if isinstance(output, Part):
@@ -139,6 +158,16 @@ class Worker:
             init=self._init_keys.get(rendition.plan.name, ""),
         )
 
+    def _maybe_send_stats(self) -> None:
+        now = time.monotonic()
+        if not self.pipeline.started:
+            return
+        if self._stats_at is not None and now - self._stats_at < self.stats_interval:
+            return
+        self._stats_at = now
+        stats = self.pipeline.live_stats(now)
+        self.events.send("stats", rungs=stats["rungs"], audio=stats["audio"])
+
     def run(self, source: IO[bytes]) -> int:
         reader = ItemReader()
         try:
@@ -146,10 +175,13 @@ class Worker:
                 chunk = source.read1(65536) if hasattr(source, "read1") else source.read(65536)
                 if not chunk:
                     break
-                if self._wall_start is None:
-                    self._wall_start = time.time()
+                read_at = time.time()
+                if self._first_read is None:
+                    self._first_read = read_at
                 for item in reader.feed(chunk):
                     self.pipeline.on_item(item)
+                self._note_read(read_at)
+                self._maybe_send_stats()
                 failure = self.pipeline.failed()
                 if failure is not None:
                     raise failure

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from mediaserver.db import DEFAULT_ORG
 from mediaserver.srt_routes import assign_port
+from mediaserver.branding import embed_code
 from mediaserver.retention import SEGMENTS_DELETED, RecordingBusyError, delete_recording, delete_stream_media, plays_as_mp4
 from web.auth import SCOPE, error, manages
 from web.keys import CHAT, CONFIG, DB, MANAGER, PASSWORDS, SIGNER, STORE
@@ -206,6 +207,7 @@ def stream_view(request: web.Request, row: dict[str, Any], recording: dict[str, 
         "has_srt_passphrase": bool(row.get("srt_passphrase")),
         "playback_url": f"{base}/hls/{row['id']}/master.m3u8",
         "watch_url": f"{base}/watch/{row['id']}",
+        "embed_code": embed_code(base, row["id"], row["title"]),
         "storage_bytes": storage_bytes,
         "recording": None,
         "renditions": request.app[MANAGER].live_renditions(row["id"]),

@@ -13,7 +13,13 @@ from mediaserver.access import AccessPolicy
 from mediaserver.chat.hub import ChatHub
 from mediaserver.passwords import PasswordChecker
 from web import guard
-from web import api, chat_ws, errors, media, metrics, orgs_api, pages, series_api, webhooks_api, whip
+from web import analytics_api
+from web import recordings_api
+from web import branding
+from web import moderation_api
+from web import api, chat_ws, console, errors, media, metrics, orgs_api, pages, series_api, webhooks_api, whip
+from mediaserver.console_sessions import ConsoleSessions
+from web.console_auth import CONSOLE_SESSIONS
 from web.auth import THROTTLE, BadTokenThrottle, require_token
 from web.keys import ADMIN_TOKEN, CHAT, CONFIG, DB, MANAGER, PASSWORDS, SIGNER, STORE
 
@@ -34,6 +40,8 @@ def build_app(config: Config, db: Database, store: LocalStore, manager: StreamMa
     app[ADMIN_TOKEN] = admin_token
     app[CHAT] = chat
     guard.install(app, AccessPolicy(app[SIGNER], admin_token, db.token_org))
+    app[CONSOLE_SESSIONS] = ConsoleSessions(config.data_path / "mediaserver.db", config.console.session_hours,
+                                            config.console.idle_minutes)
     app[PASSWORDS] = PasswordChecker(config.access.password_workers, config.access.unlock_attempts_per_minute)
 
     async def close_password_pool(app: web.Application) -> None:
@@ -48,6 +56,11 @@ def build_app(config: Config, db: Database, store: LocalStore, manager: StreamMa
     chat_ws.add_routes(app)
     media.add_routes(app)
     pages.add_routes(app)
+    branding.add_routes(app)
     whip.add_routes(app)
     metrics.add_routes(app)
+    analytics_api.add_routes(app)
+    moderation_api.add_routes(app)
+    recordings_api.add_routes(app)
+    console.add_routes(app)
     return app

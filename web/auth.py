@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from mediaserver.access import Caller, Role
+from web.console_auth import COOKIE, console_session, csrf_problem, session_caller
 from web.guard import ACCESS, bearer_token, client_address
 
 # The caller's reach: None = every organization (the server admin), else one organization id.
@@ -75,7 +76,18 @@ async def require_token(request: web.Request, handler: Any) -> web.StreamRespons
         return await handler(request)
     token = bearer_token(request)
     if not token:
+        # The console signs in once and then calls the API with its session cookie (and CSRF header).
+        session = await console_session(request)
+        if session is not None:
+            if (problem := csrf_problem(request, session)) is not None:
+                return error(403, problem, None)
+            signed_in = session_caller(session)
+            request[CALLER] = signed_in
+            request[SCOPE] = ALL_ORGS if signed_in.role is Role.ADMIN else signed_in.org_id
+            return await handler(request)
         # Nothing was guessed: no failure to count (behind a church's NAT, that would lock the staff out).
+        if request.cookies.get(COOKIE):
+            return unauthorized("your console session has ended; sign in again at /admin")
         return unauthorized("a valid API token is required")
     policy = request.app[ACCESS]
     caller = policy.admin_caller(token)  # the server's admin token needs no database: decided on the loop

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from mediaserver.access import AccessPolicy, Caller, Decision
 from mediaserver.stream_cache import StreamCache
+from web.console_auth import console_caller
 from web.keys import CONFIG, DB
 
 ACCESS = web.AppKey("access_policy", AccessPolicy)
@@ -71,6 +72,10 @@ async def caller_for(request: web.Request, stream: dict[str, Any], *, token: str
     """Who is asking about this stream: Authorization header, else the token given (or ?token=)."""
     policy = request.app[ACCESS]
     api_token = bearer_token(request)
+    if api_token is None:
+        # The console's signed-in volunteers, by cookie.
+        if (caller := await console_caller(request)) is not None:
+            return caller
     token = token if token is not None else (request.query.get("token") or None)
     if api_token is None and token is not None and not token_may_be_api:
         # A signed token needs no database: check it on the loop; only API tokens need a lookup.

@@ -16,6 +16,7 @@ from mediaserver.access import Caller
 from storage.store import InvalidKeyError
 from web.guard import ACCESS, stream_row, watch_access
 from web.keys import CONFIG, DB, MANAGER, STORE
+from web.viewer_counting import WATCHER, counted
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -64,6 +65,7 @@ async def access(request: web.Request, stream_id: str) -> tuple[dict[str, Any], 
     caller, decision = await watch_access(request, stream)
     if not decision.allowed:
         return denied(decision.status, decision.reason)
+    request[WATCHER] = caller  # viewer analytics count what is then served (web/viewer_counting.py)
     return stream, caller
 
 
@@ -294,7 +296,7 @@ async def options(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/hls/{stream_id}/master.m3u8", master_playlist)
-    app.router.add_get("/hls/{stream_id}/{rendition}.m3u8", media_playlist)
-    app.router.add_get("/hls/{stream_id}/{broadcast_id}/{tail:.+}", broadcast_file)
+    app.router.add_get("/hls/{stream_id}/master.m3u8", counted(master_playlist))
+    app.router.add_get("/hls/{stream_id}/{rendition}.m3u8", counted(media_playlist))
+    app.router.add_get("/hls/{stream_id}/{broadcast_id}/{tail:.+}", counted(broadcast_file))
     app.router.add_route("OPTIONS", "/hls/{tail:.*}", options)

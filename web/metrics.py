@@ -13,6 +13,7 @@ import hmac
 import ipaddress
 import shutil
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,7 +24,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from mediaserver.analytics_sampler import current_viewers
 from web.guard import bearer_token
+from web.viewer_counting import HLS_VIEWERS
 from web.keys import CHAT, CONFIG, MANAGER, STORE
 
 HTTP_COUNTS = web.AppKey("http_counts", Counter)  # (method, status class) -> requests; ("bytes", "") -> bytes
@@ -76,10 +79,13 @@ def _families(app: web.Application, db: dict[str, Any], disk_free: int) -> list[
     streams = GaugeMetricFamily("mediaserver_streams", "Streams by state", labels=["state"])
     for status, count in db["streams"]:
         streams.add_metric([str(status)], count)
-    viewers = GaugeMetricFamily("mediaserver_viewers", "Viewers on the stream's page (chat presence)",
+    viewers = GaugeMetricFamily("mediaserver_viewers",
+                                "Viewers now: the watch page's room (staff left out) and other HLS players",
                                 labels=["stream"])
-    for stream_id, room in app[CHAT].rooms.items():
-        viewers.add_metric([stream_id], len(room.viewers))
+    now = time.time()
+    tracker = app[HLS_VIEWERS]
+    for stream_id in sorted(set(app[CHAT].rooms) | set(tracker.streams())):
+        viewers.add_metric([stream_id], current_viewers(app[CHAT], tracker, stream_id, now))
     bitrate = GaugeMetricFamily("mediaserver_ingest_bitrate_bits_per_second",
                                 "What the encoder sends, over the last 5 s", labels=["stream", "track"])
     frame_rate = GaugeMetricFamily("mediaserver_ingest_frame_rate", "Frames per second the encoder sends",
@@ -88,6 +94,12 @@ def _families(app: web.Application, db: dict[str, Any], disk_free: int) -> list[
                                   "The encoder's keyframe interval", labels=["stream"])
     behind = GaugeMetricFamily("mediaserver_ingest_behind_real_time_seconds",
                                "How late the encoder's media arrives, above its best", labels=["stream"])
+    speed = GaugeMetricFamily("mediaserver_transcode_speed", "Each encoded rung's transcode speed, × real time "
+                              "over the last 5 s: below 1 it falls behind", labels=["stream", "rendition"])
+    delay = GaugeMetricFamily("mediaserver_segment_delay_seconds", "How long after its last frame came in the "
+                              "rung's latest segment was published", labels=["stream", "rendition"])
+    level = GaugeMetricFamily("mediaserver_audio_level_dbfs", "RMS of the source audio over the last second "
+                              "(-Inf: digital silence)", labels=["stream"])
     manager = app[MANAGER]
     for stream_id in list(manager.broadcasts):
         health = manager.ingest_health(stream_id)
@@ -101,6 +113,16 @@ def _families(app: web.Application, db: dict[str, Any], disk_free: int) -> list[
         if health["video"]["keyframe_interval"] is not None:
             keyframes.add_metric([stream_id], health["video"]["keyframe_interval"])
         behind.add_metric([stream_id], health["behind_real_time"])
+        for rung in health["transcode"]:
+            if rung["speed"] is not None:
+                speed.add_metric([stream_id, rung["rendition"]], rung["speed"])
+            if rung["segment_delay_seconds"] is not None:
+                delay.add_metric([stream_id, rung["rendition"]], rung["segment_delay_seconds"])
+        audio = health["audio"]
+        if audio["level_dbfs"] is not None:
+            level.add_metric([stream_id], audio["level_dbfs"])
+        elif audio["silent"]:
+            level.add_metric([stream_id], float("-inf"))
     counts = app[HTTP_COUNTS]
     requests = CounterMetricFamily("mediaserver_http_requests", "HTTP requests answered",
                                    labels=["method", "status"])
@@ -115,7 +137,8 @@ def _families(app: web.Application, db: dict[str, Any], disk_free: int) -> list[
     webhooks.add_metric([], db["webhooks_pending"])
     disk = GaugeMetricFamily("mediaserver_disk_free_bytes", "Free space where the media is stored")
     disk.add_metric([], disk_free)
-    return [streams, viewers, bitrate, frame_rate, keyframes, behind, requests, sent, chat, webhooks, disk]
+    return [streams, viewers, bitrate, frame_rate, keyframes, behind, speed, delay, level, requests, sent, chat,
+            webhooks, disk]
 
 
 def _allowed(request: web.Request) -> bool:

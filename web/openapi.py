@@ -139,6 +139,12 @@ ORG_SETTINGS: dict[str, Any] = {
         "dvr_window_minutes": {"type": "integer", "minimum": 0, "maximum": 720},
         "recording_enabled": {"type": "boolean"},
         "auto_publish": {"type": "boolean"},
+        "giving": {"type": "object", "properties": {
+            "enabled": {"type": "boolean"},
+            "url": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^https?://"},
+            "message": {"type": ["string", "null"], "maxLength": 200}},
+            "additionalProperties": False,
+            "description": "new streams' giving_enabled, giving_url and giving_message (the Give button)"},
         "chat": {"type": "object", "properties": {
             "blocked_words": {"type": "array", "maxItems": 500, "items": {"type": "string", "minLength": 1, "maxLength": 100}},
             "link_filter": {"type": "boolean"},
@@ -201,9 +207,26 @@ INGEST_HEALTH: dict[str, Any] = {
             "additionalProperties": False},
         "audio": {"type": "object", "properties": {
             "codec": {"type": ["string", "null"]}, "present": {"type": "boolean"},
-            "bitrate": {"type": ["integer", "null"]}}, "additionalProperties": False},
+            "bitrate": {"type": ["integer", "null"]},
+            "level_dbfs": {**_NUMBER_OR_NULL, "description": "RMS of the decoded source audio over the last second, "
+                           "dBFS (a full-scale sine reads -3); null before it is measured, or for digital silence"},
+            "peak_dbfs": {**_NUMBER_OR_NULL, "description": "the highest sample of the last second, dBFS"},
+            "silent": {"type": ["boolean", "null"], "description": "no sound in the last second (below -60 dBFS "
+                       "or digital silence); null before it is measured"}}, "additionalProperties": False},
         "behind_real_time": {"type": "number", "description": "seconds the media arrives later than it did at "
                              "its best: growing means the upload can't keep up"},
+        "transcode": {"type": "array", "description": "each rung the transcode worker makes, as it measures it",
+                      "items": {"type": "object", "properties": {
+                          "rendition": {"type": "string"},
+                          "speed": {**_NUMBER_OR_NULL, "description": "× real time over the last 5 s: 3 means the "
+                                    "rung could run three times faster than live, below 1 it falls behind; null "
+                                    "for a copied rung"},
+                          "passthrough": {"type": "boolean"},
+                          "segment_delay_seconds": {**_NUMBER_OR_NULL, "description": "how long after its last "
+                                                    "frame came in the rung's latest segment was published"}},
+                          "additionalProperties": False}},
+        "segment_delay_seconds": {**_NUMBER_OR_NULL, "description": "the largest of the rungs' "
+                                  "segment_delay_seconds; null before the first segment"},
         "warnings": {"type": "array", "items": {"type": "string"}},
         "reconnects": {"type": "integer"},
     },
@@ -309,7 +332,15 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["id", "slug", "name", "timezone", "settings"],
         "properties": {"id": {"type": "string"}, "slug": {"type": "string"}, "name": {"type": "string"},
                        "timezone": {"type": "string"}, "settings": {"$ref": "#/components/schemas/OrgSettings"},
-                       "calendar_url": {"type": "string"}},
+                       "calendar_url": {"type": "string"},
+                       "server_defaults": {
+                           "type": "object", "description": "what the settings fall back to (the server's config)",
+                           "properties": {
+                               "ladder": {"type": "array", "items": {
+                                   "type": "object", "properties": {"name": {"type": "string"},
+                                                                    "height": {"type": "integer"},
+                                                                    "video_bitrate": {"type": "integer"}}}},
+                               "dvr_window": {"type": "number"}, "segment_duration": {"type": "number"}}}},
         "additionalProperties": False,
     },
     "OrgUpdate": {
@@ -521,6 +552,245 @@ DOCUMENT["paths"]["/api/streams/{stream_id}/recordings/{recording_id}"] = {
         "parameters": STREAM_ID + [{"name": "recording_id", "in": "path", "required": True, "schema": {"type": "string"}}],
         "responses": {"204": {"description": "deleted"}, **ERRORS},
     },
+}
+
+# -- branding and embedding (web/branding.py, mediaserver/branding.py, web/pages.py /embed) ------------------------
+_HEX = {"type": ["string", "null"], "pattern": "^#[0-9A-Fa-f]{6}$", "examples": ["#1d4ed8"]}
+_IMAGE_META = {"type": ["object", "null"], "readOnly": True, "properties": {
+    "content_type": {"type": "string"}, "width": {"type": "integer"}, "height": {"type": "integer"},
+    "bytes": {"type": "integer"}, "sha256": {"type": "string"}}}
+cast(dict[str, Any], ORG_SETTINGS["properties"]["branding"]["properties"]).update({
+    "display_name": {"type": ["string", "null"], "maxLength": 200,
+                     "description": "the name the pages show beside the logo (default: the organization's name)"},
+    "primary_color": {**_HEX, "description": "buttons, LIVE badge, seek bar and chat accents (wins over accent_color)"},
+    "background_color": {**_HEX, "description": "the pages' background; panels and lines are mixed from it"},
+    "text_color": {**_HEX, "description": "the pages' text; unset: black or white, whichever contrasts more "
+                                          "(WCAG) with background_color"},
+    "logo": {**_IMAGE_META, "description": "set by PUT /api/orgs/{org}/branding/logo (a PATCH leaves it as it is); "
+                                           "served at /brand/{slug}/logo"},
+    "poster": {**_IMAGE_META, "description": "set by PUT /api/orgs/{org}/branding/poster (a PATCH leaves it as it "
+                                             "is); the video's picture before playback"},
+})
+cast(dict[str, Any], ORG_SETTINGS["properties"]).update({
+    "embed_origins": {"type": "array", "maxItems": 50, "items": {
+        "type": "string", "maxLength": 300, "pattern": "^(\\*|https?://[A-Za-z0-9.\\-\\[\\]:]+)$",
+        "examples": ["https://www.gracechurch.org"]},
+        "description": "sites (scheme://host[:port]) allowed to show /embed/{stream_id} in an iframe; unset or "
+                       "containing \"*\": any site"},
+})
+cast(dict[str, Any], STREAM["properties"]).update({
+    "embed_code": {"type": "string", "description": "an iframe snippet for the church's website: 16:9 at any width"},
+})
+STREAM["required"] = [*cast(list[str], STREAM["required"]), "embed_code"]
+_IMAGE_BODY = {"required": True, "content": {media: {"schema": {"type": "string", "format": "binary"}}
+                                             for media in ("image/png", "image/jpeg", "image/webp")}}
+_BRANDING_IMAGE = [{"name": "org", "in": "path", "required": True, "schema": {"type": "string"}},
+                   {"name": "kind", "in": "path", "required": True, "schema": {"type": "string", "enum": ["logo", "poster"]}}]
+DOCUMENT["paths"]["/api/orgs/{org}/branding/{kind}"] = {
+    "put": {"summary": "Upload the organization's logo or poster (PNG, JPEG or WebP, at most 2 MB, 8192 px a side; "
+                       "SVG is refused)",
+            "parameters": _BRANDING_IMAGE, "requestBody": _IMAGE_BODY,
+            "responses": {"200": _json("Org", "the organization, its settings.branding naming the image"),
+                          "413": _json("Error", "the image is over 2 MB"),
+                          "415": _json("Error", "not a PNG, JPEG or WebP that decodes"),
+                          "507": _json("Error", "the disk is full"), **ERRORS}},
+    "delete": {"summary": "Remove the organization's logo or poster", "parameters": _BRANDING_IMAGE,
+               "responses": {"200": _json("Org", "the organization"), **ERRORS}},
+}
+
+# -- viewer analytics (web/analytics_api.py, mediaserver/analytics.py) ----------------------------------------------
+_COUNTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
+_SECONDS = {"type": "number", "minimum": 0}
+_COUNT = {"type": "integer", "minimum": 0}
+SCHEMAS["StreamAnalytics"] = {
+    "type": "object",
+    "required": ["stream_id", "title", "status", "peak_viewers", "current_viewers", "unique_viewers",
+                 "total_watch_seconds", "average_watch_seconds", "viewers", "devices", "browsers", "players", "chat",
+                 "messages_total", "reactions_total", "prayer_requests", "questions"],
+    "properties": {
+        "stream_id": {"type": "string"}, "title": {"type": "string"}, "status": STATUS,
+        "peak_viewers": {**_COUNT, "description": "the highest concurrent viewer count sampled"},
+        "current_viewers": {**_COUNT, "description": "watching now (0 when off air)"},
+        "unique_viewers": {**_COUNT, "description": "distinct viewers: a browser of the watch page, a member, or "
+                                                    "another player (address + User-Agent + token), each once"},
+        "total_watch_seconds": _SECONDS,
+        "average_watch_seconds": {**_SECONDS, "description": "per unique viewer"},
+        "viewers": {"type": "array", "description": "concurrent viewers over time (plus now while on air)",
+                    "items": {"type": "object", "required": ["at", "count"],
+                              "properties": {"at": ISO, "count": _COUNT}, "additionalProperties": False}},
+        "devices": {**_COUNTS, "description": "unique viewers by device: desktop, mobile, tablet, tv, unknown"},
+        "browsers": {**_COUNTS, "description": "unique viewers by browser"},
+        "players": {"type": "object", "required": ["built_in", "other"],
+                    "properties": {"built_in": _COUNT, "other": _COUNT}, "additionalProperties": False},
+        "chat": {"type": "array", "description": "minutes with chat messages or reactions",
+                 "items": {"type": "object", "required": ["at", "messages", "reactions"],
+                           "properties": {"at": ISO, "messages": _COUNT, "reactions": _COUNT},
+                           "additionalProperties": False}},
+        "messages_total": _COUNT,
+        "reactions_total": {**_COUNTS, "description": "reactions by type"},
+        "prayer_requests": _COUNT, "questions": _COUNT,
+    },
+    "additionalProperties": False,
+}
+SCHEMAS["OrgAnalytics"] = {
+    "type": "object",
+    "required": ["org_id", "days", "from", "to", "streams_count", "peak_viewers", "unique_viewers",
+                 "total_watch_seconds", "average_watch_seconds", "messages_total", "prayer_requests", "devices",
+                 "browsers", "daily", "streams"],
+    "properties": {
+        "org_id": {"type": "string"}, "days": {"type": "integer", "enum": [7, 30, 90]},
+        "from": ISO, "to": ISO, "streams_count": _COUNT, "peak_viewers": _COUNT, "unique_viewers": _COUNT,
+        "total_watch_seconds": _SECONDS, "average_watch_seconds": _SECONDS, "messages_total": _COUNT,
+        "prayer_requests": _COUNT, "devices": _COUNTS, "browsers": _COUNTS,
+        "daily": {"type": "array", "description": "one entry per day in the organization's time zone, oldest first",
+                  "items": {"type": "object", "required": ["date", "unique_viewers", "watch_seconds", "messages"],
+                            "properties": {"date": {"type": "string", "format": "date"}, "unique_viewers": _COUNT,
+                                           "watch_seconds": _SECONDS, "messages": _COUNT},
+                            "additionalProperties": False}},
+        "streams": {"type": "array", "description": "the streams that went on air in the period, oldest first",
+                    "items": {"type": "object",
+                              "required": ["stream_id", "title", "started_at", "peak_viewers", "unique_viewers",
+                                           "total_watch_seconds", "messages_total"],
+                              "properties": {"stream_id": {"type": "string"}, "title": {"type": "string"},
+                                             "started_at": NULLABLE_ISO, "peak_viewers": _COUNT,
+                                             "unique_viewers": _COUNT, "total_watch_seconds": _SECONDS,
+                                             "messages_total": _COUNT},
+                              "additionalProperties": False}},
+    },
+    "additionalProperties": False,
+}
+_CSV_FORMAT = {"name": "format", "in": "query", "description": "csv: a spreadsheet download instead of JSON",
+               "schema": {"type": "string", "enum": ["json", "csv"]}}
+
+
+def _analytics_answer(schema_name: str, csv_rows: str) -> dict[str, Any]:
+    return {"description": f"the report (JSON), or with format=csv {csv_rows} (text/csv, as an attachment)",
+            "content": {"application/json": {"schema": _ref(schema_name)},
+                        "text/csv": {"schema": {"type": "string"}}}}
+
+
+DOCUMENT["paths"]["/api/streams/{stream_id}/analytics"] = {
+    "get": {"summary": "Viewer analytics of a stream: viewers over time, unique viewers, watch time, devices, chat",
+            "parameters": STREAM_ID + [_CSV_FORMAT],
+            "responses": {"200": _analytics_answer("StreamAnalytics", "one row per minute: time, viewers, messages, "
+                                                                      "reactions"), **ERRORS}},
+}
+DOCUMENT["paths"]["/api/orgs/{org}/analytics"] = {
+    "get": {"summary": "Viewer analytics of an organization over its last 7, 30 or 90 days",
+            "parameters": [{"name": "org", "in": "path", "required": True, "schema": {"type": "string"}},
+                           {"name": "days", "in": "query", "description": "the period (default 30)",
+                            "schema": {"type": "integer", "enum": [7, 30, 90]}},
+                           _CSV_FORMAT],
+            "responses": {"200": _analytics_answer("OrgAnalytics", "one row per stream"), **ERRORS}},
+}
+
+# -- the recordings library (web/recordings_api.py) ------------------------------------------------------------
+SCHEMAS["LibraryRecording"] = {
+    "type": "object",
+    "required": ["id", "stream_id", "org_id", "stream_title", "title", "renamed", "created_at", "status", "duration",
+                 "size", "mp4_size", "playback_url", "playback_type", "download_url", "error"],
+    "properties": {
+        "id": {"type": "string"}, "stream_id": {"type": "string"}, "org_id": {"type": "string"},
+        "stream_title": {"type": "string"},
+        "title": {"type": "string", "description": "the recording's own name (PATCH), else its stream's title"},
+        "renamed": {"type": "boolean", "description": "whether title is the recording's own name"},
+        "created_at": ISO, "status": {"type": "string", "enum": ["PROCESSING", "READY"]},
+        "duration": {"type": ["number", "null"], "description": "seconds"},
+        "size": {"type": "integer", "description": "bytes of the HLS segments and playlists"},
+        "mp4_size": {"type": ["integer", "null"], "description": "bytes of the MP4 (null until it is made)"},
+        "playback_url": {"type": "string", "description": "the recording's HLS master playlist, or its MP4 once "
+                         "retention deleted the segments"},
+        "playback_type": {"type": "string", "enum": ["hls", "mp4"]},
+        "download_url": {"type": ["string", "null"], "description": "the MP4 as a download (null when there is none)"},
+        "error": {"type": ["string", "null"]},
+    },
+    "additionalProperties": False,
+}
+SCHEMAS["RecordingList"] = {
+    "type": "object",
+    "required": ["recordings", "total", "limit", "offset", "next_offset", "storage_bytes"],
+    "properties": {
+        "recordings": {"type": "array", "items": _ref("LibraryRecording")},
+        "total": {"type": "integer"}, "limit": {"type": "integer"}, "offset": {"type": "integer"},
+        "next_offset": {"type": ["integer", "null"]},
+        "storage_bytes": {"type": "integer", "minimum": 0,
+                          "description": "bytes all the listed organization's recordings keep (HLS and MP4)"},
+    },
+    "additionalProperties": False,
+}
+SCHEMAS["RecordingUpdate"] = {
+    "type": "object", "required": ["title"],
+    "properties": {"title": {"type": ["string", "null"], "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK,
+                             "description": "the recording's name in the library; null goes back to the stream's title"}},
+    "additionalProperties": False,
+}
+DOCUMENT["paths"]["/api/recordings"] = {
+    "get": {"summary": "The recordings library: every recording of the caller's organization(s), newest first, "
+                       "and the storage they use",
+            "parameters": [
+                {"name": "org", "in": "query", "description": "one organization (id or slug) the caller manages",
+                 "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}}],
+            "responses": {"200": _json("RecordingList", "a page of recordings and the total storage"), **ERRORS}},
+}
+DOCUMENT["paths"]["/api/streams/{stream_id}/recordings/{recording_id}"]["patch"] = {
+    "summary": "Rename a recording in the library",
+    "parameters": STREAM_ID + [{"name": "recording_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("RecordingUpdate")}}},
+    "responses": {"200": _json("LibraryRecording", "the recording"), **ERRORS},
+}
+
+# -- chat moderation record and webhook test events (web/moderation_api.py, web/webhooks_api.py) -------------------
+SCHEMAS["ChatAudit"] = {
+    "type": "object", "required": ["stream_id", "entries"],
+    "properties": {"stream_id": {"type": "string"}, "entries": {
+        "type": "array", "description": "oldest first (the newest 1000)",
+        "items": {"type": "object", "required": ["at", "moderator", "action", "target", "detail", "message"],
+                  "properties": {"at": ISO, "moderator": {"type": "string"},
+                                 "action": {"type": "string", "examples": ["remove", "pin", "highlight", "approve",
+                                                                           "reject", "announce", "timeout", "ban",
+                                                                           "unban"]},
+                                 "target": {"type": "string", "description": "a message id, or a viewer's name"},
+                                 "detail": {"description": "timeout: its seconds; ban: {address}; announce: "
+                                                           "its text"},
+                                 "message": {"description": "the message the action was on (removed ones too)",
+                                             "oneOf": [{"type": "null"}, {
+                                                 "type": "object", "required": ["text", "author"],
+                                                 "properties": {"text": {"type": "string"}, "author": {"type": "string"}},
+                                                 "additionalProperties": False}]}},
+                  "additionalProperties": False}}},
+    "additionalProperties": False,
+}
+SCHEMAS["ChatSanctions"] = {
+    "type": "object", "required": ["stream_id", "sanctions"],
+    "properties": {"stream_id": {"type": "string"}, "sanctions": {"type": "array", "items": {
+        "type": "object", "required": ["id", "kind", "name", "until", "created_at", "moderator", "address_ban", "viewers"],
+        "properties": {"id": {"type": "string"}, "kind": {"type": "string", "enum": ["ban", "timeout"]},
+                       "name": {"type": "string"}, "until": {**NULLABLE_ISO, "description": "null: a ban"},
+                       "created_at": NULLABLE_ISO, "moderator": {"type": "string"}, "address_ban": {"type": "boolean"},
+                       "viewers": {"type": "integer", "minimum": 0, "description": "viewer identities it follows"}},
+        "additionalProperties": False}}},
+    "additionalProperties": False,
+}
+SCHEMAS["WebhookTest"] = {
+    "type": "object", "required": ["delivery_id", "status"],
+    "properties": {"delivery_id": {"type": "string"}, "status": {"type": "string", "enum": ["PENDING"]}},
+    "additionalProperties": False,
+}
+DOCUMENT["paths"]["/api/streams/{stream_id}/chat/audit"] = {
+    "get": {"summary": "The chat's moderation audit log: removals, pins, highlights, reviews, announcements, "
+                       "time-outs and bans, with who did them", "parameters": STREAM_ID,
+            "responses": {"200": _json("ChatAudit", "the log"), **ERRORS}},
+}
+DOCUMENT["paths"]["/api/streams/{stream_id}/chat/sanctions"] = {
+    "get": {"summary": "Bans and time-outs in force in the stream's chat (lift one with chat:unban in the room)",
+            "parameters": STREAM_ID, "responses": {"200": _json("ChatSanctions", "in force now"), **ERRORS}},
+}
+DOCUMENT["paths"]["/api/webhooks/{webhook_id}/test"] = {
+    "post": {"summary": "Send a signed webhook.test event to this subscription (whatever events it chose), "
+                        "through the delivery queue: it shows in the delivery log with its status",
+             "parameters": WEBHOOK_ID, "responses": {"202": _json("WebhookTest", "queued"), **ERRORS}},
 }
 
 _registry: Registry = Registry().with_resource("urn:mediaserver:api", Resource.from_contents(

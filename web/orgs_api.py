@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from mediaserver.branding import IMAGE_KINDS, resolve
 from web.api import public_base, read_json
 from web.auth import error, manages
-from web.keys import CHAT, DB
+from mediaserver.config import Config
+from web.keys import CHAT, CONFIG, DB
 
 
 def org_view(request: web.Request, row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "slug": row["slug"], "name": row["name"], "timezone": row["timezone"],
             "settings": json.loads(row["settings"] or "{}"),
-            "calendar_url": f"{public_base(request)}/api/orgs/{row['slug']}/calendar.ics"}
+            "calendar_url": f"{public_base(request)}/api/orgs/{row['slug']}/calendar.ics",
+            # What the settings fall back to (config.toml): the console suggests OBS settings from the ladder.
+            "server_defaults": server_defaults(request.app[CONFIG])}
+
+
+def server_defaults(config: Config) -> dict[str, Any]:
+    return {"ladder": [{"name": r.name, "height": r.height, "video_bitrate": r.video_bitrate}
+                       for r in config.transcode.renditions],
+            "dvr_window": config.hls.dvr_window, "segment_duration": config.hls.segment_duration}
 
 
 async def find_org(request: web.Request) -> dict[str, Any]:
@@ -46,7 +55,10 @@ async def update_org(request: web.Request) -> web.Response:
     if "name" in body:
         fields["name"] = body["name"].strip()
     if "settings" in body:
-        settings = {**json.loads(row["settings"] or "{}"), **body["settings"]}
+        stored = json.loads(row["settings"] or "{}")
+        settings = {**stored, **body["settings"]}
+        if isinstance(settings.get("branding"), dict):  # uploaded images stay: only their own routes change them
+            settings["branding"] = keep_uploaded_images(stored.get("branding"), settings["branding"])
         fields["settings"] = json.dumps(settings)
     await asyncio.to_thread(request.app[DB].update_org, row["id"], **fields)
     updated = await asyncio.to_thread(request.app[DB].org, row["id"])
@@ -81,30 +93,31 @@ def stream_defaults(org: dict[str, Any] | None) -> dict[str, Any]:
             defaults[flag] = int(bool(settings[flag]))
     if settings.get("latency_mode") in ("LOW", "STANDARD"):
         defaults["low_latency"] = int(settings["latency_mode"] == "LOW")
+    giving = settings.get("giving") or {}
+    if "enabled" in giving:
+        defaults["giving_enabled"] = int(bool(giving["enabled"]))
+    for name in ("url", "message"):
+        if giving.get(name):
+            defaults[f"giving_{name}"] = giving[name]
     # default_ladder and dvr_window_minutes act per broadcast (mediaserver/sessions.py broadcast_settings),
     # so a change reaches every stream of the organization, old ones too.
     return defaults
 
 
 def page_branding(org: dict[str, Any] | None) -> dict[str, Any]:
-    """What the watch page shows of its organization (settings.branding and the name): the page config's
-    "branding". Values the schema let in only; None where unset."""
+    """What the watch page's script shows of its organization (mediaserver/branding.py resolves the settings):
+    the page config's "branding". Valid values only; None where unset."""
     if org is None:
         return {"church_name": None, "accent_color": None, "logo_url": None, "pre_stream_image": None}
-    try:
-        branding = json.loads(org["settings"] or "{}").get("branding") or {}
-    except (ValueError, AttributeError):
-        branding = {}
-    color = branding.get("accent_color")
-    if not (isinstance(color, str) and re.fullmatch(r"#[0-9A-Fa-f]{6}", color)):
-        color = None
+    brand = resolve(org)
+    return {"church_name": brand.name, "accent_color": brand.primary, "logo_url": brand.logo_url,
+            "pre_stream_image": brand.poster_url}
 
-    def url(name: str) -> str | None:
-        value = branding.get(name)
-        return value if isinstance(value, str) and re.match(r"(https?://|/)", value) else None
 
-    return {"church_name": org["name"], "accent_color": color, "logo_url": url("logo_url"),
-            "pre_stream_image": url("pre_stream_image")}
+def keep_uploaded_images(stored: Any, branding: dict[str, Any]) -> dict[str, Any]:
+    """The new branding object with the stored logo and poster carried over (a PATCH can't set or drop them)."""
+    kept = {kind: stored[kind] for kind in IMAGE_KINDS if isinstance(stored, dict) and stored.get(kind)}
+    return {**{k: v for k, v in branding.items() if k not in IMAGE_KINDS}, **kept}
 
 
 def add_routes(app: web.Application) -> None:

@@ -11,6 +11,7 @@ from aiohttp import web
 from typing import Any
 from urllib.parse import quote
 
+from mediaserver.branding import Branding, frame_ancestors, resolve
 from mediaserver.access import VIEWER_COOKIE, VIEWER_ID_TTL, AccessPolicy
 from mediaserver.passwords import TooManyAttempts
 from mediaserver.retention import plays_as_mp4
@@ -23,12 +24,31 @@ from web.orgs_api import page_branding
 STATIC_DIR = Path(__file__).parent / "static"
 
 
+# Pages other sites must not frame (clickjacking); the server's own pages (a console) still may.
+NO_FOREIGN_FRAMES = {"Content-Security-Policy": "frame-ancestors 'self'", "X-Frame-Options": "SAMEORIGIN"}
+
+
 async def watch(request: web.Request) -> web.Response:
+    response, _ = await player_page(request, "watch.html", chat=True)
+    response.headers.update(NO_FOREIGN_FRAMES)
+    return response
+
+
+async def embed(request: web.Request) -> web.Response:
+    """The player alone for a church's website: fills its iframe; chat only with ?chat=1. The only page other
+    sites may frame, and only those in the organization's embed_origins (default: any)."""
+    response, org = await player_page(request, "embed.html", chat=request.query.get("chat") == "1")
+    response.headers["Content-Security-Policy"] = frame_ancestors(resolve(org).embed_origins)
+    return response
+
+
+async def player_page(request: web.Request, template_name: str, *, chat: bool) -> tuple[web.Response, Any]:
+    """The watch page or the embed page (same player, same access decision): the response and the stream's org."""
     stream_id = request.match_info["stream_id"]
     row = await stream_row(request, stream_id)
     if row is None:
         raise web.HTTPNotFound(text="No such stream.\n")
-    template = await asyncio.to_thread((STATIC_DIR / "watch.html").read_text)
+    template = await asyncio.to_thread((STATIC_DIR / template_name).read_text)
     caller, decision = await watch_access(request, row)
     playback_url = f"/hls/{row['id']}/master.m3u8"
     if caller.playback_token:
@@ -50,7 +70,7 @@ async def watch(request: web.Request) -> web.Response:
             "playback_url": playback_url,
             "locked": False,
             "has_password": bool(row["password_hash"]),
-            "chat_enabled": bool(row["chat_enabled"]),
+            "chat_enabled": chat and bool(row["chat_enabled"]),
             "reactions_enabled": bool(row["reactions_enabled"]),
             "giving_enabled": bool(row["giving_enabled"]),
             "giving_url": row["giving_url"],
@@ -75,12 +95,17 @@ async def watch(request: web.Request) -> web.Response:
         }
     # '<' escaped so a title can never close the <script> element it sits in.
     payload = json.dumps(config).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    page = template.replace("__PLAYER_CONFIG__", payload).replace("__GOLIVE_URL__", f"/golive/{quote(row['id'], safe='')}")
+    brand = resolve(org)
+    page = (template.replace("__PLAYER_CONFIG__", payload)
+            .replace("__GOLIVE_URL__", f"/golive/{quote(row['id'], safe='')}")
+            .replace("<!--BRAND_STYLE-->", brand.style_element(), 1)
+            # The org's poster before playback: in the markup, so it shows before any script has run.
+            .replace(' poster=""', f' poster="{html.escape(brand.poster_url, quote=True)}"' if brand.poster_url else "", 1))
     response = web.Response(text=page, content_type="text/html", status=200)
     response.headers["Cache-Control"] = "private, no-cache" if not access_policy(request).listed(row) else "no-cache"
     response.headers["Referrer-Policy"] = "no-referrer"  # a token in this page's URL must not leak to links
     ensure_viewer_cookie(request, response)
-    return response
+    return response, org
 
 
 async def golive(request: web.Request) -> web.Response:
@@ -92,11 +117,25 @@ async def golive(request: web.Request) -> web.Response:
     config = {"stream_id": row["id"], "whip_url": f"/whip/{quote(row['id'], safe='')}",
               "title": row["title"] if access_policy(request).listed(row) else ""}
     payload = json.dumps(config).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    response = web.Response(text=template.replace("__GOLIVE_CONFIG__", payload), content_type="text/html")
+    org = await asyncio.to_thread(request.app[DB].org, row["org_id"])
+    page = brand_golive(template.replace("__GOLIVE_CONFIG__", payload), resolve(org))
+    response = web.Response(text=page, content_type="text/html")
+    response.headers.update(NO_FOREIGN_FRAMES)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["Permissions-Policy"] = "camera=(self), microphone=(self)"
     return response
+
+
+def brand_golive(page: str, brand: Branding) -> str:
+    """The go-live page in the organization's colours, with its logo and name over the title."""
+    church = ""
+    if brand.name or brand.logo_url:
+        logo = (f'<img class="church-logo" src="{html.escape(brand.logo_url, quote=True)}" alt="">'
+                if brand.logo_url else "")
+        church = f'<p class="church">{logo}{html.escape(brand.name or "")}</p>'
+    return (page.replace("</head>", brand.style_element() + "</head>", 1)
+            .replace('<header class="watch-header">', '<header class="watch-header">' + church, 1))
 
 
 def access_policy(request: web.Request) -> AccessPolicy:
@@ -131,7 +170,7 @@ async def home(request: web.Request) -> web.Response:
         "<link rel=stylesheet href=/static/player.css></head><body><main class=home><h1>Streams</h1>"
         f"{sections or '<p>No broadcasts yet.</p>'}</main></body></html>"
     )
-    return web.Response(text=body, content_type="text/html")
+    return web.Response(text=body, content_type="text/html", headers=NO_FOREIGN_FRAMES)
 
 
 async def unlock(request: web.Request) -> web.Response:
@@ -166,5 +205,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/watch/{stream_id}/unlock", unlock)
     app.router.add_get("/", home)
     app.router.add_get("/watch/{stream_id}", watch)
+    app.router.add_get("/embed/{stream_id}", embed)
     app.router.add_get("/golive/{stream_id}", golive)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)

@@ -58,9 +58,20 @@ async def deliveries(request: web.Request) -> web.Response:
     return web.json_response({"deliveries": rows})
 
 
+async def send_test(request: web.Request) -> web.Response:
+    """Queues a signed webhook.test to this one subscription; the sender delivers it within its poll interval."""
+    await find(request)
+    delivery_id = await asyncio.to_thread(request.app[WEBHOOKS].enqueue_test, org_of(request),
+                                          request.match_info["webhook_id"])
+    if delivery_id is None:  # deleted meanwhile
+        return error(404, "webhook not found")
+    return web.json_response({"delivery_id": delivery_id, "status": "PENDING"}, status=202)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/webhooks", create)
     app.router.add_get("/api/webhooks", listing)
     app.router.add_get("/api/webhooks/{webhook_id}", get)
     app.router.add_delete("/api/webhooks/{webhook_id}", delete)
     app.router.add_get("/api/webhooks/{webhook_id}/deliveries", deliveries)
+    app.router.add_post("/api/webhooks/{webhook_id}/test", send_test)

@@ -149,7 +149,7 @@ class Room:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._reaction_counts:  # reactions of the last half second still count
-            self.store.add_reactions(self.stream_id, self._reaction_counts)
+            self.store.add_reactions(self.stream_id, self._reaction_counts, self.clock())
             self._reaction_counts = {}
 
     def apply_policy(self, policy: ModerationPolicy) -> None:
@@ -227,6 +227,7 @@ class Room:
             self.store.viewer_session({
                 "id": viewer.id, "stream_id": self.stream_id, "role": viewer.role, "joined_at": viewer.joined_at,
                 "left_at": left, "watch_seconds": round(left - viewer.joined_at, 3), "device": device, "browser": browser,
+                "viewer": viewer.identity,
             })
 
     def _schedule_count(self) -> None:
@@ -249,7 +250,7 @@ class Room:
                 counts, self._reaction_counts = self._reaction_counts, {}
                 for rtype, count in counts.items():
                     self.reaction_totals[rtype] = self.reaction_totals.get(rtype, 0) + count
-                self.store.add_reactions(self.stream_id, counts)
+                self.store.add_reactions(self.stream_id, counts, self.clock())
                 self.broadcast("stream:reactions", {"counts": counts, "totals": self.reaction_totals})
 
     async def _housekeeping(self, every: float = 30.0) -> None:

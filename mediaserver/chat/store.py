@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 
+from mediaserver.analytics_store import add_reaction_events, ensure_reaction_events
 from mediaserver.db import open_sqlite
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,10 @@ class ChatStore:
                 {"id": str, "stream_id": str, "role": str, "joined_at": float, "left_at": float, "watch_seconds": float,
                  "device": str, "browser": str}, pk="id")
             self.db.table("viewer_sessions").create_index(["stream_id"])
+        # Added later: the viewer's identity (as the room knows them), so analytics count each viewer once.
+        if "viewer" not in self.db.table("viewer_sessions").columns_dict:
+            self.db.table("viewer_sessions").add_column("viewer", str)
+        ensure_reaction_events(self.db)
         if "chat_audit" not in names:
             self.db.table("chat_audit").create(
                 {"id": int, "stream_id": str, "at": float, "moderator": str, "action": str, "target": str, "detail": str}, pk="id")
@@ -62,8 +67,9 @@ class ChatStore:
     def update_message(self, message_id: str, **fields: Any) -> None:
         self._pending.append(("update", (message_id, fields)))
 
-    def add_reactions(self, stream_id: str, counts: dict[str, int]) -> None:
-        self._pending.append(("reactions", (stream_id, counts)))
+    def add_reactions(self, stream_id: str, counts: dict[str, int], at: float | None = None) -> None:
+        """Add to the totals; with `at`, to that minute's counts too (mediaserver/analytics_store.py)."""
+        self._pending.append(("reactions", (stream_id, counts, at)))
 
     def viewer_session(self, row: dict[str, Any]) -> None:
         self._pending.append(("session", row))
@@ -98,12 +104,14 @@ class ChatStore:
             columns = ", ".join(f"[{name}] = ?" for name in fields)
             self.db.execute(f"UPDATE chat_messages SET {columns} WHERE id = ?", [*fields.values(), message_id])
         elif kind == "reactions":
-            stream_id, counts = item
+            stream_id, counts, at = item
             for rtype, count in counts.items():
                 self.db.execute(
                     "INSERT INTO chat_reactions (stream_id, type, count) VALUES (?, ?, ?) "
                     "ON CONFLICT(stream_id, type) DO UPDATE SET count = count + excluded.count",
                     [stream_id, rtype, count])
+            if at is not None:
+                add_reaction_events(self.db, stream_id, at, counts)
         elif kind == "sanction":
             self.db.table("chat_sanctions").insert(item, replace=True)
         elif kind == "unsanction":

@@ -1,0 +1,125 @@
+// The recordings library (#/recordings): every saved service with play, download (the MP4), rename and delete,
+// and how much storage the recordings use.
+"use strict";
+
+(() => {
+  const C = window.Console;
+  const UI = window.StreamsUI;
+  const { el } = C;
+
+  function player(recording) {
+    const video = el("video", { controls: true, playsinline: true, "aria-label": `Playing ${recording.title}` });
+    let hls = null;
+    // The URLs are absolute (the server's public address); play them from this origin so the session cookie applies.
+    const path = new URL(recording.playback_url, window.location.href).pathname;
+    if (recording.playback_type === "hls" && window.Hls && window.Hls.isSupported()) {
+      hls = new window.Hls();
+      hls.loadSource(path);
+      hls.attachMedia(video);
+    } else {
+      video.src = path;
+    }
+    video.play().catch(() => { /* the volunteer presses play */ });
+    return { video, stop: () => { if (hls) hls.destroy(); video.removeAttribute("src"); video.load(); } };
+  }
+
+  function renameForm(recording, done) {
+    const id = `rename-${recording.id}`;
+    const input = el("input", { id, value: recording.title, maxlength: 200, required: true });
+    const form = el("form", { class: "rename row", "aria-label": `Rename ${recording.title}` },
+      el("label", { for: id, class: "inline" }, "New title"), input,
+      el("button", { type: "submit", class: "primary" }, "Save"),
+      el("button", { type: "button", on: { click: () => done(null) } }, "Cancel"));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const answer = await C.attempt(() => C.api("PATCH",
+        `/api/streams/${encodeURIComponent(recording.stream_id)}/recordings/${encodeURIComponent(recording.id)}`,
+        { title: input.value.trim() || null }), "Renamed");
+      if (answer) done(answer);
+    });
+    setTimeout(() => input.focus());
+    return form;
+  }
+
+  async function render(main) {
+    const storage = el("p", { id: "storage-used", class: "storage" });
+    const list = el("div", { class: "recordings", id: "recordings-list" });
+    const playerSlot = el("div", { id: "recording-player" });
+    let current = null;
+    C.onLeave(() => { if (current) current.stop(); });
+    main.append(el("h1", {}, "Recordings"), storage, playerSlot, list);
+
+    function play(recording) {
+      if (current) current.stop();
+      current = player(recording);
+      playerSlot.replaceChildren(el("section", { class: "panel", "aria-label": "Player" },
+        el("div", { class: "row" }, el("h2", {}, recording.title),
+          el("button", { type: "button", on: { click: () => { current.stop(); current = null; playerSlot.replaceChildren(); } } },
+            "Close player")),
+        current.video));
+      playerSlot.scrollIntoView({ block: "nearest" });
+    }
+
+    function card(recording) {
+      const title = el("h2", { class: "recording-title" }, recording.title);
+      const details = el("p", { class: "hint" },
+        recording.renamed ? `${recording.stream_title} · ` : "",
+        `${C.when(recording.created_at)} · ${C.duration(recording.duration)} · `,
+        `${C.bytes((recording.size || 0) + (recording.mp4_size || 0))}`);
+      const actions = el("div", { class: "row" });
+      const box = el("article", { class: "panel recording", "data-recording-id": recording.id }, title, details, actions);
+      if (recording.status !== "READY") {
+        actions.append(el("span", { class: "badge STARTING" }, "Saving…"));
+        return box;
+      }
+      if (recording.error) details.append(el("div", { class: "notice" }, recording.error));
+      actions.append(el("button", { type: "button", class: "primary", "aria-label": `Play ${recording.title}`,
+        on: { click: () => play(recording) } }, "Play"));
+      if (recording.download_url) {
+        // Same-origin path: the download goes with the session cookie and never carries a token.
+        const href = new URL(recording.download_url, window.location.href);
+        actions.append(el("a", { class: "button download", href: href.pathname + href.search, download: "",
+          "aria-label": `Download the MP4 of ${recording.title}` }, `Download MP4 (${C.bytes(recording.mp4_size)})`));
+      }
+      const rename = el("button", { type: "button", "aria-label": `Rename ${recording.title}` }, "Rename");
+      rename.addEventListener("click", () => {
+        const form = renameForm(recording, (answer) => {
+          form.remove();
+          rename.hidden = false;
+          if (answer) load();
+        });
+        rename.hidden = true;
+        actions.after(form);
+      });
+      const del = el("button", { type: "button", class: "danger", "aria-label": `Delete ${recording.title}` }, "Delete");
+      del.addEventListener("click", () => UI.confirmInline(del,
+        `Delete “${recording.title}” with its media (${C.bytes((recording.size || 0) + (recording.mp4_size || 0))})? ` +
+        "This can't be undone.", "Delete for good", async () => {
+          const ok = await C.attempt(() => C.api("DELETE",
+            `/api/streams/${encodeURIComponent(recording.stream_id)}/recordings/${encodeURIComponent(recording.id)}`), "Deleted");
+          if (ok !== undefined) load();
+        }));
+      actions.append(rename, del,
+        el("a", { class: "button", href: `#/stream/${encodeURIComponent(recording.stream_id)}` }, "Its stream"));
+      return box;
+    }
+
+    async function load() {
+      const answer = await C.attempt(() => C.api("GET", "/api/recordings?limit=200"));
+      if (!answer) return;
+      storage.dataset.bytes = String(answer.storage_bytes);
+      storage.textContent = `Storage used by ${answer.total} recording${answer.total === 1 ? "" : "s"}: ${C.bytes(answer.storage_bytes)}`;
+      // Don't redraw under an open rename or delete question.
+      if (list.querySelector("form.rename, .confirm")) return;
+      list.replaceChildren(...answer.recordings.map(card));
+      if (!answer.recordings.length) list.append(el("p", { class: "muted" }, "No recordings yet: every service is kept here once it ends."));
+      if (answer.next_offset !== null) list.append(el("p", { class: "hint" }, `Showing the newest ${answer.recordings.length}.`));
+    }
+
+    await load();
+    // A service that just ended is saved in the background: look again while one is still saving.
+    C.every(5000, () => { if (list.querySelector(".badge.STARTING")) load(); });
+  }
+
+  C.page("recordings", { nav: "Recordings", title: "Recordings", render });
+})();
