@@ -46,6 +46,7 @@ STREAM_COLUMNS: dict[str, tuple[type, Any]] = {
     "giving_message": (str, None),
     "srt_port": (int, None),  # the stream's SRT listening port, kept for good (mediaserver/srt_routes.py)
     "srt_passphrase": (str, None),  # SRT encryption passphrase (libsrt needs it in clear), None = unencrypted
+    "library_auto_publish": (int, 0),  # publish the recording to the sermon library when ready (mediaserver/library.py)
 }
 
 

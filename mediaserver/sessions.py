@@ -17,7 +17,7 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ingest.media import (
     AccessUnit, MediaItem, PublishRefused, SourceMetadata, StreamBusy, StreamUnavailable, TrackInfo, UnknownKey, encode_item,
@@ -38,6 +38,7 @@ from packager.playlist import (
     window,
 )
 from packager.recording import complete_rungs, entry_from_event, load_index, mp4_source, write_mp4, write_vod
+from packager.thumbnails import write_thumbnails
 from storage.local import LocalStore
 from transcode.job import RenditionSpec, TranscodeJob, WorkerEvent
 from transcode.process import WorkerGone, WorkerProcess
@@ -131,6 +132,7 @@ class Broadcast:
     # Per rendition, as its worker reported it: passthrough or encoded, and why.
     modes: dict[str, tuple[bool, str]] = field(default_factory=dict)
     connections: int = 0  # encoder connections so far (reconnects = connections - 1)
+    replay: bool = False  # a recording re-aired (mediaserver/simulated_live.py): its media is the recording's
 
     @property
     def ended(self) -> bool:
@@ -178,6 +180,8 @@ class PublishConnection:
         if self.aborted:
             raise EndedByServer(self.aborted)
         self.health.feed(item, time.monotonic())
+        for tap in self.manager.media_taps:
+            tap(self.broadcast.stream_id, item)
         if isinstance(item, TrackInfo):
             self._tracks[item.kind] = item
         elif isinstance(item, SourceMetadata):
@@ -234,6 +238,8 @@ class StreamManager:
         self.bus = bus
         self.closing_wait = closing_wait
         self.broadcasts: dict[str, Broadcast] = {}
+        # Called with (stream_id, item) for every item an encoder sends (simulcast); must not block.
+        self.media_taps: list[Callable[[str, MediaItem], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         # One claim at a time per stream: two publishes with one key can't both start a broadcast.
         self._claims: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -276,6 +282,8 @@ class StreamManager:
         """Check and take the stream for this encoder; runs under the stream's claim lock."""
         stream_id = stream["id"]
         broadcast = self.broadcasts.get(stream_id)
+        if broadcast is not None and broadcast.replay and not broadcast.ended:
+            raise StreamBusy("this stream is airing a recording")
         if broadcast is not None and broadcast.connection is not None:
             previous = broadcast.connection
             if not previous.closing:
@@ -516,7 +524,8 @@ class StreamManager:
         await broadcast.edge.end()  # waiting playlist requests get the final playlist now
         now = time.time()
         await self._set_status(broadcast, status, actual_end=now, error=broadcast.error)
-        await self._write(self.db.update_broadcast, broadcast.id, status=status, ended_at=now)
+        if not broadcast.replay:  # a re-air's id is the recorded broadcast's: its row stays as recorded
+            await self._write(self.db.update_broadcast, broadcast.id, status=status, ended_at=now)
         self.bus.publish(Event(f"stream.{status.lower()}", broadcast.stream_id, {"broadcast": broadcast.id}))
         stream = await asyncio.to_thread(self.db.stream, broadcast.stream_id)
         if stream is not None and broadcast.settings is not None:
@@ -530,7 +539,9 @@ class StreamManager:
     async def _record(self, broadcast: Broadcast) -> None:
         try:
             tracks = broadcast.published_tracks()
-            if broadcast.settings is not None and not broadcast.settings.recording:
+            if broadcast.replay:
+                pass  # the media is an existing recording's: neither recorded again nor deleted
+            elif broadcast.settings is not None and not broadcast.settings.recording:
                 await self._discard_media(broadcast.stream_id, broadcast.key_prefix)
             elif tracks:
                 await save_recording(self.db, self.store, self.config, broadcast.stream_id, broadcast.id,
@@ -737,6 +748,10 @@ async def save_recording(
         mp4_size=None, playlist_key=f"{key_prefix}/master.m3u8", mp4_key=None, status="PROCESSING", error=None,
     )
     log.info("stream %s: recording %s: %.1f s, VOD playlists written", stream_id, recording["id"], duration)
+    try:  # poster, sprite sheet and storyboard: extras, the recording stands without them
+        await asyncio.to_thread(write_thumbnails, store, key_prefix, tracks)
+    except Exception:
+        log.exception("stream %s: thumbnails of the recording failed", stream_id)
     source = mp4_source(tracks)
     if source is None:
         message = "MP4 not made: the picture size changed at a reconnect; the HLS recording has every part"

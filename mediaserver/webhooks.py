@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 EVENT_TYPES: tuple[str, ...] = (
     "stream.created", "stream.starting_soon", "stream.connected", "stream.live", "stream.disconnected",
-    "stream.ended", "stream.failed", "stream.cancelled", "recording.ready",
+    "stream.ended", "stream.failed", "stream.cancelled", "recording.ready", "simulcast.status",
+    "clip.ready",  # mediaserver/clips.py
 )
 TEST_EVENT = "webhook.test"  # sent to one subscription on request ("Send test event"), whatever its events
 DELIVERY_STATUSES = ("PENDING", "DELIVERED", "FAILED", "CANCELLED")

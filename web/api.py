@@ -226,6 +226,10 @@ def stream_view(request: web.Request, row: dict[str, Any], recording: dict[str, 
             "size": recording["mp4_size"] if recording["mp4_size"] is not None else recording["size"],
             "hls_size": recording["size"], "error": recording["error"],
             "segments_deleted_at": iso(recording.get(SEGMENTS_DELETED)),
+            # packager/thumbnails.py; served with the recording's access decision (404 until written)
+            "poster_url": f"{prefix}/poster.jpg", "sprite_url": f"{prefix}/sprite.jpg",
+            "storyboard_url": f"{prefix}/storyboard.vtt",
+            "chat_replay_url": f"{base}/api/streams/{row['id']}/recordings/{recording['id']}/chat-replay",
         }
         # Off air, the stream plays its latest recording: once that is MP4 only, so does the stream.
         if mp4_only and mp4_url and row["status"] not in LIVE_STATES:

@@ -15,8 +15,13 @@ from mediaserver.passwords import PasswordChecker
 from web import guard
 from web import analytics_api
 from web import recordings_api
+from web import simulcast_api
+from web import library_api, library_pages
+from web import clips_api
 from web import branding
 from web import moderation_api
+from web import simulated_api
+from web import replay_api
 from web import api, chat_ws, console, errors, media, metrics, orgs_api, pages, series_api, webhooks_api, whip
 from mediaserver.console_sessions import ConsoleSessions
 from web.console_auth import CONSOLE_SESSIONS
@@ -62,5 +67,11 @@ def build_app(config: Config, db: Database, store: LocalStore, manager: StreamMa
     analytics_api.add_routes(app)
     moderation_api.add_routes(app)
     recordings_api.add_routes(app)
+    simulcast_api.add_routes(app)
+    library_api.add_routes(app)
+    library_pages.add_routes(app)
+    clips_api.add_routes(app)
+    replay_api.add_routes(app)
+    simulated_api.add_routes(app)
     console.add_routes(app)
     return app

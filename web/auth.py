@@ -74,6 +74,9 @@ async def require_token(request: web.Request, handler: Any) -> web.StreamRespons
     # The API description and calendar feeds (subscribed to by calendar apps) are public.
     if not request.path.startswith("/api/") or request.path == "/api/openapi.json" or request.path.endswith("/calendar.ics"):
         return await handler(request)
+    # A recording's chat replay is as public as the recording: web/replay_api.py asks the access policy itself.
+    if request.method in ("GET", "HEAD") and request.path.endswith("/chat-replay"):
+        return await handler(request)
     token = bearer_token(request)
     if not token:
         # The console signs in once and then calls the API with its session cookie (and CSRF header).

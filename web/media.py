@@ -192,6 +192,9 @@ async def _recorded_playlist(request: web.Request, stream_id: str, name: str, to
     return playlist_response(with_token(_prefixed(text.decode(), f"{broadcast_id}/"), token), VOD_PLAYLIST_CACHE, token)
 
 
+RECORDING_PICTURES = {"poster.jpg": "image/jpeg", "sprite.jpg": "image/jpeg", "storyboard.vtt": "text/vtt"}
+
+
 async def broadcast_file(request: web.Request) -> web.StreamResponse:
     """Anything inside one broadcast's folder: VOD playlists, init and media segments, the MP4."""
     stream_id = request.match_info["stream_id"]
@@ -214,6 +217,10 @@ async def broadcast_file(request: web.Request) -> web.StreamResponse:
         content_type, cache = PLAYLIST_TYPE, VOD_PLAYLIST_CACHE
     elif len(parts) == 1 and parts[0] == "recording.mp4":
         content_type = "video/mp4"
+    elif len(parts) == 1 and parts[0].startswith("clip_") and parts[0].endswith(".mp4") and NAME_RE.match(parts[0][:-4]):
+        content_type = "video/mp4"  # a clip's exact-frame cut (mediaserver/clips.py)
+    elif len(parts) == 1 and parts[0] in RECORDING_PICTURES:  # packager/thumbnails.py
+        content_type = RECORDING_PICTURES[parts[0]]
     elif len(parts) == 2 and NAME_RE.match(parts[0]) and INIT_RE.match(parts[1]):
         content_type = "video/mp4"
     elif len(parts) == 2 and NAME_RE.match(parts[0]) and (m := SEGMENT_RE.match(parts[1])):
@@ -253,7 +260,7 @@ async def broadcast_file(request: web.Request) -> web.StreamResponse:
         text = await asyncio.to_thread(path.read_text)
         return playlist_response(with_token(text, token), cache, token)
     response = web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": cache})
-    if parts[-1] == "recording.mp4" and "download" in request.query:
+    if len(parts) == 1 and parts[0].endswith(".mp4") and "download" in request.query:
         response.headers["Content-Disposition"] = f'attachment; filename="{stream_id}-{broadcast_id}.mp4"'
     cors(response)
     return response

@@ -50,6 +50,11 @@ FLAG_DESCRIPTIONS = {
 }
 FLAGS = ["chat_enabled", "reactions_enabled", "giving_enabled", "dvr_enabled", "low_latency",
          "recording_enabled", "auto_publish", "auto_rotate_key"]
+FLAGS.append("library_auto_publish")  # the sermon library (mediaserver/library.py)
+FLAG_DESCRIPTIONS["library_auto_publish"] = (
+    "true: when the broadcast's recording is ready, publish it to the organization's public sermon library "
+    "(/library/{org_slug}, its feeds and podcast) with the stream's title and date; only a PUBLIC stream "
+    "without a password is published")
 
 EDITABLE_STREAM_FIELDS: dict[str, Any] = {
     "title": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK},
@@ -257,6 +262,13 @@ SCHEMAS: dict[str, Any] = {
     "StreamUpdate": {
         "type": "object", "minProperties": 1, "properties": EDITABLE_STREAM_FIELDS, "additionalProperties": False,
     },
+    "SimulatedLive": {
+        "type": "object", "required": ["recording_id", "air_at"],
+        "properties": {"recording_id": {"type": "string", "minLength": 1, "maxLength": 64,
+                                        "description": "a READY recording of this stream"},
+                       "air_at": {**DATE_TIME_INPUT, "type": "string", "description": "when it goes live (re-aired in real time)"}},
+        "additionalProperties": False,
+    },
     "RotateKey": {
         "type": "object",
         "properties": {"disconnect": {"type": "boolean", "description": "also cut a live broadcast on the old key"}},
@@ -460,6 +472,11 @@ DOCUMENT: dict[str, Any] = {
         "/api/streams/{stream_id}/go-live": _action("Publish a previewed broadcast (auto_publish off)"),
         "/api/streams/{stream_id}/end": _action("End the broadcast now, skipping the reconnect window"),
         "/api/streams/{stream_id}/cancel": _action("Cancel a stream that has not started"),
+        "/api/streams/{stream_id}/simulated-live": {
+            **_action("Schedule a recording of the stream to re-air as a live service (simulated live)", "SimulatedLive"),
+            "delete": {"summary": "Cancel a re-air not yet on air", "parameters": STREAM_ID,
+                       "responses": {"200": _json("Stream", "the stream"), **ERRORS}},
+        },
         "/api/streams/{stream_id}/rotate-key": _action("Issue a new stream key; the old one stops working", "RotateKey"),
         "/api/series": {
             "get": {"summary": "List recurring series", "responses": {"200": _json("SeriesList", "the series"), **ERRORS}},
@@ -741,6 +758,52 @@ DOCUMENT["paths"]["/api/streams/{stream_id}/recordings/{recording_id}"]["patch"]
     "responses": {"200": _json("LibraryRecording", "the recording"), **ERRORS},
 }
 
+# -- recording pictures and chat replay (packager/thumbnails.py, mediaserver/chat_replay.py, web/replay_api.py) -----
+cast(dict[str, Any], RECORDING["properties"]).update({
+    "poster_url": {"type": "string", "description": "a representative frame (JPEG); 404 until written"},
+    "sprite_url": {"type": "string", "description": "the scrub-preview thumbnails in one JPEG grid"},
+    "storyboard_url": {"type": "string", "description": "WebVTT cues: sprite.jpg#xywh=x,y,w,h per time range"},
+    "chat_replay_url": {"type": "string", "description": "the chat on the recording's timeline"},
+})
+SCHEMAS["ChatReplay"] = {
+    "type": "object", "required": ["stream_id", "recording_id", "duration", "started_at", "items"],
+    "properties": {
+        "stream_id": {"type": "string"}, "recording_id": {"type": "string"},
+        "duration": {"type": "number", "description": "seconds of media in the recording"},
+        "started_at": NULLABLE_ISO,
+        "items": {"type": "array", "description": "in media-time order", "items": {
+            "type": "object", "required": ["kind", "id", "type", "media_time", "at"],
+            "properties": {
+                "kind": {"type": "string", "enum": ["message", "announcement", "reaction"]},
+                "id": {"type": "string"}, "type": {"type": "string"},
+                "text": {"type": "string"}, "author": {"type": "string"}, "role": {"type": "string"},
+                "count": {"type": "integer", "description": "reaction: how many in that minute"},
+                "media_time": {"type": "number", "description": "seconds into the recording (its PDT-mapped time)"},
+                "at": {"type": "number", "description": "when it was sent, epoch seconds"},
+                "hidden": {"type": "boolean", "description": "hidden from the replay (staff see it, flagged)"}},
+            "additionalProperties": False}},
+    },
+    "additionalProperties": False,
+}
+SCHEMAS["ReplayHidden"] = {"type": "object", "required": ["id", "hidden"],
+                           "properties": {"id": {"type": "string"}, "hidden": {"type": "boolean"}},
+                           "additionalProperties": False}
+_REPLAY_PARAMS = STREAM_ID + [{"name": "recording_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_MESSAGE_ID = [{"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+DOCUMENT["paths"]["/api/streams/{stream_id}/recordings/{recording_id}/chat-replay"] = {
+    "get": {"summary": "The recording's chat, reactions and announcements at their media times (public when the "
+                       "recording is; hidden messages only for staff)",
+            "security": [{}, {"bearer": []}], "parameters": _REPLAY_PARAMS,
+            "responses": {"200": _json("ChatReplay", "the replay"),
+                          "403": _json("Error", "the stream needs a password or a token"), **ERRORS}},
+}
+for _replay_action, _replay_summary in (("hide", "Hide a message from the recording's chat replay (audit-logged)"),
+                          ("unhide", "Show a hidden message in the replay again (audit-logged)")):
+    DOCUMENT["paths"][f"/api/streams/{{stream_id}}/recordings/{{recording_id}}/chat-replay/{{message_id}}/{_replay_action}"] = {
+        "post": {"summary": _replay_summary, "parameters": _REPLAY_PARAMS + _MESSAGE_ID,
+                 "responses": {"200": _json("ReplayHidden", "the message's flag"), **ERRORS}},
+    }
+
 # -- chat moderation record and webhook test events (web/moderation_api.py, web/webhooks_api.py) -------------------
 SCHEMAS["ChatAudit"] = {
     "type": "object", "required": ["stream_id", "entries"],
@@ -792,6 +855,215 @@ DOCUMENT["paths"]["/api/webhooks/{webhook_id}/test"] = {
                         "through the delivery queue: it shows in the delivery log with its status",
              "parameters": WEBHOOK_ID, "responses": {"202": _json("WebhookTest", "queued"), **ERRORS}},
 }
+
+# -- simulcast targets (web/simulcast_api.py) -----------------------------------------------------------------
+SCHEMAS["SimulcastTarget"] = {
+    "type": "object",
+    "required": ["id", "stream_id", "name", "kind", "url", "enabled", "tls_verify", "created_at", "status", "error",
+                 "status_since"],
+    "properties": {
+        "id": {"type": "string"}, "stream_id": {"type": "string"}, "name": {"type": "string"},
+        "kind": {"type": "string", "enum": ["youtube", "facebook", "rtmp"]},
+        "url": {"type": "string", "description": "the server URL, without the key (the key is never returned)"},
+        "enabled": {"type": "boolean"},
+        "tls_verify": {"type": "boolean", "description": "rtmps: verify the server's certificate"},
+        "created_at": ISO,
+        "status": {"type": "string", "enum": ["PENDING", "CONNECTING", "LIVE", "RECONNECTING", "FAILED"]},
+        "error": {"type": ["string", "null"], "description": "the last error (RECONNECTING, FAILED)"},
+        "status_since": NULLABLE_ISO,
+    },
+    "additionalProperties": False,
+}
+SCHEMAS["SimulcastTargetList"] = {
+    "type": "object", "required": ["stream_id", "targets"],
+    "properties": {"stream_id": {"type": "string"}, "targets": {"type": "array", "items": _ref("SimulcastTarget")}},
+    "additionalProperties": False,
+}
+SCHEMAS["SimulcastTargetCreate"] = {
+    "type": "object", "required": ["kind", "key"],
+    "properties": {
+        "kind": {"type": "string", "enum": ["youtube", "facebook", "rtmp"]},
+        "name": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": NOT_BLANK},
+        "url": {"type": "string", "minLength": 1, "maxLength": 500,
+                "description": "rtmp:// or rtmps:// server URL; defaults to the platform's for youtube/facebook"},
+        "key": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": "^[!-~]+$",
+                "x-error": "the stream key: printable characters without spaces"},
+        "tls_verify": {"type": "boolean", "description": "rtmps: verify the certificate (default true)"},
+    },
+    "additionalProperties": False,
+}
+SCHEMAS["SimulcastTargetUpdate"] = {
+    "type": "object",
+    "properties": {"enabled": {"type": "boolean"},
+                   "name": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": NOT_BLANK}},
+    "additionalProperties": False,
+}
+SCHEMAS["SimulcastDefault"] = {
+    "type": "object",
+    "required": ["id", "org_id", "name", "kind", "url", "enabled", "tls_verify", "created_at"],
+    "properties": {k: v for k, v in SCHEMAS["SimulcastTarget"]["properties"].items()
+                   if k not in ("stream_id", "status", "error", "status_since")} | {"org_id": {"type": "string"}},
+    "additionalProperties": False,
+}
+SCHEMAS["SimulcastDefaultList"] = {
+    "type": "object", "required": ["org_id", "targets"],
+    "properties": {"org_id": {"type": "string"}, "targets": {"type": "array", "items": _ref("SimulcastDefault")}},
+    "additionalProperties": False,
+}
+_SIMULCAST_ORG = [{"name": "org", "in": "path", "required": True, "schema": {"type": "string"},
+                   "description": "the organization's id or slug"}]
+_SIMULCAST_DEFAULT_ID = _SIMULCAST_ORG + [
+    {"name": "target_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+DOCUMENT["paths"]["/api/orgs/{org}/simulcast-targets"] = {
+    "get": {"summary": "The organization's default simulcast targets (copied into each new stream)",
+            "parameters": _SIMULCAST_ORG,
+            "responses": {"200": _json("SimulcastDefaultList", "the defaults"), **ERRORS}},
+    "post": {"summary": "Add a default simulcast target: every stream created from now on gets a copy "
+                        "(its key is stored encrypted and never returned)",
+             "parameters": _SIMULCAST_ORG,
+             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SimulcastTargetCreate")}}},
+             "responses": {"201": _json("SimulcastDefault", "the default"), **ERRORS}},
+}
+DOCUMENT["paths"]["/api/orgs/{org}/simulcast-targets/{target_id}"] = {
+    "patch": {"summary": "Enable, disable or rename a default (a disabled one is not copied)",
+              "parameters": _SIMULCAST_DEFAULT_ID,
+              "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SimulcastTargetUpdate")}}},
+              "responses": {"200": _json("SimulcastDefault", "the default"), **ERRORS}},
+    "delete": {"summary": "Delete a default (streams keep their copies)", "parameters": _SIMULCAST_DEFAULT_ID,
+               "responses": {"204": {"description": "deleted"}, **ERRORS}},
+}
+_SIMULCAST_TARGET_ID = STREAM_ID + [{"name": "target_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+DOCUMENT["paths"]["/api/streams/{stream_id}/simulcast-targets"] = {
+    "get": {"summary": "The stream's simulcast targets with each push's status", "parameters": STREAM_ID,
+            "responses": {"200": _json("SimulcastTargetList", "the targets"), **ERRORS}},
+    "post": {"summary": "Add a simulcast target (its key is stored encrypted and never returned)",
+             "parameters": STREAM_ID,
+             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SimulcastTargetCreate")}}},
+             "responses": {"201": _json("SimulcastTarget", "the target"), **ERRORS}},
+}
+DOCUMENT["paths"]["/api/streams/{stream_id}/simulcast-targets/{target_id}"] = {
+    "patch": {"summary": "Enable, disable or rename a simulcast target (disabling stops its push)",
+              "parameters": _SIMULCAST_TARGET_ID,
+              "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SimulcastTargetUpdate")}}},
+              "responses": {"200": _json("SimulcastTarget", "the target"), **ERRORS}},
+    "delete": {"summary": "Delete a simulcast target (stops its push)", "parameters": _SIMULCAST_TARGET_ID,
+               "responses": {"204": {"description": "deleted"}, **ERRORS}},
+}
+
+# -- the sermon library (web/library_api.py; public pages in web/library_pages.py) ---------------------------------
+_LIBRARY_TEXT = {
+    "title": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK},
+    "speaker": {"type": "string", "maxLength": 200}, "series": {"type": "string", "maxLength": 200},
+    "scripture": {"type": "string", "maxLength": 200, "examples": ["John 3:16-21"]},
+    "description": {"type": "string", "maxLength": 5000},
+    "poster_url": {"type": "string", "maxLength": 2000, "pattern": "^((https?://|/).*)?$",
+                   "description": "the sermon's picture; empty: the stream's thumbnail_url"},
+    "date": {**DATE_INPUT, "description": "the day it was preached (default: the broadcast's start, UTC)"},
+}
+SCHEMAS["LibraryPublish"] = {
+    "type": "object", "required": ["stream_id", "recording_id"],
+    "properties": {"stream_id": {"type": "string", "minLength": 1, "maxLength": 100},
+                   "recording_id": {"type": "string", "minLength": 1, "maxLength": 100}, **_LIBRARY_TEXT},
+    "additionalProperties": False,
+}
+SCHEMAS["LibraryUpdate"] = {"type": "object", "properties": _LIBRARY_TEXT, "additionalProperties": False}
+SCHEMAS["LibraryItem"] = {
+    "type": "object",
+    "required": ["id", "org_id", "stream_id", "recording_id", "title", "speaker", "series", "scripture",
+                 "description", "poster_url", "date", "published_at", "audio_size", "audio_duration", "page_url",
+                 "watch_url", "audio_url"],
+    "properties": {
+        "id": {"type": "string"}, "org_id": {"type": "string"}, "stream_id": {"type": "string"},
+        "recording_id": {"type": "string"}, "title": {"type": "string"}, "speaker": {"type": "string"},
+        "series": {"type": "string"}, "scripture": {"type": "string"}, "description": {"type": "string"},
+        "poster_url": {"type": "string"}, "date": {"type": "string", "format": "date"}, "published_at": ISO,
+        "audio_size": {"type": ["integer", "null"], "description": "bytes of the podcast audio (AAC in .m4a, "
+                       "remuxed from the recording); null when the recording has no MP4 or no audio"},
+        "audio_duration": {"type": ["number", "null"], "description": "seconds"},
+        "page_url": {"type": "string"}, "watch_url": {"type": "string"},
+        "audio_url": {"type": ["string", "null"], "description": "the episode's audio (public)"},
+    },
+    "additionalProperties": False,
+}
+SCHEMAS["LibraryList"] = {"type": "object", "required": ["items"],
+                          "properties": {"items": {"type": "array", "items": _ref("LibraryItem")}},
+                          "additionalProperties": False}
+LIBRARY_ITEM_ID = [{"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+DOCUMENT["paths"]["/api/library"] = {
+    "get": {"summary": "The sermon library: published recordings of the caller's organization(s), newest first",
+            "parameters": [{"name": "org", "in": "query", "description": "one organization (id or slug) the caller "
+                            "manages", "schema": {"type": "string"}}],
+            "responses": {"200": _json("LibraryList", "the published items"), **ERRORS}},
+    "post": {"summary": "Publish a recording to the organization's public sermon library (and its podcast): only "
+                        "a PUBLIC stream without a password (409 otherwise, and when already published)",
+             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("LibraryPublish")}}},
+             "responses": {"201": _json("LibraryItem", "published"), **ERRORS}},
+}
+DOCUMENT["paths"]["/api/library/{item_id}"] = {
+    "get": {"summary": "One published sermon", "parameters": LIBRARY_ITEM_ID,
+            "responses": {"200": _json("LibraryItem", "the item"), **ERRORS}},
+    "patch": {"summary": "Edit a published sermon's title, speaker, series, scripture, description, poster or date",
+              "parameters": LIBRARY_ITEM_ID,
+              "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("LibraryUpdate")}}},
+              "responses": {"200": _json("LibraryItem", "the item"), **ERRORS}},
+    "delete": {"summary": "Unpublish (the recording itself stays)", "parameters": LIBRARY_ITEM_ID,
+               "responses": {"204": {"description": "unpublished"}, **ERRORS}},
+}
+
+# -- clips (web/clips_api.py, mediaserver/clips.py, packager/clip.py) ----------------------------------------------
+_CLIP_TIME = {"oneOf": [
+    {"type": "number", "minimum": 0, "maximum": 1e7, "description": "seconds from the broadcast's start"},
+    {"type": "string", "pattern": DATE_TIME_PATTERN, "examples": ["2026-12-06T16:30:00Z"],
+     "description": "a wall-clock time during the broadcast"}]}
+SCHEMAS["ClipCreate"] = {
+    "type": "object", "required": ["title", "start", "end"],
+    "properties": {
+        "title": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK},
+        "start": {**_CLIP_TIME, "description": "the clip's first frame: the first at or after this time"},
+        "end": {**_CLIP_TIME, "description": "the clip ends before this time (exclusive)"},
+        "recording_id": {"type": "string", "maxLength": 100,
+                         "description": "clip this recording; default: the live broadcast's DVR window, else the "
+                                        "latest recording"}},
+    "additionalProperties": False,
+}
+SCHEMAS["Clip"] = {
+    "type": "object",
+    "required": ["id", "stream_id", "broadcast_id", "recording_id", "title", "start", "end", "duration", "status",
+                 "error", "frames", "mp4_size", "created_at", "playlist_url", "mp4_url", "download_url"],
+    "properties": {
+        "id": {"type": "string"}, "stream_id": {"type": "string"}, "broadcast_id": {"type": "string"},
+        "recording_id": {"type": ["string", "null"], "description": "null: cut from the live DVR window"},
+        "title": {"type": "string"},
+        "start": {"type": "number", "description": "seconds of the broadcast's timeline"},
+        "end": {"type": "number"}, "duration": {"type": "number"},
+        "status": {"type": "string", "enum": ["PROCESSING", "READY", "FAILED"]},
+        "error": {"type": ["string", "null"]},
+        "frames": {"type": ["integer", "null"], "description": "video frames in the MP4"},
+        "mp4_size": {"type": ["integer", "null"]}, "created_at": ISO,
+        "playlist_url": {"type": ["string", "null"], "description": "a VOD playlist over the existing segments "
+                                                                     "(whole segments: it may start and end a little "
+                                                                     "outside the clip)"},
+        "mp4_url": {"type": ["string", "null"], "description": "the MP4 cut at the exact frames"},
+        "download_url": {"type": ["string", "null"]}},
+    "additionalProperties": False,
+}
+SCHEMAS["ClipList"] = {"type": "object", "required": ["clips"],
+                       "properties": {"clips": {"type": "array", "items": _ref("Clip")}}, "additionalProperties": False}
+_CLIP_ID = STREAM_ID + [{"name": "clip_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+DOCUMENT["paths"]["/api/streams/{stream_id}/clips"] = {
+    "post": {"summary": "Make a clip from the live DVR window or a recording (answers at once; clip.ready follows)",
+             "parameters": STREAM_ID,
+             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ClipCreate")}}},
+             "responses": {"202": _json("Clip", "the clip, PROCESSING"), **ERRORS}},
+    "get": {"summary": "The stream's clips, oldest first", "parameters": STREAM_ID,
+            "responses": {"200": _json("ClipList", "the clips"), **ERRORS}},
+}
+DOCUMENT["paths"]["/api/streams/{stream_id}/clips/{clip_id}"] = {
+    "get": {"summary": "One clip", "parameters": _CLIP_ID, "responses": {"200": _json("Clip", "the clip"), **ERRORS}},
+    "delete": {"summary": "Delete a clip (its playlist and MP4; the recording's segments stay)",
+               "parameters": _CLIP_ID, "responses": {"204": {"description": "deleted"}, **ERRORS}},
+}
+
 
 _registry: Registry = Registry().with_resource("urn:mediaserver:api", Resource.from_contents(
     {"$schema": "https://json-schema.org/draft/2020-12/schema", **DOCUMENT}))

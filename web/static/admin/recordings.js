@@ -101,6 +101,8 @@
         }));
       actions.append(rename, del,
         el("a", { class: "button", href: `#/stream/${encodeURIComponent(recording.stream_id)}` }, "Its stream"));
+      if (window.LibraryPublish) window.LibraryPublish.block(recording, box);  // the sermon library (below)
+      if (window.Reair) window.Reair.block(recording, box);  // simulated live (below)
       return box;
     }
 
@@ -110,7 +112,7 @@
       storage.dataset.bytes = String(answer.storage_bytes);
       storage.textContent = `Storage used by ${answer.total} recording${answer.total === 1 ? "" : "s"}: ${C.bytes(answer.storage_bytes)}`;
       // Don't redraw under an open rename or delete question.
-      if (list.querySelector("form.rename, .confirm")) return;
+      if (list.querySelector("form.rename, form.library-publish, .confirm")) return;
       list.replaceChildren(...answer.recordings.map(card));
       if (!answer.recordings.length) list.append(el("p", { class: "muted" }, "No recordings yet: every service is kept here once it ends."));
       if (answer.next_offset !== null) list.append(el("p", { class: "hint" }, `Showing the newest ${answer.recordings.length}.`));
@@ -122,4 +124,107 @@
   }
 
   C.page("recordings", { nav: "Recordings", title: "Recordings", render });
+})();
+
+// The sermon library: "Publish to the library" on each recording (title, speaker, series, scripture, date), or,
+// once published, where it is. Only a public stream's recordings can be published (the server says so, 409).
+(() => {
+  const C = window.Console;
+  const { el } = C;
+  let published = null;  // one GET /api/library per redraw of the list, shared by its cards
+
+  function items() {
+    if (!published) {
+      published = C.api("GET", "/api/library").then((answer) => answer.items, () => []);
+      setTimeout(() => { published = null; }, 2000);
+    }
+    return published;
+  }
+
+  function field(recording, name, label, value = "", type = "text") {
+    const id = `library-${name}-${recording.id}`;
+    return [el("label", { for: id, class: "inline" }, label),
+      el("input", { id, name, type, value, maxlength: 200, required: name === "title" })];
+  }
+
+  function shown(slot, item) {
+    const page = new URL(item.page_url, window.location.href);
+    slot.replaceChildren(el("p", { class: "hint library-published" }, "In the sermon library · ",
+      el("a", { href: page.pathname + page.search, target: "_blank", rel: "noopener" }, "View the public page")));
+  }
+
+  function form(recording, slot) {
+    const today = (recording.created_at || "").slice(0, 10);
+    const box = el("form", { class: "library-publish row", "aria-label": `Publish ${recording.title} to the library` },
+      ...field(recording, "title", "Title", recording.title), ...field(recording, "speaker", "Speaker"),
+      ...field(recording, "series", "Series"), ...field(recording, "scripture", "Scripture"),
+      ...field(recording, "date", "Date", today, "date"),
+      el("button", { type: "submit", class: "primary" }, "Publish"),
+      el("button", { type: "button", on: { click: () => start(recording, slot) } }, "Cancel"));
+    box.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const body = { stream_id: recording.stream_id, recording_id: recording.id };
+      for (const input of box.querySelectorAll("input")) if (input.value.trim()) body[input.name] = input.value.trim();
+      const item = await C.attempt(() => C.api("POST", "/api/library", body), "Published to the library");
+      if (item) shown(slot, item);
+    });
+    slot.replaceChildren(box);
+  }
+
+  function start(recording, slot) {
+    slot.replaceChildren(el("button", { type: "button", "aria-label": `Publish ${recording.title} to the library`,
+      on: { click: () => form(recording, slot) } }, "Publish to the library"));
+  }
+
+  window.LibraryPublish = {
+    block(recording, box) {
+      const slot = el("div", { class: "library-slot" });
+      box.append(slot);
+      items().then((list) => {
+        const item = list.find((i) => i.recording_id === recording.id);
+        if (item) shown(slot, item); else start(recording, slot);
+      });
+    },
+  };
+})();
+
+// Simulated live: "Re-air" on each recording schedules it to air again on its stream as a live service
+// (POST /api/streams/{id}/simulated-live); chat, webhooks and the watch page behave as for a live service.
+(() => {
+  const C = window.Console;
+  const { el } = C;
+
+  function form(recording, slot) {
+    const id = `reair-${recording.id}`;
+    const soon = new Date(Date.now() + 10 * 60 * 1000);
+    soon.setSeconds(0, 0);
+    const local = new Date(soon.getTime() - soon.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+    const input = el("input", { id, type: "datetime-local", value: local, required: true });
+    const box = el("form", { class: "reair row", "aria-label": `Re-air ${recording.title}` },
+      el("label", { for: id, class: "inline" }, "Air at"), input,
+      el("button", { type: "submit", class: "primary" }, "Schedule re-air"),
+      el("button", { type: "button", on: { click: () => start(recording, slot) } }, "Cancel"));
+    box.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const airAt = new Date(input.value).toISOString().replace(/\.\d{3}Z$/, "Z");
+      const answer = await C.attempt(() => C.api("POST",
+        `/api/streams/${encodeURIComponent(recording.stream_id)}/simulated-live`,
+        { recording_id: recording.id, air_at: airAt }), "Re-air scheduled");
+      if (answer) slot.replaceChildren(el("p", { class: "hint" }, `Airs ${new Date(airAt).toLocaleString()}`));
+    });
+    slot.replaceChildren(box);
+  }
+
+  function start(recording, slot) {
+    slot.replaceChildren(el("button", { type: "button", "aria-label": `Re-air ${recording.title}`,
+      on: { click: () => form(recording, slot) } }, "Re-air"));
+  }
+
+  window.Reair = {
+    block(recording, box) {
+      const slot = el("div", { class: "reair-slot" });
+      box.append(slot);
+      start(recording, slot);
+    },
+  };
 })();

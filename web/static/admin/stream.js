@@ -157,6 +157,7 @@
           el("h2", { id: "preview-heading" }, "Preview"), video, previewNote,
           el("p", { class: "hint" }, "Viewers watch at ", el("a", { href: stream.watch_url, target: "_blank", rel: "noopener" }, stream.watch_url)))),
       obs);
+    if (window.SimulcastPanel) main.append(window.SimulcastPanel(stream.id));
 
     const act = async (path, body, done) => {
       const answer = await C.attempt(() => C.api("POST", `/api/streams/${stream.id}/${path}`, body), done);
@@ -239,4 +240,70 @@
   }
 
   C.page("stream", { title: "Go-live panel", section: "streams", render });
+})();
+
+// Simulcast (go-live panel): the stream's targets (YouTube, Facebook, any RTMP/RTMPS server) with each push's
+// status, polled every 2 s; add one (its key is sent once and never shown again), pause, resume or remove one.
+(() => {
+  const C = window.Console;
+  const { el } = C;
+  const KIND_NAMES = { youtube: "YouTube", facebook: "Facebook", rtmp: "RTMP server" };
+
+  window.SimulcastPanel = (streamId) => {
+    const base = `/api/streams/${encodeURIComponent(streamId)}/simulcast-targets`;
+    const list = el("ul", { class: "simulcast-targets", id: "simulcast-list", "aria-live": "polite" });
+    const kind = el("select", { id: "simulcast-kind", name: "kind" },
+      ...Object.entries(KIND_NAMES).map(([value, label]) => el("option", { value }, label)));
+    const name = el("input", { id: "simulcast-name", name: "name", maxlength: 100, placeholder: "optional" });
+    const url = el("input", { id: "simulcast-url", name: "url", maxlength: 500, placeholder: "rtmp://… or rtmps://… (YouTube and Facebook: leave empty)" });
+    const key = el("input", { id: "simulcast-key", name: "key", type: "password", required: true, autocomplete: "off" });
+    const insecure = el("input", { type: "checkbox", id: "simulcast-insecure" });
+    const form = el("form", { id: "simulcast-form", class: "stack" },
+      el("label", { for: "simulcast-kind" }, "Where"), kind,
+      el("label", { for: "simulcast-name" }, "Name"), name,
+      el("label", { for: "simulcast-url" }, "Server URL"), url,
+      el("label", { for: "simulcast-key" }, "Stream key"), key,
+      el("label", { class: "inline", for: "simulcast-insecure" }, insecure,
+        "Don't check the server's certificate (RTMPS with a self-signed certificate only)"),
+      el("button", { type: "submit" }, "Add target"));
+
+    async function refresh() {
+      const answer = await C.api("GET", base);
+      list.replaceChildren(...(answer.targets.length ? answer.targets.map(row) :
+        [el("li", { class: "hint" }, "No targets: the service goes to this server only.")]));
+    }
+
+    function row(target) {
+      const toggle = el("button", { type: "button", on: { click: async () => {
+        if (await C.attempt(() => C.api("PATCH", `${base}/${target.id}`, { enabled: !target.enabled }),
+          target.enabled ? "Paused" : "Resumed")) refresh();
+      } } }, target.enabled ? "Pause" : "Resume");
+      const remove = el("button", { type: "button", class: "danger", on: { click: async () => {
+        if (!window.confirm(`Remove ${target.name}? Its push stops now.`)) return;
+        if (await C.attempt(() => C.api("DELETE", `${base}/${target.id}`).then(() => true), "Removed")) refresh();
+      } } }, "Remove");
+      return el("li", { "data-target": target.id },
+        el("strong", {}, target.name), " ", el("span", { class: `badge simulcast-${target.status.toLowerCase()}` },
+          target.enabled ? target.status : "PAUSED"),
+        " ", el("span", { class: "hint" }, target.url),
+        target.error ? el("p", { class: "hint warning" }, target.error) : null, " ", toggle, " ", remove);
+    }
+
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const body = { kind: kind.value, key: key.value, tls_verify: !insecure.checked };
+      if (name.value.trim()) body.name = name.value.trim();
+      if (url.value.trim()) body.url = url.value.trim();
+      if (await C.attempt(() => C.api("POST", base, body), "Target added")) {
+        form.reset();
+        refresh();
+      }
+    });
+    refresh().catch(() => {});
+    C.every(2000, () => refresh().catch(() => {}));
+    return el("section", { class: "panel", id: "simulcast", "aria-labelledby": "simulcast-heading" },
+      el("h2", { id: "simulcast-heading" }, "Simulcast"),
+      el("p", { class: "hint" }, "While the service is live, it is also sent, as it comes from the encoder, to each target below."),
+      list, form);
+  };
 })();
