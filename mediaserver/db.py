@@ -47,6 +47,7 @@ STREAM_COLUMNS: dict[str, tuple[type, Any]] = {
     "srt_port": (int, None),  # the stream's SRT listening port, kept for good (mediaserver/srt_routes.py)
     "srt_passphrase": (str, None),  # SRT encryption passphrase (libsrt needs it in clear), None = unencrypted
     "library_auto_publish": (int, 0),  # publish the recording to the sermon library when ready (mediaserver/library.py)
+    "simulated_recording_id": (str, None),  # re-air this recording at scheduled_start (mediaserver/simulated_live.py)
 }
 
 
@@ -364,6 +365,11 @@ class Database:
     def recording(self, stream_id: str, recording_id: str) -> dict[str, Any] | None:
         with self._lock:
             rows = list(self.db.table("recordings").rows_where("id = ? and stream_id = ?", [recording_id, stream_id]))
+        return rows[0] if rows else None
+
+    def recording_by_id(self, recording_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            rows = list(self.db.table("recordings").rows_where("id = ?", [recording_id]))
         return rows[0] if rows else None
 
     def storage_bytes(self, stream_id: str) -> int:

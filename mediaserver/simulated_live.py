@@ -5,6 +5,12 @@ each recorded segment is appended once its media has "happened" on the wall cloc
 so the ordinary live playlist code (DVR window, EXT-X-PROGRAM-DATE-TIME, master) serves it unchanged, and
 the recording's own init and segments are served as they are (no re-encode). After the recording's
 duration it ends through the manager's normal end, so stream.live / stream.ended fire as for a live service.
+
+A re-air is kept on the stream's row (simulated_recording_id + scheduled_start), so it survives a restart
+and a series' template can carry it to every occurrence: `sync` arms every SCHEDULED row that has one. An
+air time that passed while the server was down airs joined in progress, at the offset the wall clock says
+(as a live service would be), while the recording would still be airing; one whose recording would have
+ended is left to the scheduler's auto-cancel, like any service that never started.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from mediaserver.db import Database
 from mediaserver.events import Event
 from mediaserver.sessions import Broadcast, BroadcastSettings, StreamManager, broadcast_settings
 from packager.playlist import RenditionTrack, SegmentEntry
@@ -25,6 +32,18 @@ log = logging.getLogger(__name__)
 
 class ReairRefused(ValueError):
     """The recording cannot be aired now (with the reason)."""
+
+
+def recording_problem(db: Database, org_id: str, recording_id: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The recording if a stream of `org_id` may re-air it (a READY recording of any stream of the same
+    organization), else why not. Another organization's recording is "not found", as everywhere."""
+    recording = db.recording_by_id(recording_id)
+    owner = db.stream(recording["stream_id"]) if recording is not None else None
+    if recording is None or owner is None or owner["org_id"] != org_id:
+        return None, "recording not found in this organization"
+    if recording["status"] != "READY" or not recording["playlist_key"] or recording.get("segments_deleted_at"):
+        return None, "the recording is not ready (or its segments were deleted)"
+    return recording, None
 
 
 # -- sans-IO: what is on air at a moment ---------------------------------------------------------------
@@ -80,42 +99,108 @@ class SimulatedLive:
         self.manager = manager
         self.clock = clock
         self.airings: dict[str, Airing] = {}  # by stream id: one pending or running airing per stream
+        self._changed: asyncio.Event | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
 
     def airing(self, stream_id: str) -> Airing | None:
         return self.airings.get(stream_id)
 
-    async def schedule(self, stream_id: str, recording_id: str, air_at: float) -> Airing:
-        """Air the stream's recording at `air_at` (unix seconds), replacing a pending airing."""
+    async def start(self) -> None:
+        """Arm the re-airs stored before a restart, then follow every change of a stream row (an API edit,
+        a series materializing occurrences) so ones set there are armed too."""
+        loop = asyncio.get_running_loop()
+        changed = self._changed = asyncio.Event()
+        def on_change(_stream_id: str) -> None:  # in the writing thread: only hand the news to the loop
+            loop.call_soon_threadsafe(changed.set)
+
+        self._unsubscribe = self.manager.db.on_stream_change(on_change)
+        await self.sync()
+        self._watcher = loop.create_task(self._watch(changed), name="reair-sync")
+
+    async def _watch(self, changed: asyncio.Event) -> None:
+        while True:
+            await changed.wait()
+            await asyncio.sleep(0.2)  # a burst of writes (a series materializing) makes one pass
+            changed.clear()
+            try:
+                await self.sync()
+            except Exception:
+                log.exception("re-air sync failed; trying again at the next change")
+
+    async def sync(self) -> None:
+        """Arm each SCHEDULED stream's stored re-air (or re-arm it if its time or recording changed); drop
+        pending airings whose row no longer asks for them."""
         db = self.manager.db
-        recording = await asyncio.to_thread(db.recording, stream_id, recording_id)
+        rows = await asyncio.to_thread(
+            db.query_streams, "status = 'SCHEDULED' and simulated_recording_id is not null and scheduled_start is not null",
+            [], "scheduled_start", 100_000, 0)
+        wanted = {row["id"]: row for row in rows}
+        for stream_id, airing in list(self.airings.items()):
+            if airing.status == "SCHEDULED" and stream_id not in wanted:
+                await self.cancel(stream_id, persist=False)
+        for row in rows:
+            current = self.airings.get(row["id"])
+            if current is not None and current.status in ("SCHEDULED", "LIVE") and \
+                    current.recording_id == row["simulated_recording_id"] and current.air_at == row["scheduled_start"]:
+                continue
+            if current is not None and current.status == "LIVE":
+                continue
+            recording, problem = await asyncio.to_thread(recording_problem, db, row["org_id"], row["simulated_recording_id"])
+            if recording is None:
+                log.warning("stream %s: cannot re-air recording %s: %s", row["id"], row["simulated_recording_id"], problem)
+                continue
+            if self.clock() > row["scheduled_start"] + float(recording["duration"] or 0):
+                continue  # it would have ended already: the scheduler's auto-cancel deals with it
+            self._arm(row["id"], recording, row["scheduled_start"])
+
+    async def schedule(self, stream_id: str, recording_id: str, air_at: float) -> Airing:
+        """Air the recording (of any stream of the stream's organization) at `air_at` (unix seconds),
+        replacing a pending airing; stored on the stream's row so it survives a restart."""
+        db = self.manager.db
+        stream = await asyncio.to_thread(db.stream, stream_id)
+        if stream is None:
+            raise ReairRefused("stream not found")
+        recording, problem = await asyncio.to_thread(recording_problem, db, stream["org_id"], recording_id)
         if recording is None:
-            raise ReairRefused("recording not found on this stream")
-        if recording["status"] != "READY" or not recording["playlist_key"]:
-            raise ReairRefused("the recording is not ready")
+            raise ReairRefused(problem or "recording not found")
         current = self.airings.get(stream_id)
         if current is not None and current.status == "LIVE":
             raise ReairRefused("the stream is already airing a recording")
         if self.manager.has_broadcast(stream_id):
             raise ReairRefused("the stream is live")
-        if current is not None and current.task is not None:
+        airing = self._arm(stream_id, recording, air_at)
+        # A past service airs again: it is upcoming until the air time (in the same write, so `sync` sees it armed).
+        again = {"status": "SCHEDULED"} if stream["status"] in ("ENDED", "FAILED") else {}
+        await asyncio.to_thread(db.update_stream, stream_id, simulated_recording_id=recording_id, scheduled_start=air_at,
+                                scheduled_end=air_at + float(recording["duration"] or 0), starting_soon_sent=0, **again)
+        return airing
+
+    def _arm(self, stream_id: str, recording: dict[str, Any], air_at: float) -> Airing:
+        current = self.airings.get(stream_id)
+        if current is not None and current.task is not None and current.status == "SCHEDULED":
             current.task.cancel()
-        airing = Airing(stream_id, recording_id, air_at)
+        airing = Airing(stream_id, recording["id"], air_at)
         self.airings[stream_id] = airing
-        await asyncio.to_thread(db.update_stream, stream_id, scheduled_start=air_at,
-                                scheduled_end=air_at + float(recording["duration"] or 0))
         airing.task = asyncio.get_running_loop().create_task(self._run(airing, recording), name=f"reair-{stream_id}")
         return airing
 
-    async def cancel(self, stream_id: str) -> bool:
+    async def cancel(self, stream_id: str, persist: bool = True) -> bool:
         airing = self.airings.get(stream_id)
         if airing is None or airing.status != "SCHEDULED" or airing.task is None:
             return False
         airing.task.cancel()
         airing.status = "CANCELLED"
+        if persist:
+            await asyncio.to_thread(self.manager.db.update_stream, stream_id, simulated_recording_id=None)
         return True
 
     async def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         tasks = [a.task for a in self.airings.values() if a.task is not None]
+        if self._watcher is not None:
+            tasks.append(self._watcher)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -142,7 +227,8 @@ class SimulatedLive:
         recorded = [t for t in await asyncio.to_thread(load_index, manager.store, key_prefix) if t.entries]
         if not recorded:
             raise ReairRefused("the recording has no segments")
-        air_at = self.clock()  # a late start (server busy) airs from the beginning, dated from now
+        # Dated from the scheduled time: a late start (a restart past the air time) joins in progress.
+        air_at = airing.air_at
         full = {t.name: rebased(t.entries, air_at) for t in recorded}
         broadcast = Broadcast(airing.stream_id, recording["broadcast_id"], key_prefix, status="STARTING", replay=True)
         stream = await asyncio.to_thread(manager.db.stream, airing.stream_id)

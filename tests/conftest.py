@@ -2,9 +2,10 @@
 second worker's load would distort (a player's latency over a minute): it runs alone, while the other worker
 waits between its own tests.
 
-A readers-writer lock across the worker processes, on two files: every test holds LOCK_SH on the gate while it
-runs; an exclusive test holds LOCK_EX. The turnstile makes it fair: a waiting exclusive test stops new shared
-holders from slipping in ahead of it (flock alone would let them starve it).
+A readers-writer lock across the worker processes, on two files: every test (and every module while its fixtures
+are set up) holds LOCK_SH on the gate while it runs; an exclusive test holds LOCK_EX. The turnstile makes it
+fair: a waiting exclusive test stops new shared holders from slipping in ahead of it (flock alone would let them
+starve it).
 """
 from __future__ import annotations
 
@@ -28,11 +29,43 @@ def _lock_files() -> tuple[int, int]:
     return turnstile, gate
 
 
+# The shared hold taken for a module's set-up, until its first test takes its own.
+_MODULE_SETUP: list[tuple[int, int]] = []
+
+
+def _release_module_setup() -> None:
+    while _MODULE_SETUP:
+        turnstile, gate = _MODULE_SETUP.pop()
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        os.close(gate)
+        os.close(turnstile)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_setup_counts_as_running() -> Iterator[None]:
+    """Module fixtures (a server, a broadcast published once for the module) are set up before any test's own
+    fixtures, and load the machine as much as a test: they hold the gate shared too, so an exclusive test in the
+    other worker never runs beside them."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    turnstile, gate = _lock_files()
+    fcntl.flock(turnstile, fcntl.LOCK_EX)
+    fcntl.flock(gate, fcntl.LOCK_SH)
+    fcntl.flock(turnstile, fcntl.LOCK_UN)
+    _MODULE_SETUP.append((turnstile, gate))
+    try:
+        yield
+    finally:
+        _release_module_setup()
+
+
 @pytest.fixture(autouse=True)
 def _run_alone_when_exclusive(request: pytest.FixtureRequest) -> Iterator[None]:
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         yield  # one process: nothing runs beside it anyway
         return
+    _release_module_setup()  # the module's fixtures are set up: from here each test holds the gate itself
     turnstile, gate = _lock_files()
     exclusive = request.node.get_closest_marker("exclusive") is not None
     try:

@@ -30,8 +30,8 @@ MAX_EXAMPLES = 25  # per operation and generation mode; about 20 s for the whole
 # database knows, a public address).
 BEYOND_SCHEMA: dict[str, set[str]] = {
     "POST /api/streams": {"scheduled_start", "scheduled_end", "slug", "timezone"},
-    "PATCH /api/streams/{stream_id}": {"scheduled_start", "scheduled_end", "slug", "timezone"},
-    "POST /api/series": {"rrule", "dtstart", "timezone"},
+    "PATCH /api/streams/{stream_id}": {"scheduled_start", "scheduled_end", "slug", "timezone", "simulated_recording_id"},
+    "POST /api/series": {"rrule", "dtstart", "timezone", "simulated_recording_id"},
     "PATCH /api/series/{series_id}": {"from", "rrule", "timezone"},
     "DELETE /api/series/{series_id}": {"from"},
     "GET /api/series/{series_id}/occurrences": {"from", "to"},

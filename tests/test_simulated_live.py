@@ -1,15 +1,18 @@
 """Simulated live end to end: a real RTMP broadcast (frame numbers drawn into the picture) is recorded,
 then re-aired at a time as a live service: LIVE at the air time, playlists growing in real time, the
-newest segment's frames those of the moment, chat live, and it ends on its own with webhooks and chat events."""
+newest segment's frames those of the moment, chat live, and it ends on its own with webhooks and chat events.
+A stored re-air survives a restart (joined in progress when its time passed meanwhile); a series template or a
+PATCH arms one, also with another stream's recording of the same organization; Chromium plays one as live."""
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import aiohttp
 import av
@@ -18,14 +21,16 @@ import pytest
 
 from bench import frame_code
 from mediaserver.config import Rendition
-from mediaserver.simulated_live import aired_count, rebased
+from mediaserver.simulated_live import SimulatedLive, aired_count, rebased
 from packager.playlist import SegmentEntry
+from tests.browser import module_browser
 from tests.chat_client import connect, run
 from tests.server_fixture import ServerHandle, run_server, small_config
+from web.simulated_api import SIMULATED
 from tests.test_series_webhooks import SECRET, Receiver, free_port, loopback_webhooks
 
 FPS = 30
-SECONDS = 8.0
+SECONDS = 10.0
 
 
 def publish_numbered(url: str, seconds: float) -> int:
@@ -109,12 +114,26 @@ def test_rebased_and_aired_count() -> None:
     assert [aired_count(entries, t) for t in (0.0, 0.99, 1.0, 2.5, 99.0)] == [0, 0, 1, 2, 4]
 
 
-@pytest.mark.media
-def test_a_recording_re_airs_as_a_live_service(tmp_path: Path) -> None:
+@dataclass
+class Env:
+    """One server for the module (replaced by the restart test) and one real recording, made once."""
+
+    config: Any
+    server: ServerHandle
+    receiver: Receiver
+    sid: str
+    recording: dict[str, Any]
+    recorded_segments: list[tuple[float, float, str]]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp_path = tmp_path_factory.mktemp("simulated")
     config = loopback_webhooks(small_config(tmp_path / "data", reconnect_window=0.0,
                                             renditions=[Rendition("180p", 180, 300_000)]))
     server = run_server(config)
     receiver = Receiver(free_port()).start()
+    state = Env(config, server, receiver, "", {}, [])
     try:
         assert server.api("POST", "/api/webhooks", {"url": f"http://127.0.0.1:{receiver.port}/hook",
                                                     "secret": SECRET, "events": ["*"]})[0] == 201
@@ -134,29 +153,43 @@ def test_a_recording_re_airs_as_a_live_service(tmp_path: Path) -> None:
                 break
             assert time.time() < deadline, "no recording"
             time.sleep(0.2)
-        recording = view["recording"]
         _, _, recorded = server.get(f"/hls/{sid}/180p.m3u8")
-        recorded_segments = parse_playlist(recorded.decode())
         assert "#EXT-X-ENDLIST" in recorded.decode()
-
-        # A recording of another stream, or none, is refused.
-        other = server.create_stream("Other")
-        assert server.api("POST", f"/api/streams/{other['id']}/simulated-live",
-                          {"recording_id": recording["id"], "air_at": "2030-01-01T00:00:00Z"})[0] == 404
-
-        run(_scenario(server, receiver, sid, recording, recorded_segments))
-
-        # Nothing was recorded again or deleted: the one recording still plays whole.
-        assert len(server.server.db.recordings_where("stream_id = ?", [sid])) == 1
-        _, _, after = server.get(f"/hls/{sid}/180p.m3u8")
-        assert parse_playlist(after.decode()) == recorded_segments
-        types = receiver.types(sid)
-        assert types.count("stream.live") == 2 and types.count("stream.ended") == 2, types
-        assert types.index("stream.live", types.index("stream.ended") + 1) < len(types) - 1
-        assert receiver.bad_signatures == 0
+        state.sid, state.recording, state.recorded_segments = sid, view["recording"], parse_playlist(recorded.decode())
+        yield state
     finally:
         receiver.stop()
-        server.stop()
+        state.server.stop()
+
+
+def stamp(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def simulated(server: ServerHandle) -> SimulatedLive:
+    return server.server.runner.app[SIMULATED]
+
+
+@pytest.mark.media
+def test_a_recording_re_airs_as_a_live_service(env: Env) -> None:
+    server, receiver, sid, recording = env.server, env.receiver, env.sid, env.recording
+    # Another organization's stream cannot re-air it: not found, as everything of another organization.
+    db = server.server.db
+    elsewhere = db.org("elsewhere") or db.create_org("elsewhere", "Elsewhere")
+    foreign, _ = db.create_stream("Elsewhere service", elsewhere["id"])
+    assert server.api("POST", f"/api/streams/{foreign['id']}/simulated-live",
+                      {"recording_id": recording["id"], "air_at": "2030-01-01T00:00:00Z"})[0] == 404
+
+    run(_scenario(server, receiver, sid, recording, env.recorded_segments))
+
+    # Nothing was recorded again or deleted: the one recording still plays whole.
+    assert len(server.server.db.recordings_where("stream_id = ?", [sid])) == 1
+    _, _, after = server.get(f"/hls/{sid}/180p.m3u8")
+    assert parse_playlist(after.decode()) == env.recorded_segments
+    types = receiver.types(sid)
+    assert types.count("stream.live") == 2 and types.count("stream.ended") == 2, types
+    assert types.index("stream.live", types.index("stream.ended") + 1) < len(types) - 1
+    assert receiver.bad_signatures == 0
 
 
 async def _scenario(server: ServerHandle, receiver: Receiver, sid: str, recording: dict[str, Any],
@@ -219,3 +252,135 @@ async def _scenario(server: ServerHandle, receiver: Receiver, sid: str, recordin
         while receiver.types(sid).count("stream.ended") < 2:
             assert time.time() < deadline, receiver.types(sid)
             await asyncio.sleep(0.1)
+
+
+@pytest.mark.media
+def test_series_and_single_occurrences_re_air_a_recording_of_another_stream(env: Env) -> None:
+    server, rid = env.server, env.recording["id"]
+    db = server.server.db
+    elsewhere = db.org("elsewhere") or db.create_org("elsewhere", "Elsewhere")
+    _, other_token = db.create_token(elsewhere["id"], "other church")
+    series_body = {"title": "Campus re-air", "rrule": "FREQ=WEEKLY;BYDAY=SU", "start_time": "10:00", "duration": 60,
+                   "timezone": "UTC", "simulated_recording_id": rid}
+    # Validated: an unknown recording, or one of another organization, is refused.
+    status, body = server.api("POST", "/api/series", {**series_body, "simulated_recording_id": "nope"})
+    assert status == 400 and "simulated_recording_id" in body["details"], body
+    status, body = server.api("POST", "/api/series", series_body, token=other_token)
+    assert status == 400 and "simulated_recording_id" in body["details"], body
+
+    status, series = server.api("POST", "/api/series", series_body)
+    assert status == 201, series
+    rows = db.query_streams("series_id = ?", [series["id"]], "scheduled_start", 100, 0)
+    assert rows
+    for row in rows:  # every occurrence carries it, and is armed for its own start
+        view = server.api("GET", f"/api/streams/{row['id']}")[1]
+        assert view["simulated_recording_id"] == rid
+    deadline = time.time() + 10
+    while not all((a := simulated(server).airing(r["id"])) is not None and a.status == "SCHEDULED"
+                  and a.air_at == r["scheduled_start"] and a.recording_id == rid for r in rows):
+        assert time.time() < deadline, "occurrences not armed"
+        time.sleep(0.05)
+
+    # One occurrence moved to now (a campus airing the sermon of the main stream): PATCH with its start.
+    campus = rows[0]["id"]
+    status, body = server.api("PATCH", f"/api/streams/{campus}", {"simulated_recording_id": "nope"})
+    assert status == 400 and "simulated_recording_id" in body["details"]
+    assert server.api("PATCH", f"/api/streams/{campus}", {"simulated_recording_id": rid}, token=other_token)[0] == 404
+    air_at = time.time() + 1.5
+    status, view = server.api("PATCH", f"/api/streams/{campus}", {"scheduled_start": stamp(air_at), "simulated_recording_id": rid})
+    assert status == 200, view
+    air_at = datetime.fromisoformat(view["scheduled_start"].replace("Z", "+00:00")).timestamp()
+    live_seen = wait_status(server, campus, "LIVE", 15)
+    assert live_seen >= air_at
+    # Another organization's token does not see it; its playlist serves the main stream's media.
+    assert server.api("GET", f"/api/streams/{campus}", token=other_token)[0] == 404
+    time.sleep(max(0.0, air_at + 3.2 - time.time()))
+    _, _, body_bytes = server.get(f"/hls/{campus}/180p.m3u8")
+    text = body_bytes.decode()
+    listed = parse_playlist(text)
+    assert listed and "#EXT-X-ENDLIST" not in text
+    numbers = frame_numbers(server, campus, text, listed[-1][2])
+    newest_start = sum(d for _, d, _ in listed) - listed[-1][1]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    assert abs(numbers[0] / FPS - newest_start) < 0.1 and numbers[0] >= FPS
+    # An admin may end it early, as any live service.
+    assert server.api("POST", f"/api/streams/{campus}/end")[0] == 200
+    wait_status(server, campus, "ENDED", 15)
+    assert len(db.recordings_where("stream_id = ?", [campus])) == 0
+
+
+@pytest.mark.media
+def test_a_stored_re_air_survives_a_restart(env: Env) -> None:
+    server, rid = env.server, env.recording["id"]
+    later, soon = server.create_stream("Next week")["id"], server.create_stream("Restarted")["id"]
+    far = time.time() + 3600
+    assert server.api("POST", f"/api/streams/{later}/simulated-live", {"recording_id": rid, "air_at": stamp(far)})[0] == 200
+    status, view = server.api("POST", f"/api/streams/{soon}/simulated-live",
+                              {"recording_id": rid, "air_at": stamp(time.time() + 2.0)})
+    assert status == 200
+    air_at = datetime.fromisoformat(view["scheduled_start"].replace("Z", "+00:00")).timestamp()
+    server.stop()
+    time.sleep(max(0.0, air_at + 3.5 - time.time()))  # its air time passes while the server is down
+    env.server = server = run_server(env.config)
+    restarted = time.time()
+    wait_status(server, soon, "LIVE", 15)
+    _, _, body = server.get(f"/hls/{soon}/180p.m3u8")
+    fetched = time.time()
+    text = body.decode()
+    listed = parse_playlist(text)
+    # Joined in progress: dated from the scheduled air time, with the media of the time since then.
+    assert abs(listed[0][0] - air_at) < 0.01
+    total = sum(d for _, d, _ in listed)
+    assert restarted - air_at - 1.5 <= total <= fetched - air_at + 0.05, (total, restarted - air_at)
+    numbers = frame_numbers(server, soon, text, listed[-1][2])
+    assert abs(numbers[0] / FPS - (total - listed[-1][1])) < 0.1 and numbers[0] >= 2 * FPS
+    # The one still ahead was reloaded for its time.
+    view = server.api("GET", f"/api/streams/{later}")[1]
+    assert view["status"] == "SCHEDULED" and view["simulated_recording_id"] == rid
+    airing = simulated(server).airing(later)
+    assert airing is not None and airing.status == "SCHEDULED" and abs(airing.air_at - far) < 0.001
+    # Cancelling forgets it for good (a restart does not bring it back).
+    status, view = server.api("DELETE", f"/api/streams/{later}/simulated-live")
+    assert status == 200 and view["simulated_recording_id"] is None
+    wait_status(server, soon, "ENDED", 20)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    yield from module_browser()
+
+
+@pytest.mark.media
+def test_chromium_plays_a_re_air_as_live_with_its_chat(env: Env, browser: Any, tmp_path: Path) -> None:
+    server = env.server
+    sid = server.create_stream("Evening re-air")["id"]
+    assert server.api("POST", f"/api/streams/{sid}/simulated-live",
+                      {"recording_id": env.recording["id"], "air_at": stamp(time.time() + 0.5)})[0] == 200
+    wait_status(server, sid, "LIVE", 15)
+    errors: list[str] = []
+    pages = []
+    for name in ("Naomi", "Ruth"):
+        context = browser.new_context()
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.add_init_script(f"localStorage.setItem('chat-name', '{name}')")
+        page.goto(f"{server.http}/watch/{sid}")
+        pages.append(page)
+    naomi, ruth = pages
+    # It plays as live: time advances, and the LIVE badge is shown.
+    naomi.wait_for_function("document.querySelector('video').currentTime > 0.3", timeout=15_000)
+    start = naomi.evaluate("document.querySelector('video').currentTime")
+    naomi.wait_for_function(f"document.querySelector('video').currentTime > {start + 1.0}", timeout=10_000)
+    naomi.wait_for_selector("#live-badge:not([hidden])", timeout=10_000)
+    naomi.screenshot(path=str(tmp_path / "re-air.png"))
+    # The chat is live both ways.
+    for sender, receiver, text in ((naomi, ruth, "Amen from the re-air"), (ruth, naomi, "Hello Naomi")):
+        sender.wait_for_selector("#chat-text")
+        sender.fill("#chat-text", text)
+        sender.press("#chat-text", "Enter")
+        receiver.wait_for_function(
+            f"[...document.querySelectorAll('#messages li')].some(li => li.textContent.includes({text!r}))",
+            timeout=10_000)
+    for page in pages:
+        page.context.close()
+    assert errors == []

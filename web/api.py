@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 from aiohttp import web
 
 from mediaserver.db import DEFAULT_ORG
+from mediaserver.simulated_live import recording_problem
 from mediaserver.srt_routes import assign_port
 from mediaserver.branding import embed_code
 from mediaserver.retention import SEGMENTS_DELETED, RecordingBusyError, delete_recording, delete_stream_media, plays_as_mp4
@@ -198,6 +199,7 @@ def stream_view(request: web.Request, row: dict[str, Any], recording: dict[str, 
         "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
         "actual_start": iso(row["actual_start"]), "actual_end": iso(row["actual_end"]),
         "error": row["error"], "series_id": row["series_id"],
+        "simulated_recording_id": row.get("simulated_recording_id"),
         "rtmp_url": f"rtmp://{host}{'' if rtmp_port == 1935 else f':{rtmp_port}'}/{config.rtmp.app}",
         # RTMPS (RTMP over TLS, same key) when the server has a certificate: the listener runs only then.
         "rtmps_url": (f"rtmps://{host}{'' if config.server.rtmps_port == 443 else f':{config.server.rtmps_port}'}"
@@ -349,6 +351,11 @@ async def update_stream(request: web.Request) -> web.Response:
         problems["slug"] = f"{fields['slug']!r} is already used in this organization"
     if "title" in fields and not fields["title"].strip():
         problems["title"] = "must not be blank"
+    if fields.get("simulated_recording_id") is not None:  # a re-air (mediaserver/simulated_live.py)
+        _recording, problem = await asyncio.to_thread(
+            recording_problem, request.app[DB], row["org_id"], fields["simulated_recording_id"])
+        if problem:
+            problems["simulated_recording_id"] = problem
     if problems:
         return bad_fields(problems)
     if "scheduled_start" in fields:

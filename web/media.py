@@ -239,7 +239,9 @@ async def broadcast_file(request: web.Request) -> web.StreamResponse:
         data = request.app[MANAGER].live_file(stream_id, broadcast_id, parts[0], parts[1])
         if data is not None and "Range" not in request.headers:
             return cors(web.Response(body=data, headers={"Content-Type": content_type, "Cache-Control": cache}))
-    key = f"media/{stream_id}/{broadcast_id}/{tail}"
+    # A re-air (mediaserver/simulated_live.py) may serve another stream's recording under this stream's URLs.
+    live = request.app[MANAGER].broadcasts.get(stream_id)
+    key = f"{live.key_prefix}/{tail}" if live is not None and live.id == broadcast_id else f"media/{stream_id}/{broadcast_id}/{tail}"
     try:
         path = request.app[STORE].local_path(key)
     except InvalidKeyError:

@@ -56,6 +56,11 @@ FLAG_DESCRIPTIONS["library_auto_publish"] = (
     "(/library/{org_slug}, its feeds and podcast) with the stream's title and date; only a PUBLIC stream "
     "without a password is published")
 
+SIMULATED_RECORDING_ID = {
+    "type": ["string", "null"], "minLength": 1, "maxLength": 64,
+    "description": "simulated live: re-air this READY recording (of any stream of the organization) at scheduled_start "
+                   "instead of waiting for an encoder; null stops it (mediaserver/simulated_live.py)"}
+
 EDITABLE_STREAM_FIELDS: dict[str, Any] = {
     "title": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK},
     "slug": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,79}$",
@@ -105,6 +110,8 @@ STREAM = {
         "actual_start": NULLABLE_ISO, "actual_end": NULLABLE_ISO,
         "error": {"type": ["string", "null"]},
         "series_id": {"type": ["string", "null"]},
+        "simulated_recording_id": {"type": ["string", "null"], "description": "the recording this stream re-airs "
+                                   "at scheduled_start (simulated live), if any"},
         "rtmps_url": {"type": ["string", "null"], "description": "RTMP over TLS (the same stream key), when the server "
                       "has a certificate (server.tls_cert/tls_key; port server.rtmps_port); null otherwise"},
         "renditions": {"type": "array", "description": "while live: the renditions made now, tallest first; "
@@ -260,12 +267,13 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["title"], "properties": EDITABLE_STREAM_FIELDS, "additionalProperties": False,
     },
     "StreamUpdate": {
-        "type": "object", "minProperties": 1, "properties": EDITABLE_STREAM_FIELDS, "additionalProperties": False,
+        "type": "object", "minProperties": 1, "additionalProperties": False,
+        "properties": {**EDITABLE_STREAM_FIELDS, "simulated_recording_id": SIMULATED_RECORDING_ID},
     },
     "SimulatedLive": {
         "type": "object", "required": ["recording_id", "air_at"],
         "properties": {"recording_id": {"type": "string", "minLength": 1, "maxLength": 64,
-                                        "description": "a READY recording of this stream"},
+                                        "description": "a READY recording of a stream of this organization"},
                        "air_at": {**DATE_TIME_INPUT, "type": "string", "description": "when it goes live (re-aired in real time)"}},
         "additionalProperties": False,
     },
@@ -287,6 +295,7 @@ SCHEMAS: dict[str, Any] = {
             **{k: v for k, v in EDITABLE_STREAM_FIELDS.items()
                if k in ("description", "visibility", "chat_enabled", "reactions_enabled", "giving_enabled",
                         "dvr_enabled", "low_latency", "recording_enabled", "auto_publish")},
+            "simulated_recording_id": SIMULATED_RECORDING_ID,
         },
         "additionalProperties": False,
     },

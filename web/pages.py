@@ -54,6 +54,7 @@ async def player_page(request: web.Request, template_name: str, *, chat: bool) -
     if caller.playback_token:
         playback_url += f"?token={quote(caller.playback_token, safe='')}"
     mp4 = False
+    recording = None
     if decision.allowed and row["status"] in ("ENDED", "FAILED") and not request.app[MANAGER].has_broadcast(row["id"]):
         recording = await asyncio.to_thread(request.app[DB].latest_recording, row["id"])
         if recording is not None and plays_as_mp4(recording):
@@ -84,6 +85,8 @@ async def player_page(request: web.Request, template_name: str, *, chat: bool) -
             "status": row["status"],
             "mp4": mp4,
         }
+        if recording is not None and not request.app[MANAGER].previewing(row["id"], recording["broadcast_id"]):
+            config.update(recording_extras(row["id"], recording, caller.playback_token))
     else:
         # Nothing about a private stream but that it exists and whether a password opens it.
         config = {
@@ -100,12 +103,23 @@ async def player_page(request: web.Request, template_name: str, *, chat: bool) -
             .replace("__GOLIVE_URL__", f"/golive/{quote(row['id'], safe='')}")
             .replace("<!--BRAND_STYLE-->", brand.style_element(), 1)
             # The org's poster before playback: in the markup, so it shows before any script has run.
-            .replace(' poster=""', f' poster="{html.escape(brand.poster_url, quote=True)}"' if brand.poster_url else "", 1))
+            .replace(' poster=""', f' poster="{html.escape(brand.poster_url or config.get("poster_url") or "", quote=True)}"'
+                     if brand.poster_url or config.get("poster_url") else "", 1))
     response = web.Response(text=page, content_type="text/html", status=200)
     response.headers["Cache-Control"] = "private, no-cache" if not access_policy(request).listed(row) else "no-cache"
     response.headers["Referrer-Policy"] = "no-referrer"  # a token in this page's URL must not leak to links
     ensure_viewer_cookie(request, response)
     return response, org
+
+
+def recording_extras(stream_id: str, recording: dict[str, Any], token: str | None) -> dict[str, str]:
+    """What the player and the room need to play a recording with its pictures (packager/thumbnails.py: poster,
+    storyboard previews) and its chat replay (web/replay_api.py); a private stream's token rides along."""
+    query = f"?token={quote(token, safe='')}" if token else ""
+    prefix = f"/hls/{quote(stream_id, safe='')}/{quote(recording['broadcast_id'], safe='')}"
+    return {"poster_url": f"{prefix}/poster.jpg{query}", "storyboard_url": f"{prefix}/storyboard.vtt{query}",
+            "chat_replay_url": f"/api/streams/{quote(stream_id, safe='')}/recordings/"
+                               f"{quote(recording['id'], safe='')}/chat-replay{query}"}
 
 
 async def golive(request: web.Request) -> web.Response:

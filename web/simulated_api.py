@@ -1,17 +1,17 @@
 """Simulated live API: schedule a stream's recording to re-air as a live service (mediaserver/simulated_live.py).
 
-POST /api/streams/{id}/simulated-live {"recording_id", "air_at"} schedules it; DELETE cancels one not yet on air.
+POST /api/streams/{id}/simulated-live {"recording_id", "air_at"} schedules it (a READY recording of any stream of
+the same organization); DELETE cancels one not yet on air. PATCH /api/streams/{id} with simulated_recording_id +
+scheduled_start, or a series template's simulated_recording_id, sets one too (stored on the row; see sync).
 """
 from __future__ import annotations
-
-import asyncio
 
 from aiohttp import web
 
 from mediaserver.simulated_live import ReairRefused, SimulatedLive
 from web.api import find_stream, parse_time, read_json, respond_stream
 from web.auth import error
-from web.keys import DB, MANAGER
+from web.keys import MANAGER
 
 SIMULATED = web.AppKey("simulated_live", SimulatedLive)
 
@@ -30,8 +30,6 @@ async def schedule_reair(request: web.Request) -> web.Response:
     except ReairRefused as exc:
         status = 404 if "not found" in str(exc) else 409
         return error(status, str(exc), {"recording_id": body["recording_id"]})
-    if row["status"] in ("ENDED", "FAILED"):  # a past service airs again: it is upcoming until the air time
-        await asyncio.to_thread(request.app[DB].transition, row["id"], ("ENDED", "FAILED"), "SCHEDULED")
     return await respond_stream(request, row["id"])
 
 
@@ -45,9 +43,13 @@ async def cancel_reair(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app[SIMULATED] = SimulatedLive(app[MANAGER])
 
+    async def start(app: web.Application) -> None:
+        await app[SIMULATED].start()
+
     async def close(app: web.Application) -> None:
         await app[SIMULATED].close()
 
+    app.on_startup.append(start)
     app.on_shutdown.append(close)
     app.router.add_post("/api/streams/{stream_id}/simulated-live", schedule_reair)
     app.router.add_delete("/api/streams/{stream_id}/simulated-live", cancel_reair)

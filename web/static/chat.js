@@ -105,6 +105,114 @@
     return node;
   };
 
+  const MESSAGE_LABELS = { PRAYER_REQUEST: ["pray", "Prayer request"], QUESTION: ["question", "Question"],
+                           ANNOUNCEMENT: ["megaphone", "Announcement"] };
+
+  function messageItem(m) {
+    const item = el("li", { class: `msg type-${m.type.toLowerCase()}`, "data-id": m.id });
+    const who = el("span", { class: `author role-${m.role}` }, m.author);
+    const body = el("span", { class: "text" }, " ");
+    const label = MESSAGE_LABELS[m.type];
+    if (label) body.append(icon(label[0], label[1]), " ");
+    body.append(m.text);  // a string appends as a text node, never as markup
+    item.append(who, body);
+    return item;
+  }
+
+  // ---- replay: a recording plays with the chat it had ----------------------------------------------
+  // web/replay_api.py gives every message and reaction its place on the recording's own timeline (media_time);
+  // the list shows what playback has reached: seeking back rebuilds it up to the new time. No socket: the
+  // room of an ended broadcast is closed, and nothing said now belongs to the replay.
+  const REPLAY_KEEP = 200;        // messages kept in the list, as in the live room
+  const REACTION_RECENT = 2;      // seconds: reactions further behind the playhead than this don't float
+  const REPLAY_TICK_MS = 250;     // timeupdate comes about every 250 ms; a tick as well, for seeks while paused
+
+  function replayRoom() {
+    root.replaceChildren();
+    root.classList.add("replay");
+    root.setAttribute("aria-label", "Chat replay");
+    const header = el("div", { class: "room-header" });
+    header.append(el("strong", {}, "Chat replay"));
+    const list = el("ol", { id: "messages", class: "messages", "aria-live": "polite" });
+    const note = el("div", { id: "chat-error", class: "chat-error", role: "status" }, "");
+    root.append(header, list, note);
+    const stage = document.querySelector(".stage") || document.body;
+    const floats = el("div", { class: "floats", "aria-hidden": "true" });
+    stage.append(floats);
+    const video = document.getElementById("video");
+    let items = [], shown = 0;
+
+    const now = () => (window.player && window.player.mediaTime ? window.player.mediaTime() : video.currentTime);
+
+    function float(type, count) {
+      const name = REACTIONS[type] || "love";
+      for (let i = 0; i < Math.min(count, 8); i++) {
+        const f = el("span", { class: `float reaction-${name}` });
+        f.append(icon(name));
+        f.style.left = `${10 + Math.random() * 80}%`;
+        floats.append(f);
+        setTimeout(() => f.remove(), 2500);
+      }
+    }
+
+    // Show items[from..to) (playback reached them); `playing`: reached by playing on, not by a jump.
+    function reveal(from, to, t, playing) {
+      const nodes = [];
+      for (let i = from; i < to; i++) {
+        const item = items[i];
+        if (item.kind === "reaction") {
+          if (playing && t - item.media_time <= REACTION_RECENT) float(item.type, item.count || 1);
+        } else {
+          nodes.push(messageItem(item));
+        }
+      }
+      list.append(...nodes.slice(-REPLAY_KEEP));
+      while (list.children.length > REPLAY_KEEP) list.firstChild.remove();
+      if (nodes.length) list.scrollTop = list.scrollHeight;
+    }
+
+    function sync() {
+      const t = now();
+      let reached = shown;
+      while (reached < items.length && items[reached].media_time <= t) reached++;
+      while (reached > 0 && items[reached - 1].media_time > t) reached--;
+      if (reached < shown) {  // sought back: start the list again from the beginning
+        list.replaceChildren();
+        shown = 0;
+      }
+      if (reached > shown) reveal(shown, reached, t, !video.seeking && reached - shown <= 3);
+      shown = reached;
+      root.dataset.shown = String(shown);
+    }
+
+    async function load() {
+      try {
+        const reply = await fetch(cfg.chat_replay_url, { credentials: "same-origin" });
+        if (!reply.ok) throw new Error(String(reply.status));
+        const body = await reply.json();
+        // Hidden by a moderator: a staff caller gets them flagged; a replay never shows them.
+        items = (body.items || []).filter((item) => !item.hidden)
+          .sort((a, b) => a.media_time - b.media_time);
+        if (!items.some((item) => item.kind !== "reaction")) note.textContent = "No chat during this broadcast.";
+        root.dataset.replay = "ready";
+        sync();
+      } catch (_) {
+        note.textContent = "The chat of this recording is not available.";
+        root.dataset.replay = "failed";
+      }
+    }
+
+    for (const name of ["timeupdate", "seeking", "seeked", "play"]) video.addEventListener(name, sync);
+    setInterval(sync, REPLAY_TICK_MS);
+    window.room = { replay: true, sync };
+    load();
+  }
+
+  if (cfg.chat_replay_url && (cfg.status === "ENDED" || cfg.status === "FAILED")) {
+    replayRoom();
+    return;
+  }
+
   root.replaceChildren();
   const header = el("div", { class: "room-header" });
   const viewers = el("span", { id: "viewer-count", class: "viewer-count" }, "");
@@ -156,18 +264,8 @@
   // The browser's viewer token lives in the ms_viewer cookie; kept here too for when cookies are blocked.
   const VIEWER_KEY = "chat-viewer";
 
-  const MESSAGE_LABELS = { PRAYER_REQUEST: ["pray", "Prayer request"], QUESTION: ["question", "Question"],
-                           ANNOUNCEMENT: ["megaphone", "Announcement"] };
-
   function addMessage(m) {
-    const item = el("li", { class: `msg type-${m.type.toLowerCase()}`, "data-id": m.id });
-    const who = el("span", { class: `author role-${m.role}` }, m.author);
-    const body = el("span", { class: "text" }, " ");
-    const label = MESSAGE_LABELS[m.type];
-    if (label) body.append(icon(label[0], label[1]), " ");
-    body.append(m.text);  // a string appends as a text node, never as markup
-    item.append(who, body);
-    list.append(item);
+    list.append(messageItem(m));
     while (list.children.length > 200) list.firstChild.remove();
     list.scrollTop = list.scrollHeight;
   }

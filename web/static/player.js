@@ -319,7 +319,7 @@
     render();
     if (cfg.mp4) {
       // A recording kept as its MP4 only (retention dropped its HLS segments): the browser plays it natively.
-      window.player = { hls: null, video };
+      window.player = { hls: null, video, mediaTime };
       quality.disabled = true;
       video.addEventListener("error", () => setStatus("This recording is no longer available."), { once: true });
       video.src = cfg.playback_url;
@@ -342,7 +342,7 @@
       edgeOffsets = [];
       // For tests: hls.js itself, the video, and whether the start (not played yet, or settling onto the live
       // point) or a "Go live" is still under way.
-      window.player = { hls, video, settling: () => !playedOnce || settleUntil > performance.now() };
+      window.player = { hls, video, mediaTime, settling: () => !playedOnce || settleUntil > performance.now() };
       hls.on(Hls.Events.MANIFEST_PARSED, () => { setStatus(""); buildQualityMenu(); tryPlay(); });
       hls.on(Hls.Events.LEVEL_LOADED, (_event, data) => {
         lastDetails = data.details;
@@ -357,7 +357,7 @@
       hls.loadSource(cfg.playback_url);
       hls.attachMedia(video);
     } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
-      window.player = { hls: null, video };
+      window.player = { hls: null, video, mediaTime };
       quality.disabled = true;  // Safari picks the rendition itself
       video.addEventListener("error", () => scheduleRetry(OFFLINE), { once: true });
       video.src = cfg.playback_url;
@@ -380,6 +380,113 @@
     }
     video.currentTime = target;
   }
+
+  // ---- storyboard previews (recordings) -------------------------------------------------------------
+  // packager/thumbnails.py writes a sprite sheet and a WebVTT storyboard whose cues say, per stretch of media
+  // time, which tile of the sheet shows it ("sprite.jpg#xywh=x,y,w,h"). Hovering or dragging the bar shows that
+  // tile with the time under it; keyboard users keep the bar's own time label (aria-valuetext).
+
+  // Media time (seconds from the recording's start) at the playhead: what the storyboard and the chat replay use.
+  function mediaTime() {
+    const range = windowRange();
+    return Math.max(0, video.currentTime - (range ? range.start : 0));
+  }
+
+  function vttSeconds(stamp) {
+    const parts = stamp.split(":").map(Number);
+    return parts.reduce((total, part) => total * 60 + part, 0);
+  }
+
+  // Cues of a storyboard: [{start, end, url, x, y, w, h}], the image URL resolved against the VTT's own (and
+  // given the VTT's token, so a private recording's sheet loads too).
+  function parseStoryboard(text, base) {
+    const cues = [];
+    const baseUrl = new URL(base, location.href);
+    const lines = text.replace(/\r/g, "").split("\n");
+    for (let i = 0; i < lines.length - 1; i++) {
+      const m = /^\s*(\S+)\s+-->\s+(\S+)/.exec(lines[i]);
+      const target = /^(.*)#xywh=(\d+),(\d+),(\d+),(\d+)\s*$/.exec(lines[i + 1] || "");
+      if (!m || !target) continue;
+      const url = new URL(target[1], baseUrl);
+      const token = baseUrl.searchParams.get("token");
+      if (token && !url.searchParams.has("token")) url.searchParams.set("token", token);
+      cues.push({ start: vttSeconds(m[1]), end: vttSeconds(m[2]), url: url.href,
+                  x: +target[2], y: +target[3], w: +target[4], h: +target[5] });
+    }
+    return cues;
+  }
+
+  let storyboard = [];
+  const seekRow = seek.parentElement;
+  const preview = document.createElement("div");
+  preview.className = "storyboard";
+  preview.setAttribute("aria-hidden", "true");  // the time is already the bar's aria-valuetext
+  preview.hidden = true;
+  const previewImage = document.createElement("div");
+  previewImage.className = "storyboard-image";
+  const previewTime = document.createElement("div");
+  previewTime.className = "storyboard-time";
+  preview.append(previewImage, previewTime);
+  // Styled here: the tooltip belongs to this script (no stylesheet of its own to keep in step).
+  Object.assign(preview.style, { position: "absolute", bottom: "100%", zIndex: "3", pointerEvents: "none",
+    background: "#000", border: "1px solid rgba(255,255,255,.6)", borderRadius: "4px", padding: "0",
+    boxShadow: "0 2px 8px rgba(0,0,0,.6)", transform: "translateX(-50%)" });
+  Object.assign(previewImage.style, { backgroundRepeat: "no-repeat", display: "block" });
+  Object.assign(previewTime.style, { textAlign: "center", font: "12px/1.6 system-ui, sans-serif", color: "#fff",
+    fontVariantNumeric: "tabular-nums" });
+  seekRow.style.position = "relative";
+  seekRow.append(preview);
+
+  async function loadStoryboard() {
+    if (!cfg.storyboard_url) return;
+    try {
+      const reply = await fetch(cfg.storyboard_url);
+      if (!reply.ok) return;  // not written (yet): the bar works without pictures
+      storyboard = parseStoryboard(await reply.text(), cfg.storyboard_url);
+      preview.dataset.cues = String(storyboard.length);
+      for (const url of new Set(storyboard.map((c) => c.url))) new Image().src = url;  // ready before the hover
+    } catch (_) { /* no previews */ }
+  }
+
+  function cueAt(seconds) {
+    for (const cue of storyboard) if (seconds >= cue.start && seconds < cue.end) return cue;
+    const last = storyboard[storyboard.length - 1];
+    return last && seconds >= last.end ? last : null;
+  }
+
+  // Show the tile for bar value `value` at horizontal pixel `left` inside the seek row.
+  function showPreview(value, left) {
+    const range = windowRange();
+    if (!storyboard.length || !range || isLive()) { preview.hidden = true; return; }
+    const seconds = Math.max(0, value - range.start);
+    const cue = cueAt(seconds);
+    if (!cue) { preview.hidden = true; return; }
+    Object.assign(previewImage.style, { width: `${cue.w}px`, height: `${cue.h}px`,
+      backgroundImage: `url("${cue.url.replace(/"/g, "%22")}")`, backgroundPosition: `-${cue.x}px -${cue.y}px` });
+    previewTime.textContent = clock(seconds);
+    const rowWidth = seekRow.clientWidth;
+    const half = cue.w / 2 + 1;
+    preview.style.left = `${Math.min(Math.max(left, half), Math.max(half, rowWidth - half))}px`;
+    preview.dataset.start = String(cue.start);
+    preview.hidden = false;
+  }
+
+  // The bar value under the pointer, the bar's width mapped onto its range (dragging moves the pointer too, so
+  // this also follows a drag; keys move the thumb without a preview).
+  function valueAtPointer(event) {
+    const rect = seek.getBoundingClientRect();
+    const fraction = rect.width ? Math.min(1, Math.max(0, (event.clientX - rect.left) / rect.width)) : 0;
+    const min = Number(seek.min), max = Number(seek.max);
+    return { value: min + fraction * (max - min), left: event.clientX - seekRow.getBoundingClientRect().left };
+  }
+
+  seek.addEventListener("pointermove", (event) => {
+    if (seek.disabled) return;
+    const { value, left } = valueAtPointer(event);
+    showPreview(value, left);
+  });
+  seek.addEventListener("pointerleave", () => { if (!dragging) preview.hidden = true; });
+  seek.addEventListener("change", () => { preview.hidden = true; });
 
   // ---- wiring ---------------------------------------------------------------------------------------
 
@@ -454,5 +561,6 @@
     }
   } else {
     start();
+    loadStoryboard();
   }
 })();
