@@ -62,6 +62,17 @@ class SourceMetadata:
 
 MediaItem = Union[TrackInfo, AccessUnit, SourceMetadata]
 
+# A SourceMetadata with only this key is not the encoder's: the session's wall-clock time (unix seconds) when the
+# next access unit arrived, so the worker dates segments from arrival rather than from when it got to them.
+ARRIVAL_CLOCK = "_arrival_clock"
+
+
+def arrival_clock(item: MediaItem) -> float | None:
+    if isinstance(item, SourceMetadata) and ARRIVAL_CLOCK in item.values:
+        value = item.values[ARRIVAL_CLOCK]
+        return float(value) if isinstance(value, (int, float)) else None
+    return None
+
 
 class Publisher(Protocol):
     """What the session gives an ingest connection whose stream key was accepted (mediaserver/sessions.py).

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ingest.media import (
-    AccessUnit, MediaItem, PublishRefused, SourceMetadata, StreamBusy, StreamUnavailable, TrackInfo, UnknownKey, encode_item,
+    ARRIVAL_CLOCK, AccessUnit, MediaItem, PublishRefused, SourceMetadata, StreamBusy, StreamUnavailable, TrackInfo, UnknownKey, encode_item,
 )
 from mediaserver.config import Config
 from mediaserver.db import Database
@@ -44,6 +44,8 @@ from transcode.job import RenditionSpec, TranscodeJob, WorkerEvent
 from transcode.process import WorkerGone, WorkerProcess
 
 log = logging.getLogger(__name__)
+# How often the worker is told when media arrived: it dates segments from that (transcode/worker.py _pdt).
+CLOCK_EVERY = 0.25
 
 MEDIA_ROOT = "media"
 # Seconds a publish waits for the same key's previous connection to finish closing (its worker flushing
@@ -169,6 +171,7 @@ class PublishConnection:
         # Replayed into a restarted worker: each track's parameters and the encoder's metadata.
         self._tracks: dict[str, TrackInfo] = {}
         self._metadata: SourceMetadata | None = None
+        self._stamped_at = 0.0  # when the worker was last told an arrival time
         self._await_keyframe = False
         self.health = IngestHealth(protocol, peer, time.monotonic())
 
@@ -192,6 +195,9 @@ class PublishConnection:
             self._await_keyframe = False
         assert self.worker is not None
         try:
+            if isinstance(item, AccessUnit) and (now := time.time()) - self._stamped_at >= CLOCK_EVERY:
+                self._stamped_at = now
+                await self.worker.write(encode_item(SourceMetadata({ARRIVAL_CLOCK: now})))
             await self.worker.write(encode_item(item))
         except WorkerGone as exc:
             await self._worker_died(str(exc))

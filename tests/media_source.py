@@ -409,11 +409,12 @@ def decode(data: bytes, keep_frames: bool = False) -> Decoded:
 
 def run_worker(flv: bytes, tmp_path: Path, *, renditions: "list[Any] | None" = None,
                segment_duration: float = 1.0, time_offset: float = 0.0, audio_sample_rate: int = 48_000,
-               chunk: int = 65536, **pipeline_options: Any) -> WorkerRun:
+               chunk: int = 65536, items: bytes | None = None, **pipeline_options: Any) -> WorkerRun:
+    """The worker run on this FLV's item stream (or on `items`, an item stream made by the test)."""
     from transcode.job import RenditionSpec, TranscodeJob, split_events
     from transcode.worker import EventWriter, Worker
 
-    stream = item_stream(flv)
+    stream = item_stream(flv) if items is None else items
 
     job = TranscodeJob(
         stream_id="test", store_root=str(tmp_path / "store"), key_prefix="media/s/b",

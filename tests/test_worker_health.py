@@ -17,7 +17,8 @@ import pytest
 from ingest.media import AccessUnit, TrackInfo
 from mediaserver.config import Rendition
 from mediaserver.ingest_health import IngestHealth
-from tests.media_source import _frame_image, flv_items, flv_tags, item_stream, start_publisher
+from tests import media_source
+from tests.media_source import _frame_image, encode_flv, flv_items, flv_tags, item_stream, start_publisher
 from tests.server_fixture import run_server, small_config
 from tests.test_broadcast import stream_status, wait_for
 from tests.test_metrics import scrape
@@ -234,3 +235,26 @@ def test_stream_api_and_metrics_show_the_workers_measurements(tmp_path: Path) ->
         publisher.join(30)
     finally:
         server.stop()
+
+
+def test_segments_are_dated_from_when_the_server_received_the_media(tmp_path: Path) -> None:
+    """The session stamps the arrival time into the item stream; a worker that gets to the media late (started
+    slowly, a busy machine) still dates each segment from when its media arrived, not from when it read it."""
+    from ingest.media import ARRIVAL_CLOCK, AccessUnit, SourceMetadata, encode_item
+
+    arrived_at = time.time() - 100.0  # the media came in 100 s ago, at real-time pace; the worker reads it now
+    stream = b""
+    for item in flv_items(flv_tags(encode_flv(seconds=3, gop_seconds=1.0))):
+        if isinstance(item, AccessUnit):
+            stream += encode_item(SourceMetadata({ARRIVAL_CLOCK: arrived_at + item.dts_ms / 1000}))
+        stream += encode_item(item)
+    run = media_source.run_worker(b"", tmp_path, items=stream)
+    assert run.code == 0, run.of("error")
+    segments = run.segments("180p")
+    assert len(segments) >= 2
+    for segment in segments:
+        # The segment's first frame arrived at arrived_at + its media time (the source starts at 0).
+        assert segment["pdt"] == pytest.approx(arrived_at + segment["start"], abs=0.05), segment
+    # Without stamps the read time stands in: the same media is dated now, 100 s later.
+    unstamped = media_source.run_worker(encode_flv(seconds=3, gop_seconds=1.0), tmp_path / "plain")
+    assert unstamped.segments("180p")[0]["pdt"] > arrived_at + 90

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import IO
 
-from ingest.media import ItemReader, MediaWireError
+from ingest.media import AccessUnit, ItemReader, MediaWireError, arrival_clock
 from packager.segmenter import Output, Part, Segment
 from storage.local import LocalStore
 from storage.store import StorageError, StorageFullError
@@ -170,6 +170,7 @@ class Worker:
 
     def run(self, source: IO[bytes]) -> int:
         reader = ItemReader()
+        arrived: float | None = None
         try:
             while True:
                 chunk = source.read1(65536) if hasattr(source, "read1") else source.read(65536)
@@ -179,7 +180,14 @@ class Worker:
                 if self._first_read is None:
                     self._first_read = read_at
                 for item in reader.feed(chunk):
+                    if (stamp := arrival_clock(item)) is not None:
+                        arrived = stamp  # the server's arrival time of the access unit that follows
+                        continue
                     self.pipeline.on_item(item)
+                    if arrived is not None and isinstance(item, AccessUnit):
+                        self._note_read(arrived)
+                        arrived = None
+                # Without stamps (a bare item stream) the read time stands in: later, so never the minimum else.
                 self._note_read(read_at)
                 self._maybe_send_stats()
                 failure = self.pipeline.failed()
