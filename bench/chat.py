@@ -7,9 +7,12 @@ per-viewer and per-address limits (5 and 200 messages / 10 s by default) would t
 sending many messages, so the server is started with a config raising `[chat] messages_per_viewer` and
 `messages_per_address` to fit the rate; the organization gets a blocked-word list and the link filter on,
 as a church would set them. Prints delivery latency p50/p99 (send to receive, same machine clock) for
-staff and guest messages, what the senders were told (errors, held messages) and the server's CPU use.
-The server runs as its own process (`mediaserver serve`); viewers are spread over client processes.
-No pass/fail: figures only. Usage: python bench/chat.py --viewers 1000 --rate 50 --seconds 20
+staff and guest messages, what the senders were told (errors, held messages) and the server's CPU use:
+CPU seconds per delivered frame and delivered frames per second per server core (the CPU of every server
+process, read from /proc: with `--workers N` the origin and its web workers together).
+The server runs as its own process(es) (`mediaserver serve [--workers N]`); viewers are spread over client
+processes. `--workers` above 1 needs Redis: `--redis URL`, or the bench starts a throwaway redis-server.
+No pass/fail: figures only. Usage: python bench/chat.py --viewers 1000 --rate 50 --seconds 20 [--workers 2]
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import collections
 import json
 import multiprocessing
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -36,9 +40,57 @@ BLOCKED_WORDS = [f"blockedword{i}" for i in range(100)] + ["scam", "casino", "cr
 FILLER = "praying for everyone here this morning, thank you for the music"
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of one process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every process below it (the origin's web workers), from /proc."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            children[ppid].append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def tree_cpu(pids: list[int]) -> dict[int, tuple[float, float]]:
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = cpu_split(pid)
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def start_redis(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A throwaway redis-server on a free port, no persistence."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp, "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return process, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    process.terminate()
+    raise SystemExit("redis-server did not start")
 
 
 Latencies = dict[str, list[float]]  # "staff" / "guest" -> seconds from send to receive
@@ -154,6 +206,9 @@ def main() -> None:
                         help="staff senders (skip moderation)")
     parser.add_argument("--guest-senders", type=int, default=3, help="guest senders (moderated), one browser each")
     parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="server processes (`mediaserver serve --workers N`)")
+    parser.add_argument("--redis", default="", help="[cluster] redis_url for the server; with --workers above 1 "
+                        "and none given, a throwaway redis-server is started")
     args = parser.parse_args()
     if args.senders + args.guest_senders < 1:
         parser.error("need at least one sender")
@@ -161,13 +216,17 @@ def main() -> None:
     per_viewer, per_address = chat_limits(args.rate, args.guest_senders, args.senders + args.guest_senders)
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "bench-config.toml"
-        config.write_text(f"[chat]\nmessages_per_viewer = {per_viewer}\nmessages_per_address = {per_address}\n")
+        redis_url, redis = args.redis, None
+        if args.workers > 1 and not redis_url:
+            redis, redis_url = start_redis(tmp)
+        config.write_text(f"[chat]\nmessages_per_viewer = {per_viewer}\nmessages_per_address = {per_address}\n"
+                          + (f"[cluster]\nredis_url = {json.dumps(redis_url)}\n" if redis_url else ""))
         port = 18000 + os.getpid() % 1000
         env = {**os.environ, "MEDIASERVER_ADMIN_TOKEN": TOKEN}
         server = subprocess.Popen(
             [sys.executable, "-m", "mediaserver.cli", "serve", "--config", str(config),
              "--data-dir", str(Path(tmp) / "data"), "--http-port", str(port), "--rtmp-port", "0",
-             "--host", "127.0.0.1", "--log-level", "WARNING"],
+             "--host", "127.0.0.1", "--log-level", "WARNING", "--workers", str(args.workers)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
         try:
             base = f"http://127.0.0.1:{port}"
@@ -191,9 +250,16 @@ def main() -> None:
             for p in procs:
                 p.start()
             time.sleep(5 + args.viewers / 500)  # let everyone join
-            cpu0, t0 = cpu_seconds(server.pid), time.perf_counter()
+            cpu0, t0 = tree_cpu(process_tree(server.pid)), time.perf_counter()
+            redis0 = sum(cpu_split(redis.pid)) if redis is not None else 0.0
             sent, told = asyncio.run(send(url, args.rate, args.seconds, args.senders, args.guest_senders))
-            cpu = cpu_seconds(server.pid) - cpu0
+            cpu1 = tree_cpu(process_tree(server.pid))
+            # A process that started meanwhile (a restarted worker) counts from zero.
+            user = sum(u - cpu0.get(pid, (0.0, 0.0))[0] for pid, (u, _) in cpu1.items())
+            system = sum(k - cpu0.get(pid, (0.0, 0.0))[1] for pid, (_, k) in cpu1.items())
+            cpu = user + system
+            server_processes = len(cpu1)
+            redis_cpu = sum(cpu_split(redis.pid)) - redis0 if redis is not None else None
             wall = time.perf_counter() - t0  # the timed sending plus 2 s for the last answers
             latencies: Latencies = {"staff": [], "guest": []}
             for _ in procs:
@@ -204,6 +270,9 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(10)
+            if redis is not None:
+                redis.terminate()
+                redis.wait(10)
     viewers = per * args.client_processes
     print(f"{viewers} viewers, {sum(sent.values())} messages at {args.rate:g}/s over {args.seconds:g} s from "
           f"{args.senders} staff and {args.guest_senders} guest senders (in turn), "
@@ -219,7 +288,16 @@ def main() -> None:
     if len(latencies["staff"]) >= 2 and len(latencies["guest"]) >= 2:
         ratio = statistics.median(latencies["guest"]) / statistics.median(latencies["staff"])
         print(f"guest/staff latency, same run: p50 {ratio:.2f}x")
-    print(f"server CPU {cpu:.1f} s over {wall:.1f} s ({100 * cpu / wall:.0f} % of one core)")
+    print(f"server CPU {cpu:.1f} s (user {user:.1f} s, system {system:.1f} s) over {wall:.1f} s "
+          f"({100 * cpu / wall:.0f} % of one core), "
+          f"{server_processes} server process(es), --workers {args.workers}")
+    if redis_cpu is not None:
+        print(f"the bench's redis-server: CPU {redis_cpu:.1f} s (not in the server figures below)")
+    frames = sum(len(v) for v in latencies.values())  # chat messages delivered to the viewers
+    if frames and cpu > 0:
+        print(f"server CPU per delivered frame {1e6 * cpu / frames:.1f} us; "
+              f"delivered frames per second per server core {frames / cpu:,.0f} "
+              f"({frames} frames, {frames / wall:,.0f} /s wall)")
 
 
 def api(base: str, method: str, path: str, body: dict[str, object]) -> dict[str, object]:

@@ -7,6 +7,7 @@ broadcast began: an encoder that drops and reconnects leaves a gap in wall time 
 from __future__ import annotations
 
 import bisect
+import json
 import sqlite3
 import threading
 import time
@@ -66,10 +67,32 @@ def load_timeline(store: LocalStore, key_prefix: str) -> Timeline:
     return Timeline.of(rungs[0].entries) if rungs else Timeline([], [], [])
 
 
+def _card(raw: Any) -> dict[str, str] | None:
+    """An announcement's stored card ({title, text, url} strings), or None (none, or not one we wrote)."""
+    if not raw:
+        return None
+    try:
+        card = json.loads(raw)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(card, dict):
+        return None
+    kept = {k: card[k] for k in ("title", "text", "url") if isinstance(card.get(k), str) and card[k]}
+    return kept or None
+
+
+def _kind(mtype: str, card: dict[str, str] | None) -> str:
+    """A giving moment is an announcement sent with a card (the moderation page's "Send giving moment")."""
+    if mtype != "ANNOUNCEMENT":
+        return "message"
+    return "giving" if card is not None else "announcement"
+
+
 def replay_items(timeline: Timeline, messages: list[dict[str, Any]], reactions: list[dict[str, Any]],
                  hidden: set[str], staff: bool) -> list[dict[str, Any]]:
     """What the replay shows, in media-time order. Viewers: approved messages not hidden and not for the prayer
-    team; staff: hidden ones too, flagged. Reactions are kept per minute, so they come at their minute's time."""
+    team; staff: hidden ones too, flagged. Announcements sent with a card are giving moments (kind "giving",
+    with the card). Reactions are kept per minute, so they come at their minute's time."""
     items: list[dict[str, Any]] = []
     for m in messages:
         wall = float(m.get("published_at") or m["created_at"])
@@ -78,10 +101,14 @@ def replay_items(timeline: Timeline, messages: list[dict[str, Any]], reactions: 
         is_hidden = m["id"] in hidden
         if not staff and (is_hidden or m.get("prayer_team_only")):
             continue
-        items.append({"kind": "announcement" if m["type"] == "ANNOUNCEMENT" else "message", "id": m["id"],
-                      "type": m["type"], "text": m["text"] or "", "author": m["author"] or "",
-                      "role": m["role"] or "viewer", "media_time": round(timeline.media_time(wall), 3),
-                      "at": wall, "hidden": is_hidden})
+        card = _card(m.get("card"))
+        item = {"kind": _kind(m["type"], card), "id": m["id"],
+                "type": m["type"], "text": m["text"] or "", "author": m["author"] or "",
+                "role": m["role"] or "viewer", "media_time": round(timeline.media_time(wall), 3),
+                "at": wall, "hidden": is_hidden}
+        if card is not None:
+            item["card"] = card
+        items.append(item)
     for r in reactions:
         wall = float(r["minute"])
         if timeline.covers(wall) or timeline.covers(wall + 59):

@@ -46,6 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server (HTTP + RTMP)")
     add_common(serve)
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="processes sharing the HTTP port (default 1); more than 1 needs [cluster] redis_url")
+    worker = sub.add_parser("web-worker", help="(started by `serve --workers N`) one web worker process")
+    add_common(worker)
+    worker.add_argument("--log-level", default="INFO")
+    worker.add_argument("--origin-socket", required=True)
+    worker.add_argument("--worker-index", type=int, default=1)
+    box = sub.add_parser("transcode-worker",
+                         help="run transcode jobs for a server on another host (docs/transcode-protocol.md)")
+    box.add_argument("--listen", required=True, help="HOST:PORT to accept servers on, e.g. 0.0.0.0:7500")
+    box.add_argument("--secret-file", required=True, help="file holding the secret shared with the servers")
+    box.add_argument("--scratch", default=None, help="working folder for jobs (default: a temporary folder)")
+    box.add_argument("--max-jobs", type=int, default=2, help="jobs (live connections) at a time (default 2)")
+    box.add_argument("--log-level", default="INFO")
     streams = sub.add_parser("streams", help="manage streams (through the running server)")
     streams_sub = streams.add_subparsers(dest="action", required=True)
     create = streams_sub.add_parser("create", help="create a stream and print its RTMP URL and key")
@@ -308,8 +322,40 @@ def cmd_series(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_transcode_worker(args: argparse.Namespace) -> int:
+    """A worker box: no config file, no database; the shared secret is the whole of its setup."""
+    import tempfile
+    from pathlib import Path
+
+    from transcode.remote_protocol import read_secret
+    from transcode.remote_server import WorkerBoxSettings, parse_listen, run_worker_box
+
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    try:
+        secret = read_secret(args.secret_file)
+        parse_listen(args.listen)
+    except ValueError as exc:
+        print(f"mediaserver transcode-worker: {exc}", file=sys.stderr)
+        return 2
+    if args.max_jobs < 1:
+        print("mediaserver transcode-worker: --max-jobs must be 1 or more", file=sys.stderr)
+        return 2
+    scratch = Path(args.scratch) if args.scratch else Path(tempfile.gettempdir()) / "mediaserver-transcode"
+    try:
+        asyncio.run(run_worker_box(args.listen, WorkerBoxSettings(secret, scratch, args.max_jobs)))
+    except OSError as exc:  # the port is taken, the scratch folder can't be made
+        print(f"mediaserver transcode-worker: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "transcode-worker":
+        return cmd_transcode_worker(args)
     try:
         config = resolve_config(args)
         config.validate()
@@ -335,6 +381,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     from mediaserver.server import serve_forever
 
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        print("mediaserver: --workers must be 1 or more", file=sys.stderr)
+        return 2
+    if workers > 1 and not config.cluster.redis_url:
+        print("mediaserver: --workers above 1 needs Redis for the chat rooms and events across processes: "
+              "set [cluster] redis_url in config.toml (e.g. \"redis://127.0.0.1:6379/0\")", file=sys.stderr)
+        return 2
     try:
         import uvloop
 
@@ -343,7 +397,12 @@ def main(argv: list[str] | None = None) -> int:
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         try:
-            runner.run(serve_forever(config))
+            if args.command == "web-worker":
+                from mediaserver.web_worker import serve_web_worker
+
+                runner.run(serve_web_worker(config, args.origin_socket, args.worker_index))
+            else:
+                runner.run(serve_forever(config, workers=workers, argv=list(argv if argv is not None else sys.argv[1:])))
         except ConfigError as exc:  # found only when starting, e.g. a certificate that can't be loaded
             print(f"mediaserver: config error: {exc}", file=sys.stderr)
             return 2

@@ -92,8 +92,8 @@ def make_clip_media(store: LocalStore, key_prefix: str, tracks: list[RenditionTr
     chosen = covering(track.entries, start, end)
     runs = []
     for init_uri, entries in periods(RenditionTrack(track.name, entries=chosen)):
-        runs.append((store.path_for(f"{key_prefix}/{init_uri}"),
-                     [store.path_for(f"{key_prefix}/{e.uri}") for e in entries], entries[0].start))
+        runs.append((store.ensure_local(f"{key_prefix}/{init_uri}"),
+                     [store.ensure_local(f"{key_prefix}/{e.uri}") for e in entries], entries[0].start))
     mp4_key = f"{key_prefix}/{clip['id']}.mp4"
     path = store.path_for(mp4_key)
     path.parent.mkdir(parents=True, exist_ok=True)

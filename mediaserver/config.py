@@ -127,6 +127,14 @@ class TranscodeConfig:
     top_rung: str = "auto"
     # A worker that dies is restarted this many times per connection before the stream is FAILED.
     max_restarts: int = 1
+    # Worker boxes running `mediaserver transcode-worker` ("host:port", taken in turn); empty: transcode here.
+    # See docs/transcode-protocol.md. remote_secret_file holds the secret the boxes share with this server.
+    remote_workers: list[str] = field(default_factory=list)
+    remote_secret_file: str = ""
+    # A box that can't be reached, refuses, or dies mid-broadcast: transcode here for the next connection or
+    # restart (and leave that box out for remote_cooldown seconds) instead of failing the stream.
+    remote_fallback_local: bool = True
+    remote_cooldown: float = 60.0
 
 
 @dataclass
@@ -138,6 +146,8 @@ class HlsConfig:
     live_edge_segments: int = 6
     # Low-Latency HLS (streams with low_latency on): the longest part, in seconds.
     part_target: float = 0.5
+    # Live storyboard (scrub previews on the DVR bar): one thumbnail every this many seconds of media.
+    storyboard_interval: float = 10.0
 
 
 @dataclass
@@ -170,12 +180,32 @@ class StorageConfig:
     keep_recordings_days: float = 0.0
     # Seconds between retention passes.
     retention_interval: float = 3600.0
+    # Where finished recordings live: "local" (the data folder) or "s3" (any S3-API store: AWS, MinIO, Ceph,
+    # Backblaze). Live work always stays on the local disk; with "s3" a recording moves to the bucket once
+    # its MP4, thumbnails and podcast audio are made (storage/tiered.py).
+    backend: str = "local"
+    s3_bucket: str = ""
+    s3_endpoint_url: str = ""        # empty for AWS; e.g. "http://minio.lan:9000" for MinIO
+    s3_region: str = ""              # empty: boto3's default (AWS_DEFAULT_REGION, ~/.aws/config)
+    s3_prefix: str = ""              # a folder inside the bucket for this server's keys
+    # Empty: boto3's own chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, instance role).
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    s3_keep_local: bool = False      # keep the local copy of a recording after it is stored in S3
+    s3_url_seconds: int = 300        # lifetime of the presigned URLs players are redirected to
 
 
 @dataclass
 class WebhooksConfig:
     # Deliveries to loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local (169.254/16, cloud
     # metadata) and multicast addresses are refused unless this is true (e.g. a receiver on the same LAN).
+    allow_private_networks: bool = False
+
+
+@dataclass
+class SimulcastConfig:
+    # Simulcast pushes to loopback, private, link-local and multicast addresses are refused (status FAILED)
+    # unless this is true (e.g. your own RTMP server on the same LAN).
     allow_private_networks: bool = False
 
 
@@ -215,6 +245,20 @@ class ConsoleConfig:
 
 
 @dataclass
+class ClusterConfig:
+    # Several server processes (or hosts) sharing chat and events through Redis, e.g. "redis://10.0.0.5:6379/0".
+    # Empty: one process, nothing shared, no Redis needed.
+    redis_url: str = ""
+    # This process's name in the cluster (logs, room ownership); empty: a random one at each start.
+    process_id: str = ""
+    # May this process own chat rooms (run their moderation, history and counts for every process)?
+    room_owner: bool = True
+    # A room's owner holds a lease this long and renews it this often; a dead owner is replaced after the lease.
+    lease_seconds: float = 5.0
+    renew_seconds: float = 1.5
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
@@ -226,10 +270,12 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    simulcast: SimulcastConfig = field(default_factory=SimulcastConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     @property
     def data_path(self) -> Path:
@@ -244,6 +290,8 @@ class Config:
             raise ConfigError(f"hls.segment_duration must be 0.5..12 s, got {self.hls.segment_duration}")
         if self.hls.dvr_window < 0:
             raise ConfigError(f"hls.dvr_window must be >= 0, got {self.hls.dvr_window}")
+        if self.hls.storyboard_interval < 1:
+            raise ConfigError(f"hls.storyboard_interval must be >= 1 s, got {self.hls.storyboard_interval}")
         if self.stream.reconnect_window < 0:
             raise ConfigError(f"stream.reconnect_window must be >= 0, got {self.stream.reconnect_window}")
         if self.storage.reserve_mb < 0:
@@ -253,6 +301,12 @@ class Config:
                 raise ConfigError(f"storage.{name} must be >= 0 (0 = forever), got {getattr(self.storage, name)}")
         if self.storage.retention_interval <= 0:
             raise ConfigError(f"storage.retention_interval must be > 0, got {self.storage.retention_interval}")
+        if self.storage.backend not in ("local", "s3"):
+            raise ConfigError(f'storage.backend must be "local" or "s3", got {self.storage.backend!r}')
+        if self.storage.backend == "s3" and not self.storage.s3_bucket:
+            raise ConfigError('storage.backend = "s3" needs storage.s3_bucket')
+        if not 10 <= self.storage.s3_url_seconds <= 7 * 86400:
+            raise ConfigError(f"storage.s3_url_seconds must be 10..604800, got {self.storage.s3_url_seconds}")
         if self.server.public_url:
             parts = urlsplit(self.server.public_url)
             if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
@@ -280,6 +334,14 @@ class Config:
             raise ConfigError("whip.max_sessions and whip.keyframe_interval must be >= 0")
         if not (0 < self.console.session_hours <= 24 * 30 and 0 < self.console.idle_minutes):
             raise ConfigError("console.session_hours must be in (0, 720] and console.idle_minutes > 0")
+        if not 0.2 <= self.cluster.renew_seconds < self.cluster.lease_seconds <= 600:
+            raise ConfigError("cluster.renew_seconds must be >= 0.2 and below cluster.lease_seconds (at most 600)")
+        for address in self.transcode.remote_workers:
+            host, sep, port = str(address).rpartition(":")
+            if not isinstance(address, str) or not sep or not host or not port.isdigit():
+                raise ConfigError(f"transcode.remote_workers: {address!r} is not host:port")
+        if self.transcode.remote_workers and not self.transcode.remote_secret_file:
+            raise ConfigError("transcode.remote_workers needs transcode.remote_secret_file (the shared secret)")
         if self.transcode.top_rung not in ("auto", "passthrough", "encode"):
             raise ConfigError(f'transcode.top_rung must be "auto", "passthrough" or "encode", '
                               f"got {self.transcode.top_rung!r}")

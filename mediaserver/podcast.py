@@ -4,6 +4,7 @@ iTunes tags. The feed text is sans-IO: plain functions over item dicts.
 """
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -18,6 +19,12 @@ import av
 ITUNES = "http://www.itunes.com/dtds/podcast-1.0.dtd"
 ARTWORK_SIZE = 1400
 AUDIO_NAME = "podcast.m4a"
+# An organization's contact e-mail (settings.contact_email): the HTML5 e-mail syntax, ASCII only (it goes into
+# the feed's XML as is), with a dot in the domain. web/openapi.py validates the setting with the same pattern.
+EMAIL_PATTERN = (r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                 r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+OWNER_EMAIL_WARNING = ("Apple Podcasts needs an owner e-mail in the podcast feed: set the organization's contact "
+                       "e-mail (settings.contact_email)")
 
 
 class NoAudio(Exception):
@@ -81,6 +88,17 @@ class Channel:
     category: str = "Religion & Spirituality"
     subcategory: str = "Christianity"
     owner_email: str = ""
+
+
+def owner_email(settings: dict[str, Any]) -> str:
+    """The organization's contact e-mail if it is a valid one, else "" (the feed then has no itunes:email)."""
+    value = settings.get("contact_email")
+    return value if isinstance(value, str) and re.fullmatch(EMAIL_PATTERN, value) else ""
+
+
+def podcast_warnings(settings: dict[str, Any]) -> list[str]:
+    """What the organization should fix for podcast directories to take its feed."""
+    return [] if owner_email(settings) else [OWNER_EMAIL_WARNING]
 
 
 def rfc2822(ts: float) -> str:

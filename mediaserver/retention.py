@@ -56,11 +56,10 @@ def delete_stream_media(db: Database, store: Store, stream_id: str) -> int:
 
 
 def drop_segments(db: Database, store: Store, row: dict[str, Any], now: float) -> int | None:
-    """Delete a finished recording's HLS segments and playlists, keeping its MP4. None if it has no MP4 on disk
-    (then the segments are all there is, and they stay)."""
+    """Delete a finished recording's HLS segments and playlists, keeping its MP4. None if it has no MP4 stored
+    (on disk or, with storage.backend "s3", in the bucket: then the segments are all there is, and they stay)."""
     mp4_key = row.get("mp4_key")
-    path = store.local_path(mp4_key) if mp4_key else None
-    if not mp4_key or path is None or not path.is_file():
+    if not mp4_key or not store.exists(mp4_key):
         return None
     freed = store.delete_prefix(recording_prefix(row), keep=(mp4_key,))
     db.update_recording(row["id"], size=0, **{SEGMENTS_DELETED: now})

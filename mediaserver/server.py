@@ -18,13 +18,16 @@ from mediaserver.config import Config, ConfigError
 from mediaserver.db import Database
 from mediaserver.chat.store import ChatStore
 from mediaserver.events import LocalEventBus
+from mediaserver.cluster.setup import Cluster
 from mediaserver.retention import RetentionTask
 from mediaserver.scheduler import Scheduler
 from mediaserver.webhook_bridge import WebhookBridge
 from mediaserver.webhooks import WebhookSender, WebhookStore
+from mediaserver.workers import WorkerPool, origin_socket_path, worker_command
 from mediaserver.sessions import StreamManager
 from mediaserver.srt_routes import SrtRouting, start_srt
-from storage.local import LocalStore
+from storage.tiered import TieredStore
+from mediaserver.recording_offload import RecordingOffloader, build_store
 from web.app import build_app
 from mediaserver.chat.hub import ChatHub
 from mediaserver.chat.protocol import ChatLimits
@@ -71,6 +74,8 @@ class RunningServer:
     https_port: int | None = None  # None: no certificate configured, HTTP only
     srt: SrtRouting | None = None  # None: SRT is off (config, or no libsrt in ffmpeg)
     analytics: AnalyticsSampler | None = None
+    cluster: Cluster | None = None  # [cluster] redis_url set: chat and events shared over Redis
+    offloader: RecordingOffloader | None = None  # storage.backend = "s3"
 
     @property
     def rtmp_port(self) -> int:
@@ -92,23 +97,33 @@ class RunningServer:
         if self.srt is not None:
             await self.srt.stop()
         await self.manager.shutdown()
+        if self.offloader is not None:
+            await self.offloader.stop()  # recordings the shutdown just finished go to S3 too
         await self.webhook_bridge.stop()
         await self.webhook_sender.stop()
         await self.runner.cleanup()
+        if self.cluster is not None:
+            await self.cluster.stop()
 
 
-async def start_server(config: Config) -> RunningServer:
+async def start_server(config: Config, *, origin_socket: str | None = None) -> RunningServer:
+    """origin_socket: with web workers (`serve --workers N`), the Unix socket they forward requests to; the
+    HTTP port is then shared with them (SO_REUSEPORT)."""
     tls = tls_context(config)  # a certificate that can't be loaded stops the start before anything listens
     config.data_path.mkdir(parents=True, exist_ok=True)
     db = Database(database_path(config))
-    store = LocalStore(config.data_path, int(config.storage.reserve_mb * 1024 * 1024))
-    bus = LocalEventBus()
+    store = await build_store(config)  # backend "s3": the bucket must answer before anything starts
+    cluster = await Cluster.connect(config.cluster) if config.cluster.redis_url else None
+    bus = cluster.bus if cluster is not None else LocalEventBus()
     # Webhooks first, so events from recovering an interrupted broadcast are delivered too.
     webhook_store = WebhookStore(database_path(config), allow_private_networks=config.webhooks.allow_private_networks)
     webhook_sender = WebhookSender(webhook_store, allow_private_networks=config.webhooks.allow_private_networks)
     webhook_bridge = WebhookBridge(db, webhook_store, webhook_sender, bus)
     await webhook_sender.start()
     await webhook_bridge.start()
+    offloader = RecordingOffloader(db, store, bus) if isinstance(store, TieredStore) else None
+    if offloader is not None:
+        await offloader.start_catch_up()  # recordings an earlier run could not move to S3
     manager = StreamManager(config, db, store, bus)
     await manager.recover()
     token = admin_token(config)
@@ -121,6 +136,8 @@ async def start_server(config: Config) -> RunningServer:
         messages_per_identity=(config.chat.messages_per_viewer, 10.0),
         messages_per_address=(config.chat.messages_per_address, 10.0),
         reactions_per_identity=(config.chat.reactions_per_viewer, 5.0)))
+    if cluster is not None:
+        await cluster.share_chat(chat, preferred_owner=origin_socket is not None)
     app = build_app(config, db, store, manager, token, webhook_store, chat)
     hls_viewers = HlsViewerTracker(config.analytics.hls_idle_seconds)
     analytics_api.install(app, analytics_store, hls_viewers)
@@ -128,8 +145,12 @@ async def start_server(config: Config) -> RunningServer:
     await analytics.start()
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.http_port)
+    site = web.TCPSite(runner, config.server.host, config.server.http_port, reuse_port=origin_socket is not None)
     await site.start()
+    if origin_socket is not None:
+        Path(origin_socket).unlink(missing_ok=True)
+        await web.UnixSite(runner, origin_socket).start()
+        os.chmod(origin_socket, 0o600)  # our workers only: the origin trusts what they say about the client
     http_port = runner.addresses[0][1] if runner.addresses else config.server.http_port
     https_port: int | None = None
     if tls is not None:
@@ -170,7 +191,8 @@ async def start_server(config: Config) -> RunningServer:
     retention = RetentionTask(config.storage, db, store)
     await retention.start()
     return RunningServer(config, db, manager, runner, rtmp, http_port, scheduler, chat, webhook_sender, webhook_bridge,
-                         retention, https_port, srt, analytics=analytics)
+                         retention, https_port, srt, analytics=analytics, offloader=offloader,
+                         cluster=cluster)
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
@@ -228,8 +250,15 @@ def banner(config: Config, server: RunningServer) -> str:
     return "\n".join(lines)
 
 
-async def serve_forever(config: Config) -> None:
-    server = await start_server(config)
+async def serve_forever(config: Config, *, workers: int = 1, argv: list[str] | None = None) -> None:
+    pool: WorkerPool | None = None
+    origin_socket = origin_socket_path(config.data_path) if workers > 1 else None
+    server = await start_server(config, origin_socket=origin_socket)
+    if origin_socket is not None:
+        http_port = config.server.http_port
+        pool = WorkerPool([worker_command(argv or [], origin_socket, http_port, i) for i in range(1, workers)])
+        await pool.start()
+        log.info("%d web workers share port %d with this origin process", workers - 1, http_port)
     print(banner(config, server), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -240,4 +269,6 @@ async def serve_forever(config: Config) -> None:
             pass
     await stop.wait()
     log.info("shutting down: ending live broadcasts and saving recordings")
+    if pool is not None:
+        await pool.stop()
     await server.stop()

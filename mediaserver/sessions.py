@@ -39,9 +39,13 @@ from packager.playlist import (
 )
 from packager.recording import complete_rungs, entry_from_event, load_index, mp4_source, write_mp4, write_vod
 from packager.thumbnails import write_thumbnails
+from packager.live_storyboard import LiveStoryboard
+from packager.playlist import SegmentEntry
+from mediaserver.live_storyboard import LiveTiler
 from storage.local import LocalStore
 from transcode.job import RenditionSpec, TranscodeJob, WorkerEvent
 from transcode.process import WorkerGone, WorkerProcess
+from transcode.remote_client import RemotePool, start_worker_process
 
 log = logging.getLogger(__name__)
 # How often the worker is told when media arrived: it dates segments from that (transcode/worker.py _pdt).
@@ -135,6 +139,7 @@ class Broadcast:
     modes: dict[str, tuple[bool, str]] = field(default_factory=dict)
     connections: int = 0  # encoder connections so far (reconnects = connections - 1)
     replay: bool = False  # a recording re-aired (mediaserver/simulated_live.py): its media is the recording's
+    tiler: LiveTiler | None = None  # the live storyboard of the DVR window (mediaserver/live_storyboard.py)
 
     @property
     def ended(self) -> bool:
@@ -246,9 +251,16 @@ class StreamManager:
         self.broadcasts: dict[str, Broadcast] = {}
         # Called with (stream_id, item) for every item an encoder sends (simulcast); must not block.
         self.media_taps: list[Callable[[str, MediaItem], None]] = []
+        # Called with (stream_id, rendition, height, bytes) for each rung's init segment (height set) and media
+        # segment (height None) as its worker reports it (simulcast of a chosen rendition); must not block.
+        self.rendition_taps: list[Callable[[str, str, int | None, bytes], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         # One claim at a time per stream: two publishes with one key can't both start a broadcast.
         self._claims: dict[str, tuple[asyncio.Lock, int]] = {}
+        # Worker boxes ([transcode] remote_workers), or None: every worker runs on this server.
+        self.remote_workers = RemotePool.from_settings(
+            config.transcode.remote_workers, config.transcode.remote_secret_file,
+            config.transcode.remote_fallback_local, config.transcode.remote_cooldown)
 
     # -- ingest side ---------------------------------------------------------------------------
     async def authorize(self, app: str, key: str, peer: str) -> PublishConnection:
@@ -372,9 +384,7 @@ class StreamManager:
         async def on_event(event: WorkerEvent) -> None:
             await self._on_worker_event(broadcast, period, event)
 
-        worker = WorkerProcess(job, on_event)
-        await worker.start()
-        return worker
+        return await start_worker_process(job, on_event, self.remote_workers)
 
     async def _on_worker_event(self, broadcast: Broadcast, period: int, event: WorkerEvent) -> None:
         data = event.data
@@ -391,6 +401,8 @@ class StreamManager:
             broadcast.modes[name] = (bool(data.get("passthrough")), str(data.get("note") or ""))
             if event.payload is not None:
                 broadcast.edge.rendition(name).add_init(str(data["init"]).rsplit("/", 1)[-1], event.payload)
+                for rendition_tap in self.rendition_taps:
+                    rendition_tap(broadcast.stream_id, name, int(data["height"]), event.payload)
         elif event.event == "part":
             broadcast.edge.rendition(str(data["rendition"])).add_part(LivePart(
                 int(data["sequence"]), int(data["index"]), float(data["duration"]), bool(data["independent"]),
@@ -404,6 +416,10 @@ class StreamManager:
                 broadcast.connection.health.on_segment(
                     track.name, time.time() - float(data["pdt"]) - float(data["duration"]))
             broadcast.edge.rendition(track.name).add_segment(entry.sequence, event.payload)
+            self._offer_tile(broadcast, track, entry, event.payload)
+            if event.payload is not None:
+                for rendition_tap in self.rendition_taps:
+                    rendition_tap(broadcast.stream_id, track.name, None, event.payload)
             await broadcast.edge.notify(track.name)
             if broadcast.status == "STARTING" and not broadcast.auto_publish:
                 broadcast.previewing = True
@@ -416,6 +432,15 @@ class StreamManager:
             self.bus.publish(Event("stream.warning", broadcast.stream_id, dict(data)))
         elif event.event == "error":
             log.error("stream %s: worker error: %s", broadcast.stream_id, data.get("message"))
+
+    def _offer_tile(self, broadcast: Broadcast, track: RenditionTrack, entry: SegmentEntry,
+                    segment: bytes | None) -> None:
+        """A thumbnail of the DVR window now and then (returns at once; the tile is made in a thread)."""
+        if broadcast.tiler is None:
+            broadcast.tiler = LiveTiler(LiveStoryboard(self.config.hls.storyboard_interval),
+                                        lambda rung: self.live_window_start(broadcast.stream_id, broadcast.id, rung))
+        init = broadcast.edge.rendition(track.name).inits.get(entry.init_uri.rsplit("/", 1)[-1])
+        broadcast.tiler.offer(broadcast.tracks, track, entry, segment, init, self.store, broadcast.key_prefix)
 
     async def _go_live(self, broadcast: Broadcast, started_at: float) -> None:
         broadcast.status = "LIVE"

@@ -11,6 +11,15 @@ and a series' template can carry it to every occurrence: `sync` arms every SCHED
 air time that passed while the server was down airs joined in progress, at the offset the wall clock says
 (as a live service would be), while the recording would still be airing; one whose recording would have
 ended is left to the scheduler's auto-cancel, like any service that never started.
+
+A server that died while a re-air was LIVE (the row still says LIVE; a re-air opens no broadcast row, so
+`StreamManager.recover` leaves it alone) resumes it at start-up as the same broadcast, dated from the same air
+time: the wall clock decides where viewers are, as if nothing had happened, and it ends at its scheduled end
+(at once, with stream.ended, if that passed while the server was down). stream.live is not sent again.
+
+A recording deleted, or whose media went missing on disk, is refused when the re-air is scheduled through
+the API (`media_problem`); if that happens after scheduling, the stream turns FAILED at the air time with the
+reason in its `error` (and stream.failed), and a log line; the server carries on.
 """
 from __future__ import annotations
 
@@ -26,6 +35,7 @@ from mediaserver.events import Event
 from mediaserver.sessions import Broadcast, BroadcastSettings, StreamManager, broadcast_settings
 from packager.playlist import RenditionTrack, SegmentEntry
 from packager.recording import load_index
+from storage.local import LocalStore
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,33 @@ def recording_problem(db: Database, org_id: str, recording_id: str) -> tuple[dic
     if recording["status"] != "READY" or not recording["playlist_key"] or recording.get("segments_deleted_at"):
         return None, "the recording is not ready (or its segments were deleted)"
     return recording, None
+
+
+def media_problem(store: LocalStore, recording: dict[str, Any]) -> str | None:
+    """Why the recording's HLS media can't be aired from disk (its index, init or segment files gone), else
+    None. Blocking: run it in a thread."""
+    prefix = str(recording["playlist_key"]).rsplit("/", 1)[0]
+    try:
+        tracks = [t for t in load_index(store, prefix) if t.entries]
+        present = set(store.list(prefix))
+    except (OSError, ValueError, KeyError) as exc:
+        return f"the recording's media cannot be read ({prefix}: {exc})"
+    if not tracks:
+        return f"the recording's media is missing on disk ({prefix}: no segments)"
+    missing = [f"{prefix}/{uri}" for t in tracks for e in t.entries for uri in (e.uri, e.init_uri)
+               if f"{prefix}/{uri}" not in present]
+    if missing:
+        return f"the recording's media is missing on disk ({len(set(missing))} files, e.g. {missing[0]})"
+    return None
+
+
+def airable_problem(db: Database, store: LocalStore, org_id: str, recording_id: str) -> str | None:
+    """Why this recording can't be re-aired (not this organization's, not ready, media gone), else None.
+    Blocking: run it in a thread."""
+    recording, problem = recording_problem(db, org_id, recording_id)
+    if problem or recording is None:
+        return problem or "no such recording"
+    return media_problem(store, recording)
 
 
 # -- sans-IO: what is on air at a moment ---------------------------------------------------------------
@@ -86,6 +123,7 @@ class Airing:
     air_at: float
     task: asyncio.Task[None] | None = None
     status: str = "SCHEDULED"  # SCHEDULED, LIVE, ENDED, CANCELLED, FAILED
+    resumed: bool = False  # taken over after a crash while it was LIVE: stream.live was sent already
 
     def view(self) -> dict[str, Any]:
         return {"stream_id": self.stream_id, "recording_id": self.recording_id, "air_at": self.air_at,
@@ -107,14 +145,15 @@ class SimulatedLive:
         return self.airings.get(stream_id)
 
     async def start(self) -> None:
-        """Arm the re-airs stored before a restart, then follow every change of a stream row (an API edit,
-        a series materializing occurrences) so ones set there are armed too."""
+        """Resume the re-airs a crash interrupted, arm the ones stored before a restart, then follow every
+        change of a stream row (an API edit, a series materializing occurrences) so ones set there are armed too."""
         loop = asyncio.get_running_loop()
         changed = self._changed = asyncio.Event()
         def on_change(_stream_id: str) -> None:  # in the writing thread: only hand the news to the loop
             loop.call_soon_threadsafe(changed.set)
 
         self._unsubscribe = self.manager.db.on_stream_change(on_change)
+        await self.resume()
         await self.sync()
         self._watcher = loop.create_task(self._watch(changed), name="reair-sync")
 
@@ -127,6 +166,32 @@ class SimulatedLive:
                 await self.sync()
             except Exception:
                 log.exception("re-air sync failed; trying again at the next change")
+
+    async def resume(self) -> None:
+        """Re-airs a previous run left LIVE (killed mid-air): on again where the wall clock says, or ended now
+        if the recording would have finished meanwhile. Runs once, after the manager's own recovery."""
+        db = self.manager.db
+        rows = await asyncio.to_thread(
+            db.query_streams, "status = 'LIVE' and simulated_recording_id is not null", [], "scheduled_start", 100_000, 0)
+        for row in rows:
+            if self.manager.has_broadcast(row["id"]):
+                continue
+            air_at = float(row["actual_start"] or row["scheduled_start"] or self.clock())
+            recording, problem = await asyncio.to_thread(recording_problem, db, row["org_id"], row["simulated_recording_id"])
+            if recording is None:
+                await self._fail(row["id"], row["simulated_recording_id"], problem or "recording not found", ("LIVE",))
+                continue
+            end_at = air_at + float(recording["duration"] or 0)
+            if self.clock() >= end_at:
+                log.warning("stream %s: the re-air of recording %s ended while the server was down; ending it",
+                            row["id"], recording["id"])
+                if await asyncio.to_thread(db.transition, row["id"], ("LIVE",), "ENDED", actual_end=end_at):
+                    self.manager.bus.publish(Event("stream.ended", row["id"], {"broadcast": recording["broadcast_id"]}))
+                continue
+            log.warning("stream %s: resuming the re-air of recording %s interrupted by a restart (%.1f s in)",
+                        row["id"], recording["id"], self.clock() - air_at)
+            airing = self._arm(row["id"], recording["id"], air_at)
+            airing.resumed, airing.status = True, "LIVE"  # not pending: `sync` and `cancel` leave it alone
 
     async def sync(self) -> None:
         """Arm each SCHEDULED stream's stored re-air (or re-arm it if its time or recording changed); drop
@@ -146,13 +211,16 @@ class SimulatedLive:
                 continue
             if current is not None and current.status == "LIVE":
                 continue
+            if current is not None and current.status == "FAILED" and current.recording_id == row["simulated_recording_id"] \
+                    and current.air_at == row["scheduled_start"]:
+                continue  # already reported on the row; an edit (new time or recording) arms it again
             recording, problem = await asyncio.to_thread(recording_problem, db, row["org_id"], row["simulated_recording_id"])
             if recording is None:
+                # Armed all the same: at its air time it turns FAILED with the reason (not a silent no-show).
                 log.warning("stream %s: cannot re-air recording %s: %s", row["id"], row["simulated_recording_id"], problem)
-                continue
-            if self.clock() > row["scheduled_start"] + float(recording["duration"] or 0):
+            elif self.clock() > row["scheduled_start"] + float(recording["duration"] or 0):
                 continue  # it would have ended already: the scheduler's auto-cancel deals with it
-            self._arm(row["id"], recording, row["scheduled_start"])
+            self._arm(row["id"], row["simulated_recording_id"], row["scheduled_start"])
 
     async def schedule(self, stream_id: str, recording_id: str, air_at: float) -> Airing:
         """Air the recording (of any stream of the stream's organization) at `air_at` (unix seconds),
@@ -163,26 +231,32 @@ class SimulatedLive:
             raise ReairRefused("stream not found")
         recording, problem = await asyncio.to_thread(recording_problem, db, stream["org_id"], recording_id)
         if recording is None:
+            log.warning("stream %s: re-air of recording %s refused: %s", stream_id, recording_id, problem)
             raise ReairRefused(problem or "recording not found")
+        problem = await asyncio.to_thread(media_problem, self.manager.store, recording)
+        if problem is not None:
+            log.warning("stream %s: re-air of recording %s refused: %s", stream_id, recording_id, problem)
+            raise ReairRefused(problem)
         current = self.airings.get(stream_id)
         if current is not None and current.status == "LIVE":
             raise ReairRefused("the stream is already airing a recording")
         if self.manager.has_broadcast(stream_id):
             raise ReairRefused("the stream is live")
-        airing = self._arm(stream_id, recording, air_at)
+        airing = self._arm(stream_id, recording_id, air_at)
         # A past service airs again: it is upcoming until the air time (in the same write, so `sync` sees it armed).
         again = {"status": "SCHEDULED"} if stream["status"] in ("ENDED", "FAILED") else {}
         await asyncio.to_thread(db.update_stream, stream_id, simulated_recording_id=recording_id, scheduled_start=air_at,
-                                scheduled_end=air_at + float(recording["duration"] or 0), starting_soon_sent=0, **again)
+                                scheduled_end=air_at + float(recording["duration"] or 0), starting_soon_sent=0,
+                                error=None, **again)
         return airing
 
-    def _arm(self, stream_id: str, recording: dict[str, Any], air_at: float) -> Airing:
+    def _arm(self, stream_id: str, recording_id: str, air_at: float) -> Airing:
         current = self.airings.get(stream_id)
         if current is not None and current.task is not None and current.status == "SCHEDULED":
             current.task.cancel()
-        airing = Airing(stream_id, recording["id"], air_at)
+        airing = Airing(stream_id, recording_id, air_at)
         self.airings[stream_id] = airing
-        airing.task = asyncio.get_running_loop().create_task(self._run(airing, recording), name=f"reair-{stream_id}")
+        airing.task = asyncio.get_running_loop().create_task(self._run(airing), name=f"reair-{stream_id}")
         return airing
 
     async def cancel(self, stream_id: str, persist: bool = True) -> bool:
@@ -205,9 +279,18 @@ class SimulatedLive:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run(self, airing: Airing, recording: dict[str, Any]) -> None:
+    async def _run(self, airing: Airing) -> None:
         try:
             await asyncio.sleep(max(0.0, airing.air_at - self.clock()))
+            # Checked again now: the recording may have been deleted, or its files lost, since it was scheduled.
+            db = self.manager.db
+            stream = await asyncio.to_thread(db.stream, airing.stream_id)
+            recording, problem = await asyncio.to_thread(
+                recording_problem, db, stream["org_id"] if stream else "", airing.recording_id)
+            if recording is not None:
+                problem = await asyncio.to_thread(media_problem, self.manager.store, recording)
+            if recording is None or problem is not None:
+                raise ReairRefused(problem or "recording not found")
             await self._air(airing, recording)
         except asyncio.CancelledError:
             broadcast = self.manager.broadcasts.get(airing.stream_id)
@@ -215,9 +298,22 @@ class SimulatedLive:
                 await self.manager.end(airing.stream_id, "server shutting down")
             raise
         except Exception as exc:
+            reason = str(exc) if isinstance(exc, ReairRefused) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, ReairRefused):
+                log.exception("stream %s: re-air of recording %s failed", airing.stream_id, airing.recording_id)
             airing.status = "FAILED"
-            log.exception("stream %s: re-air of recording %s failed", airing.stream_id, airing.recording_id)
-            await asyncio.to_thread(self.manager.db.update_stream, airing.stream_id, error=f"re-air failed: {exc}")
+            broadcast = self.manager.broadcasts.get(airing.stream_id)
+            if broadcast is not None and broadcast.replay and not broadcast.ended:
+                await self.manager.fail(broadcast, f"re-air failed: {reason}")
+            else:
+                await self._fail(airing.stream_id, airing.recording_id, reason, ("SCHEDULED", "LIVE"))
+
+    async def _fail(self, stream_id: str, recording_id: str, reason: str, from_states: tuple[str, ...]) -> None:
+        """A re-air that cannot go on air: the stream FAILED with the reason, stream.failed, a log line."""
+        log.error("stream %s: re-air of recording %s FAILED: %s", stream_id, recording_id, reason)
+        if await asyncio.to_thread(self.manager.db.transition, stream_id, from_states, "FAILED",
+                                   error=f"re-air failed: {reason}", actual_end=self.clock()):
+            self.manager.bus.publish(Event("stream.failed", stream_id, {"recording": recording_id, "error": reason}))
 
     async def _air(self, airing: Airing, recording: dict[str, Any]) -> None:
         manager = self.manager
@@ -253,7 +349,7 @@ class SimulatedLive:
                 for name in full:
                     await broadcast.edge.notify(name)
                 if aired == 0:
-                    await self._go_live(broadcast, air_at)
+                    await self._go_live(broadcast, airing)
                     airing.status = "LIVE"
                 aired = count
             if broadcast.ended:  # ended by an admin meanwhile
@@ -266,12 +362,16 @@ class SimulatedLive:
         airing.status = "ENDED"
         log.info("stream %s: re-air of recording %s ended", airing.stream_id, airing.recording_id)
 
-    async def _go_live(self, broadcast: Broadcast, started_at: float) -> None:
-        """As the manager's go-live, without touching the recorded broadcast's own row."""
+    async def _go_live(self, broadcast: Broadcast, airing: Airing) -> None:
+        """As the manager's go-live, without touching the recorded broadcast's own row. A resumed re-air
+        (after a crash) was LIVE already: no second stream.live."""
         broadcast.status = "LIVE"
         await asyncio.to_thread(self.manager.db.update_stream, broadcast.stream_id, status="LIVE",
-                                actual_start=started_at, actual_end=None, error=None)
+                                actual_start=airing.air_at, actual_end=None, error=None)
+        if airing.resumed:
+            log.info("stream %s: LIVE again (re-airing broadcast %s, resumed)", broadcast.stream_id, broadcast.id)
+            return
         self.manager.bus.publish(Event("stream.live", broadcast.stream_id,
                                        {"broadcast": broadcast.id, "simulated": True,
-                                        "recording": self.airings[broadcast.stream_id].recording_id}))
+                                        "recording": airing.recording_id}))
         log.info("stream %s: LIVE (re-airing broadcast %s)", broadcast.stream_id, broadcast.id)

@@ -21,6 +21,9 @@ DEFAULT_URLS = {
 }
 
 
+SOURCE = "source"  # a target's rendition: the encoder's own media, as received
+
+
 class TargetError(ValueError):
     """A target's fields can't be used; the message names the field."""
 
@@ -38,6 +41,14 @@ def target_url(kind: str, url: str | None) -> str:
     if any(c.isspace() for c in chosen) or "?" in chosen or "#" in chosen:
         raise TargetError("url: no spaces, query or fragment (the key goes in the key field)")
     return chosen.rstrip("/")
+
+
+def check_rendition(rendition: str, ladder: list[str]) -> str:
+    """A target's rendition: SOURCE or the name of a rung of the stream's ladder."""
+    if rendition != SOURCE and rendition not in ladder:
+        raise TargetError(f"rendition: {SOURCE!r} or a rung of this stream's ladder ({', '.join(ladder)}), "
+                          f"not {rendition!r}")
+    return rendition
 
 
 def push_url(server_url: str, key: str) -> str:
@@ -66,6 +77,7 @@ class PushState:
     error: str | None = None
     since: float = field(default_factory=time.time)
     failures: int = 0
+    detail: str | None = None  # what is pushed when it isn't what was asked (e.g. an HEVC source's H.264 rung)
 
     def _to(self, status: str, error: str | None, now: float) -> bool:
         changed = (status, error) != (self.status, self.error)
@@ -89,9 +101,15 @@ class PushState:
         self._to("RECONNECTING", error, now)
         return self.backoff.delay(self.failures)
 
+    def refused(self, error: str, now: float) -> bool:
+        """The destination may not be reached (net_guard): no retry can change that, so FAILED at once."""
+        self.failures = self.max_failures
+        return self._to("FAILED", error, now)
+
     def stopped(self, now: float) -> bool:
         """The stream ended or the target was disabled: waiting for the next go-live."""
         self.failures = 0
+        self.detail = None
         return self._to("PENDING", None, now)
 
 
@@ -109,19 +127,22 @@ class SimulcastStore:
             if "simulcast_targets" not in database.db.table_names():
                 table.create(
                     {"id": str, "stream_id": str, "org_id": str, "name": str, "kind": str, "url": str,
-                     "key_sealed": str, "enabled": int, "tls_verify": int, "created_at": float},
+                     "key_sealed": str, "enabled": int, "tls_verify": int, "created_at": float, "rendition": str},
                     pk="id",
                 )
                 table.create_index(["stream_id"])
                 table.create_index(["org_id"])
+            elif "rendition" not in table.columns_dict:  # a database from before chosen renditions
+                table.add_column("rendition", str)
 
     def add(self, owner: tuple[str, str], name: str, kind: str, url: str, key_sealed: str,
-            tls_verify: bool) -> dict[str, Any]:
-        """owner: ("stream", id) or ("org", id)."""
+            tls_verify: bool, rendition: str = SOURCE) -> dict[str, Any]:
+        """owner: ("stream", id) or ("org", id); rendition: SOURCE or a ladder rung's name."""
         what, owner_id = owner
         row = {"id": new_id(), "stream_id": owner_id if what == "stream" else None,
                "org_id": owner_id if what == "org" else None, "name": name, "kind": kind, "url": url,
-               "key_sealed": key_sealed, "enabled": 1, "tls_verify": int(tls_verify), "created_at": time.time()}
+               "key_sealed": key_sealed, "enabled": 1, "tls_verify": int(tls_verify), "created_at": time.time(),
+               "rendition": rendition}
         with self._database._lock:
             self._database.db.table("simulcast_targets").insert(row)
         return row
@@ -148,7 +169,7 @@ class SimulcastStore:
             defaults = [r for r in self.targets(("org", org_id)) if r["enabled"]]
             for row in defaults:
                 self.add(("stream", stream_id), row["name"], row["kind"], row["url"], row["key_sealed"],
-                         bool(row["tls_verify"]))
+                         bool(row["tls_verify"]), row.get("rendition") or SOURCE)
         return len(defaults)
 
     def update(self, target_id: str, **fields: Any) -> None:

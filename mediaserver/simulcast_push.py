@@ -1,9 +1,13 @@
-"""Pushes a live stream's source, as received (no re-encode), to its simulcast targets.
+"""Pushes a live stream to its simulcast targets without encoding anything: the source as received, or a ladder
+rung as the transcode worker already encoded it.
 
-The session hands every media item to SimulcastHub.feed (a tap on PublishConnection.on_media); each target's
-TargetPusher re-muxes the items into FLV (FlvMuxer, sans-IO: H.264 + AAC, the codecs classic RTMP carries) and
-pipes it into one `ffmpeg -c copy` process that publishes to the target. A slow or failing target only ever
-loses its own bounded queue: it is restarted with backoff (RECONNECTING) and never blocks the session."""
+The session hands every media item to SimulcastHub.feed (a tap on PublishConnection.on_media) and every rung's
+init and media segment to SimulcastHub.feed_rendition (read back into items by mediaserver/simulcast_fmp4.py);
+each target's TargetPusher re-muxes the items it asked for into FLV (FlvMuxer, sans-IO: H.264 + AAC, the codecs
+classic RTMP carries) and pipes it into one `ffmpeg -c copy` process that publishes to the target. A source FLV
+can't carry (HEVC, AV1, Opus) is replaced by the tallest H.264 rung, and the target's status detail says so.
+A slow or failing target only ever loses its own bounded queue: it is restarted with backoff (RECONNECTING) and
+never blocks the session. Destinations on private networks are refused unless the config allows them."""
 from __future__ import annotations
 
 import asyncio
@@ -12,10 +16,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit
 
 from ingest.flv import TAG_AUDIO, TAG_VIDEO, FlvTag, encode_tag, flv_header
 from ingest.media import AccessUnit, MediaItem, TrackInfo
-from mediaserver.simulcast import PushState
+from mediaserver.net_guard import RefusedDestination, check_address, check_literal_host, system_lookup
+from mediaserver.simulcast import SOURCE, PushState
+from mediaserver.simulcast_fmp4 import Fmp4Error, Fmp4Track, read_init, read_segment
+from transcode.pipeline import codec_name
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +97,17 @@ class PushTarget:
     name: str
     url: str  # with the key: never logged or announced
     tls_verify: bool
+    rendition: str = SOURCE  # SOURCE or a ladder rung's name
+
+
+def check_push_destination(url: str) -> None:
+    """Blocking (a name lookup): raises RefusedDestination when the URL's host is, or resolves to, an address that
+    is not public (every address: ffmpeg may connect to any of them), OSError when it can't be resolved."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    check_literal_host(host)
+    for address in system_lookup(host, parts.port or (443 if parts.scheme == "rtmps" else 1935)):
+        check_address(address)
 
 
 def ffmpeg_command(target: PushTarget) -> list[str]:
@@ -105,8 +124,11 @@ class TargetPusher:
     """One target's push: an ffmpeg process fed from a bounded queue, restarted with backoff."""
 
     def __init__(self, target: PushTarget, tracks: dict[str, TrackInfo], on_status: StatusListener,
-                 state: PushState | None = None) -> None:
+                 state: PushState | None = None, *, feed_name: str = SOURCE,
+                 allow_private_networks: bool = False) -> None:
         self.target = target
+        self.feed_name = feed_name  # what is pushed: SOURCE or the rung whose segments feed this pusher
+        self.allow_private_networks = allow_private_networks
         self.state = state or PushState()
         self._tracks = dict(tracks)
         self._on_status = on_status
@@ -167,6 +189,10 @@ class TargetPusher:
             error = await self._push_once()
             if self._stopping:
                 break
+            if error.startswith("refused: "):
+                self._announce(self.state.refused(error, time.time()))
+                log.warning("stream %s: simulcast target %s %s", self.target.stream_id, self.target.name, error)
+                return
             delay = self.state.failed(error, time.time())
             self._on_status(self.target, self.state)
             log.warning("stream %s: simulcast target %s stopped (%s)", self.target.stream_id, self.target.name, error)
@@ -185,6 +211,13 @@ class TargetPusher:
         self._announce(self.state.connecting(time.time()))
         self._queue = asyncio.Queue()
         self._queued = 0
+        if not self.allow_private_networks:
+            try:
+                await asyncio.to_thread(check_push_destination, self.target.url)
+            except RefusedDestination as exc:
+                return f"{exc} (set [simulcast] allow_private_networks to push there)"
+            except (OSError, UnicodeError) as exc:
+                return f"can't resolve the target's host: {exc}"
         try:
             process = await asyncio.create_subprocess_exec(
                 *ffmpeg_command(self.target), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -249,19 +282,47 @@ TargetsLoader = Callable[[str], Awaitable[list[PushTarget]]]
 
 
 @dataclass
+class _Rung:
+    """A ladder rung as its worker reported it: height (0: audio only) and its init segment's tracks."""
+
+    height: int
+    tracks: list[Fmp4Track]
+
+    def infos(self) -> dict[str, TrackInfo]:
+        return {t.info.kind: t.info for t in self.tracks}
+
+
+@dataclass
 class _StreamPush:
     tracks: dict[str, TrackInfo] = field(default_factory=dict)
     live: bool = False
     pushers: dict[str, TargetPusher] = field(default_factory=dict)
+    rungs: dict[str, _Rung] = field(default_factory=dict)
+
+
+def choose_feed(rendition: str, source: dict[str, TrackInfo], rungs: dict[str, int]) -> tuple[str, str | None]:
+    """What to push for a target asking for `rendition`, given the source's tracks and the rungs made (name ->
+    height): SOURCE or a rung's name, and a sentence when that isn't what was asked. Sans-IO."""
+    tallest = max((name for name, height in rungs.items() if height > 0), key=lambda n: rungs[n], default=None)
+    if rendition == SOURCE:
+        unfit = [t for t in source.values() if PUSHABLE.get(t.kind) not in (None, t.codec)]
+        if not unfit or tallest is None:
+            return SOURCE, None
+        what = " and ".join(f"{codec_name(t.codec)} {t.kind}" for t in unfit)
+        return tallest, f"the source is {what}, which RTMP can't carry; pushing the {tallest} rendition (H.264, AAC)"
+    if rendition in rungs or tallest is None:
+        return rendition, None
+    return tallest, f"{rendition} is not made for this source; pushing {tallest}"
 
 
 class SimulcastHub:
     """Every stream's pushes: started when the stream goes LIVE (and for a target added or enabled while it is),
     stopped when it ends (or the target is disabled or deleted). `emit` announces each status change."""
 
-    def __init__(self, load_targets: TargetsLoader, emit: Emit) -> None:
+    def __init__(self, load_targets: TargetsLoader, emit: Emit, *, allow_private_networks: bool = False) -> None:
         self._load = load_targets
         self._emit = emit
+        self.allow_private_networks = allow_private_networks
         self._streams: dict[str, _StreamPush] = {}
         self.states: dict[str, PushState] = {}  # target id -> its state, for the API
 
@@ -275,11 +336,35 @@ class SimulcastHub:
         if isinstance(item, TrackInfo):
             push.tracks[item.kind] = item
         for pusher in push.pushers.values():
-            pusher.feed(item)
+            if pusher.feed_name == SOURCE:
+                pusher.feed(item)
+
+    def feed_rendition(self, stream_id: str, rendition: str, height: int | None, payload: bytes) -> None:
+        """The session's tap on the worker's output: a rung's init segment (height given) or media segment
+        (height None). Read back into items only for the pushers that send this rung."""
+        push = self._streams.setdefault(stream_id, _StreamPush()) if height is not None else self._streams.get(stream_id)
+        if push is None:  # a segment flushed after the broadcast ended: no push wants it
+            return
+        try:
+            if height is not None:
+                rung = push.rungs[rendition] = _Rung(height, read_init(payload))
+                items: list[MediaItem] = list(rung.infos().values())
+            elif (known := push.rungs.get(rendition)) is not None and any(
+                    p.feed_name == rendition for p in push.pushers.values()):
+                items = list(read_segment(payload, known.tracks))
+            else:
+                return
+        except (Fmp4Error, IndexError, ValueError) as exc:
+            log.error("stream %s: rendition %s can't be read back for simulcast: %s", stream_id, rendition, exc)
+            return
+        for pusher in push.pushers.values():
+            if pusher.feed_name == rendition:
+                for item in items:
+                    pusher.feed(item)
 
     def _announce(self, target: PushTarget, state: PushState) -> None:
         self._emit(target.stream_id, {"target_id": target.id, "name": target.name, "status": state.status,
-                                      "error": state.error})
+                                      "error": state.error, "detail": state.detail})
 
     async def stream_live(self, stream_id: str) -> None:
         push = self._streams.setdefault(stream_id, _StreamPush())
@@ -293,7 +378,11 @@ class SimulcastHub:
             return
         state = self.states.setdefault(target.id, PushState())
         state.stopped(time.time())
-        pusher = TargetPusher(target, push.tracks, self._announce, state)
+        feed_name, state.detail = choose_feed(target.rendition, push.tracks,
+                                              {name: rung.height for name, rung in push.rungs.items()})
+        tracks = push.tracks if feed_name == SOURCE else push.rungs[feed_name].infos() if feed_name in push.rungs else {}
+        pusher = TargetPusher(target, tracks, self._announce, state, feed_name=feed_name,
+                              allow_private_networks=self.allow_private_networks)
         push.pushers[target.id] = pusher
         pusher.start()
 

@@ -83,7 +83,9 @@ def cut_mp4(segment_paths: list[tuple[Path, list[Path], float]], start: float, e
                 continue
             if packet.stream is vin:
                 if base is None:
-                    base = packet.pts  # a segment starts with a keyframe that presents first
+                    # The segment's start on the timeline is its first frame's decode time: with B-frames the
+                    # keyframe shows a little after it, as it does in players (and on the encoded rungs).
+                    base = packet.dts
                 video.append(_Packet(bytes(packet), packet.pts, packet.dts, packet.is_keyframe,
                                      first_start + float((packet.pts - base) * tb)))
             elif ain is not None and packet.stream is ain:
@@ -100,6 +102,8 @@ def cut_mp4(segment_paths: list[tuple[Path, list[Path], float]], start: float, e
             if p.key or not gops:
                 gops.append([])
             gops[-1].append(p)
+        chosen = [(gop, [p for p in gop if start <= p.time < end]) for gop in gops]
+        chosen = [(gop, inside) for gop, inside in chosen if inside]
         sps, pps = _record_parameter_sets(extradata) if extradata[:1] == b"\x01" else ([], [])
         source_params = _length_prefixed(sps + pps)
 
@@ -108,12 +112,10 @@ def cut_mp4(segment_paths: list[tuple[Path, list[Path], float]], start: float, e
             vout = out.add_stream_from_template(vin)
             aout = out.add_stream_from_template(ain) if ain is not None else None
             written = 0
-            last_dts = -(1 << 62)
+            last_dts: int | None = None  # of what is written so far, relative to the first frame
+            last_pts: int | None = None
             restore_params = False
-            for gop in gops:
-                inside = [p for p in gop if start <= p.time < end]
-                if not inside:
-                    continue
+            for n, (gop, inside) in enumerate(chosen):
                 if len(inside) == len(gop):
                     for i, p in enumerate(gop):
                         data = p.data
@@ -121,10 +123,15 @@ def cut_mp4(segment_paths: list[tuple[Path, list[Path], float]], start: float, e
                             data = source_params + data
                         restore_params = False
                         last_dts = _mux(out, vout, data, p.pts - first_pts, p.dts - first_pts, p.key, tb, last_dts)
+                        shown = p.pts - first_pts
+                        last_pts = shown if last_pts is None else max(last_pts, shown)
                         written += 1
                 else:
+                    following = chosen[n + 1][0][0] if n + 1 < len(chosen) else None
+                    lead = _edge_lead(last_dts, last_pts, following)
                     for i, (data, pts) in enumerate(_reencode(gop, inside, vin, tb)):
-                        last_dts = _mux(out, vout, data, pts - first_pts, pts - first_pts, i == 0, tb, last_dts)
+                        last_dts = _mux(out, vout, data, pts - first_pts, pts - first_pts - lead, i == 0, tb, last_dts)
+                        last_pts = pts - first_pts
                         written += 1
                     restore_params = True
             if ain is not None and aout is not None and ain.time_base is not None:
@@ -147,10 +154,23 @@ def cut_mp4(segment_paths: list[tuple[Path, list[Path], float]], start: float, e
     return written
 
 
+def _edge_lead(last_dts: int | None, last_pts: int | None, following: _Packet | None) -> int:
+    """How long before it shows each frame of a re-encoded edge (no B-frames) decodes, so that DTS runs on in
+    even steps from the copied frames before it, or into the copied keyframe after it (a source with B-frames
+    decodes ahead of presentation; the first DTS may be negative: the MP4's edit list keeps the first frame at
+    time 0)."""
+    if last_dts is not None and last_pts is not None:
+        return max(0, last_pts - last_dts)
+    if following is not None:
+        return max(0, following.pts - following.dts)
+    return 0
+
+
 def _mux(out: av.container.OutputContainer, stream: av.stream.Stream, data: bytes, pts: int, dts: int, key: bool,
-         tb: Fraction, last_dts: int) -> int:
+         tb: Fraction, last_dts: int | None) -> int:
     packet = av.Packet(data)
-    dts = max(dts, last_dts + 1)  # MP4 needs rising DTS
+    if last_dts is not None:
+        dts = max(dts, last_dts + 1)  # MP4 needs rising DTS
     packet.pts, packet.dts, packet.time_base = max(pts, dts), dts, tb
     packet.is_keyframe = key
     packet.stream = stream

@@ -6,6 +6,7 @@ player's currentTime shows. Each thumbnail decodes at most one segment (every se
 """
 from __future__ import annotations
 
+import io
 import logging
 import math
 from dataclasses import dataclass
@@ -96,6 +97,21 @@ def frame_at(store: LocalStore, key_prefix: str, entry: SegmentEntry, offset: fl
             if frame.time - first >= offset - 1e-3:
                 break
     return chosen
+
+
+def first_frame_tile(init: bytes, segment: bytes, width: int = 160, height: int = 90) -> bytes | None:
+    """A JPEG tile of a live segment's first picture (its keyframe): the only frame decoded. None when the
+    segment has no video or cannot be read (a live tile is an extra: never an error for the broadcast)."""
+    try:
+        with av.open(io.BytesIO(init + segment), "r", format="mp4") as source:
+            if not source.streams.video:
+                return None
+            for frame in source.decode(video=0):
+                tile = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+                return encode_jpeg(tile)
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        log.warning("live tile not made: %s", exc)
+    return None
 
 
 def encode_jpeg(rgb: np.ndarray) -> bytes:

@@ -57,8 +57,15 @@ class LocalStore:
     def read(self, key: str) -> bytes:
         return self.path_for(key).read_bytes()
 
+    def exists(self, key: str) -> bool:
+        return self.path_for(key).is_file()
+
     def delete(self, key: str) -> None:
         self.path_for(key).unlink(missing_ok=True)
+
+    def ensure_local(self, key: str) -> Path:
+        """A file path holding the key's bytes, for code that needs a file (PyAV, ffmpeg): here, where it is."""
+        return self.path_for(key)
 
     def delete_prefix(self, prefix: str, *, keep: tuple[str, ...] = ()) -> int:
         """Delete every file under prefix (a folder key) except the keys in keep, then the emptied folders.

@@ -18,6 +18,7 @@ from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
 import av
+import feedparser
 import pytest
 
 from mediaserver.config import Rendition
@@ -253,13 +254,23 @@ def test_json_feed(broadcasts: tuple[ServerHandle, dict[str, dict[str, Any]]]) -
     assert entry["_sermon"]["speaker"] == "Pastor Ruth" and entry["date_published"].startswith("2026-11-29")
 
 
-def validate_podcast(xml: bytes) -> list[str]:
-    """What Apple Podcasts and Podcast Index document as required, as a list of problems (empty: valid)."""
+def validate_podcast(xml: bytes, owner_email: str | None = None) -> list[str]:
+    """What Apple Podcasts and Podcast Index document as required, as a list of problems (empty: valid).
+    With owner_email (the organization has set one): Apple's itunes:owner with itunes:name and that itunes:email."""
     problems: list[str] = []
     root = ET.fromstring(xml)
     channel = root.find("channel")
     if root.tag != "rss" or root.get("version") != "2.0" or channel is None:
         return ["not RSS 2.0 with a channel"]
+    if owner_email is not None:
+        owner = channel.find(f"{ITUNES}owner")
+        if owner is None:
+            problems.append("channel itunes:owner missing")
+        else:
+            if not (owner.findtext(f"{ITUNES}name") or "").strip():
+                problems.append("itunes:owner itunes:name missing")
+            if (owner.findtext(f"{ITUNES}email") or "").strip() != owner_email:
+                problems.append("itunes:owner itunes:email missing or not the organization's")
     for tag in ("title", "link", "description", "language", f"{ITUNES}explicit"):
         if not (channel.findtext(tag) or "").strip():
             problems.append(f"channel {tag} missing")
@@ -324,6 +335,17 @@ def test_podcast_feed(broadcasts: tuple[ServerHandle, dict[str, dict[str, Any]]]
     assert kinds == ["audio"] and int(item.findtext(f"{ITUNES}duration") or "-1") == round(seconds)
     published = parsedate_to_datetime(item.findtext("pubDate") or "")
     assert published.astimezone(timezone.utc).date().isoformat() == "2026-11-29"
+    # A second, independent reader: feedparser (what many podcast tools are built on) reads the feed without a
+    # complaint and finds the podcast's iTunes fields and each episode's audio enclosure with its length.
+    parsed = feedparser.parse(xml)
+    assert not parsed.bozo, parsed.get("bozo_exception")
+    assert parsed.version == "rss20" and "itunes_explicit" in parsed.feed and parsed.feed.get("tags")
+    assert parsed.feed.get("image", {}).get("href") == artwork_url
+    assert {e.id for e in parsed.entries} == set(items)
+    for entry in parsed.entries:
+        audio = [link for link in entry.links if link.get("rel") == "enclosure"]
+        assert len(audio) == 1 and audio[0]["type"] == "audio/mp4" and int(audio[0]["length"]) > 0
+        assert entry.get("itunes_duration")
 
 
 def episode_files(server: ServerHandle) -> list[Path]:
@@ -364,3 +386,86 @@ def test_deleted_recording_leaves_the_library(broadcasts: tuple[ServerHandle, di
     assert item["id"] not in text_of(server, "/library/default/feed.json")
     assert item["id"] not in text_of(server, "/library/default/podcast.xml")
     assert "Grace Alone" not in text_of(server, "/library/default")
+
+
+APPLE_WARNING = "Apple Podcasts needs an owner e-mail"
+
+
+@pytest.mark.browser
+def test_podcast_owner_email_from_the_console(broadcasts: tuple[ServerHandle, dict[str, dict[str, Any]]],
+                                              browser: Any) -> None:
+    """Without a contact e-mail the feed still validates and the org API and console warn; set in the console's
+    Settings, it is the feed's itunes:owner e-mail."""
+    from playwright.sync_api import expect
+
+    server, streams = broadcasts
+    publish_manual(server, streams)  # at least one episode
+    status, org = server.api("GET", "/api/orgs/default")
+    assert status == 200 and not org["settings"].get("contact_email")
+    assert any(APPLE_WARNING in w for w in org["warnings"]), org["warnings"]
+    xml = server.get("/library/default/podcast.xml")[2]
+    assert validate_podcast(xml) == []
+    assert validate_podcast(xml, "office@grace.example.org") != []  # the validator does look for it
+    channel = ET.fromstring(xml).find("channel")
+    assert channel is not None and channel.find(f"{ITUNES}owner/{ITUNES}email") is None
+
+    for bad in ("not an e-mail", "office@grace", "office@grace.example.org\n", "<a@b.org>"):
+        assert server.api("PATCH", "/api/orgs/default", {"settings": {"contact_email": bad}})[0] == 400, bad
+
+    page = signed_in_page(browser, server, ADMIN_TOKEN)
+    try:
+        page.goto(f"{server.http}/admin#/settings")
+        expect(page.locator("#podcast-warning")).to_contain_text(APPLE_WARNING)
+        page.fill("#contact-email", "office@grace.example.org")
+        page.get_by_role("button", name="Save contact e-mail").click()
+        expect(page.locator("#podcast-warning")).to_be_hidden()
+        screenshot(page, "settings-podcast-email")
+    finally:
+        page.context.close()
+    status, org = server.api("GET", "/api/orgs/default")
+    assert org["settings"]["contact_email"] == "office@grace.example.org" and org["warnings"] == []
+    xml = server.get("/library/default/podcast.xml")[2]
+    assert validate_podcast(xml, "office@grace.example.org") == []
+    # Another organization's token can't set it (404, as every org route answers).
+    other = server.server.db.create_org("elsewhere-r2", "Elsewhere")
+    token = str(server.server.db.create_token(other["id"], "test")[1])
+    assert server.api("PATCH", "/api/orgs/default", {"settings": {"contact_email": "x@evil.example"}},
+                      token=token)[0] == 404
+
+
+@pytest.mark.browser
+def test_console_checkbox_auto_publishes_the_next_broadcast(
+        broadcasts: tuple[ServerHandle, dict[str, dict[str, Any]]], browser: Any) -> None:
+    """Ticking "Publish to the library when the service ends" in the console's stream edit form makes the next
+    ended broadcast appear in the library's JSON feed, with nobody publishing it."""
+    from playwright.sync_api import expect
+
+    server, _ = broadcasts
+    status, stream = server.api("POST", "/api/streams", {"title": "Ticked Sunday"})
+    assert status == 201 and stream["library_auto_publish"] is False
+    page = signed_in_page(browser, server, ADMIN_TOKEN)
+    try:
+        page.goto(f"{server.http}/admin#/streams")
+        page.get_by_role("button", name="Edit Ticked Sunday").click()
+        box = page.locator("#edit-library_auto_publish")
+        expect(box).not_to_be_checked()
+        box.check()
+        page.get_by_role("button", name="Save changes").click()
+        wait_for(lambda: server.api("GET", f"/api/streams/{stream['id']}")[1]["library_auto_publish"], 30,
+                 "the console's save")
+        screenshot(page, "stream-library-auto-publish")
+    finally:
+        page.context.close()
+
+    publisher = start_publisher(server.rtmp_url(stream["stream_key"]), seconds=3.0)
+    publisher.join(timeout=60)
+    assert publisher.finished and publisher.error is None, publisher.error
+    assert server.api("POST", f"/api/streams/{stream['id']}/end")[0] == 200
+
+    def in_feed() -> dict[str, Any] | None:
+        feed = json.loads(text_of(server, "/library/default/feed.json"))
+        return next((i for i in feed["items"] if i["title"] == "Ticked Sunday"), None)
+    entry = wait_for(in_feed, 90, "the ticked stream's broadcast in the library feed")
+    recording = server.api("GET", f"/api/streams/{stream['id']}")[1]["recording"]
+    item = next(i for i in library(server) if i["stream_id"] == stream["id"])
+    assert item["recording_id"] == recording["id"] and entry["id"] == item["id"]

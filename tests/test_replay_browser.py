@@ -2,26 +2,85 @@
 the viewer seeks back), a message a moderator hid never shows, hovering the seek bar shows the storyboard's tile
 for the time under the pointer, and the recording's poster stands in the video before playback.
 
+A giving moment a moderator sent at a known time of the broadcast comes back in the replay (API and page) at that
+time, and a message hidden from the console's Recordings page never shows to an anonymous viewer.
+
 The broadcast (real RTMP from another process, chat from real WebSocket clients at known wall times) is the one
-tests/test_thumbnails_replay.py makes; this module gets its own."""
+tests/test_thumbnails_replay.py makes, plus a moderator's giving moment; this module gets its own."""
 from __future__ import annotations
 
+import asyncio
+import json
+import multiprocessing
 import re
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from tests.browser import module_browser
-from tests.server_fixture import ServerHandle
-from tests.test_thumbnails_replay import WIDTH, Broadcast, broadcast, parse_vtt
-
-__all__ = ["broadcast"]  # the module-scoped fixture, imported so pytest finds it here
+from tests.chat_client import connect, guest_session
+from tests.console_fixture import screenshot, signed_in_page
+from tests.server_fixture import ADMIN_TOKEN, ServerHandle, run_server, small_config
+from tests.test_thumbnails_replay import (FPS, SECONDS, WIDTH, Broadcast, chat_during, first_frame_number, parse_vtt,
+                                          publish_numbered)
 
 pytestmark = pytest.mark.media
 
 FIRST, HIDDEN = "Good morning church", "Amen to that"
+GIVING_AT = 6.5  # seconds into the broadcast (the guests write at 4 s and 9 s)
+GIVING = {"title": "Giving moment", "text": "Support the food bank", "url": "https://give.example.org/food"}
 WAIT_MS = 30000
+
+
+async def giving_during(server: ServerHandle, stream_id: str, started: list[float]) -> float:
+    """A moderator sends a giving moment (an announcement with a card) GIVING_AT s in; returns when."""
+    async with guest_session() as session:
+        while not started:
+            await asyncio.sleep(0.05)
+        moderator = await connect(session, server, stream_id, token=ADMIN_TOKEN)
+        await asyncio.sleep(max(0.0, started[0] + GIVING_AT - time.time()))
+        at = time.time()
+        await moderator.send("stream:announcement", {"card": GIVING})
+        await moderator.expect("stream:announcement")
+        await moderator.ws.close()
+    return at
+
+
+async def chat_and_giving(server: ServerHandle, stream_id: str, started: list[float]) -> dict[str, float]:
+    sent, giving_at = await asyncio.gather(chat_during(server, stream_id, started),
+                                           giving_during(server, stream_id, started))
+    return {**sent, "giving": giving_at}
+
+
+@pytest.fixture(scope="module")
+def broadcast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broadcast]:
+    """As tests/test_thumbnails_replay.py's, with a giving moment (its wall time in sent["giving"])."""
+    server = run_server(small_config(tmp_path_factory.mktemp("data")))
+    try:
+        stream = server.create_stream("Replay Sunday")
+        ctx = multiprocessing.get_context("spawn")
+        queue: "multiprocessing.Queue[float]" = ctx.Queue()
+        publisher = ctx.Process(target=publish_numbered, args=(server.rtmp_url(stream["stream_key"]), SECONDS, queue),
+                                daemon=True)
+        publisher.start()
+        started = [queue.get(timeout=60)]
+        sent = asyncio.run(asyncio.wait_for(chat_and_giving(server, stream["id"], started), 60))
+        publisher.join(60)
+        assert publisher.exitcode == 0
+        assert server.api("POST", f"/api/streams/{stream['id']}/end")[0] == 200
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            body = server.api("GET", f"/api/streams/{stream['id']}")[1]
+            if body["status"] == "ENDED" and body["recording"] and body["recording"]["status"] == "READY":
+                break
+            time.sleep(0.3)
+        else:
+            raise AssertionError("the recording was not saved")
+        yield Broadcast(server, stream, sent, started[0])
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +274,86 @@ def test_a_private_recording_replays_with_its_token_only(broadcast: Broadcast, b
             page.close()
     finally:
         assert server.api("PATCH", f"/api/streams/{stream['id']}", {"visibility": "PUBLIC"})[0] == 200
+
+
+def test_giving_moment_replays_at_its_time(broadcast: Broadcast, browser: Any, tmp_path: Path) -> None:
+    server, stream, recording = broadcast.server, broadcast.stream, broadcast.recording
+    status, _, body = server.get(recording["chat_replay_url"])  # anonymous: the stream is public
+    assert status == 200, body
+    moments = [i for i in json.loads(body)["items"] if i["kind"] == "giving"]
+    assert len(moments) == 1, moments
+    moment = moments[0]
+    assert moment["card"] == GIVING and moment["type"] == "ANNOUNCEMENT"
+    # Independently of the server's timeline: the publisher was at frame (sent - frame 0's wall time) * FPS when
+    # the moderator sent it, and the recording begins at frame `first` (read from its MP4's first picture).
+    first = first_frame_number(server, recording["mp4_url"])
+    expected = (broadcast.sent["giving"] - broadcast.started) - first / FPS
+    assert abs(moment["media_time"] - expected) <= 1.0, (moment, expected)
+    at = float(moment["media_time"])
+
+    page, _ = open_watch_page(browser, server, stream["id"])
+    try:
+        page.wait_for_function("() => document.getElementById('room').dataset.replay === 'ready'", timeout=WAIT_MS)
+        seek(page, max(0.0, at - 2.0))
+        page.evaluate("() => window.room.sync()")
+        assert page.is_hidden("#moment")  # not before its time
+        page.evaluate("""() => {
+            const card = document.getElementById('moment');
+            new MutationObserver(() => {
+                if (window.cardAt === undefined && !card.hidden) window.cardAt = window.player.video.currentTime;
+            }).observe(card, { attributes: true, childList: true });
+            window.player.video.muted = true;
+            return window.player.video.play();
+        }""")
+        page.wait_for_function("() => window.cardAt !== undefined", timeout=WAIT_MS)
+        shown_at = float(page.evaluate("() => window.cardAt"))
+        page.evaluate("() => window.player.video.pause()")
+        assert at - 0.05 <= shown_at <= at + 2.0, (shown_at, at)
+        assert GIVING["title"] in page.inner_text("#moment") and GIVING["text"] in page.inner_text("#moment")
+        assert page.get_attribute("#moment a.give", "href") == GIVING["url"]
+        assert GIVING["title"] in shown_texts(page)  # its line in the chat, as in the live room
+        page.screenshot(path=str(tmp_path / "giving.png"))
+        seek(page, 0.5)  # back before it: the card goes
+        page.wait_for_function("() => document.getElementById('moment').hidden", timeout=WAIT_MS)
+    finally:
+        page.close()
+
+
+def test_console_hides_a_message_from_the_replay(broadcast: Broadcast, browser: Any) -> None:
+    server, stream, recording = broadcast.server, broadcast.stream, broadcast.recording
+    message_id = str(broadcast.sent["id:" + HIDDEN])
+    console = signed_in_page(browser, server, ADMIN_TOKEN)
+    try:
+        console.goto(f"{server.http}/admin#/recordings")
+        card = console.locator(f"article[data-recording-id='{recording['id']}']")
+        card.get_by_role("button", name="Chat replay").click()
+        row = card.locator(f"li[data-message-id='{message_id}']")
+        row.get_by_role("button", name=re.compile("^Hide")).click()
+        row.get_by_role("button", name=re.compile("^Unhide")).wait_for(timeout=WAIT_MS)
+        screenshot(console, "recordings-chat-replay")
+        _, audit = server.api("GET", f"/api/streams/{stream['id']}/chat/audit")
+        last = audit["entries"][-1]
+        assert (last["action"], last["target"]) == ("replay_hide", message_id), last
+
+        viewer, _ = open_watch_page(browser, server, stream["id"])  # a context of its own: no session
+        try:
+            viewer.wait_for_function("() => document.getElementById('room').dataset.replay === 'ready'",
+                                     timeout=WAIT_MS)
+            seek(viewer, recording["duration"] - 0.5)  # past every message
+            viewer.wait_for_function(f"() => document.getElementById('messages').textContent.includes({FIRST!r})",
+                                     timeout=WAIT_MS)
+            assert HIDDEN not in viewer.inner_text("#room")
+            assert HIDDEN not in viewer.evaluate(
+                "() => fetch(JSON.parse(document.getElementById('player-config').textContent).chat_replay_url)"
+                ".then(r => r.text())")
+        finally:
+            viewer.close()
+
+        row.get_by_role("button", name=re.compile("^Unhide")).click()
+        row.get_by_role("button", name=re.compile("^Hide")).wait_for(timeout=WAIT_MS)
+        _, audit = server.api("GET", f"/api/streams/{stream['id']}/chat/audit")
+        assert audit["entries"][-1]["action"] == "replay_unhide"
+        base = f"/api/streams/{stream['id']}/recordings/{recording['id']}/chat-replay"
+        assert HIDDEN in [i.get("text") for i in server.api("GET", base, token=None)[1]["items"]]
+    finally:
+        console.context.close()

@@ -2,12 +2,21 @@
 then re-aired at a time as a live service: LIVE at the air time, playlists growing in real time, the
 newest segment's frames those of the moment, chat live, and it ends on its own with webhooks and chat events.
 A stored re-air survives a restart (joined in progress when its time passed meanwhile); a series template or a
-PATCH arms one, also with another stream's recording of the same organization; Chromium plays one as live."""
+PATCH arms one, also with another stream's recording of the same organization; a series occurrence airs at its
+own start through the real scheduler; a server SIGKILLed mid-air resumes the re-air where the wall clock says;
+a recording deleted or missing on disk is refused, or fails the stream clearly at the air time; Chromium plays
+one as live."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import multiprocessing
+import os
+import shutil
+import signal
 import time
+import urllib.error
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -20,7 +29,8 @@ import numpy as np
 import pytest
 
 from bench import frame_code
-from mediaserver.config import Rendition
+from mediaserver.config import Config, Rendition
+from mediaserver.server import start_server
 from mediaserver.simulated_live import SimulatedLive, aired_count, rebased
 from packager.playlist import SegmentEntry
 from tests.browser import module_browser
@@ -343,6 +353,209 @@ def test_a_stored_re_air_survives_a_restart(env: Env) -> None:
     status, view = server.api("DELETE", f"/api/streams/{later}/simulated-live")
     assert status == 200 and view["simulated_recording_id"] is None
     wait_status(server, soon, "ENDED", 20)
+
+def serve_in_child(config: Config) -> None:
+    """A whole server in this (child) process until it is killed: the crash test SIGKILLs it."""
+    async def main() -> None:
+        await start_server(config)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def wait_answering(client: ServerHandle, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if client.get("/api/openapi.json")[0] == 200:
+                return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        assert time.time() < deadline, "the server never answered"
+        time.sleep(0.1)
+
+
+def wait_hooks(receiver: Receiver, stream_id: str, kind: str, count: int, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while receiver.types(stream_id).count(kind) < count:
+        assert time.time() < deadline, (kind, receiver.types(stream_id))
+        time.sleep(0.1)
+
+
+def check_late_joiner(server: ServerHandle, stream_id: str, air_at: float) -> tuple[list[tuple[float, float, str]], int]:
+    """The live playlist now: dated from `air_at`, and its newest segment holds the frames of the time elapsed
+    since `air_at` by this clock (within one segment), read from the pictures. (listing, newest frame number)"""
+    before = time.time()
+    status, _, body = server.get(f"/hls/{stream_id}/180p.m3u8")
+    after = time.time()
+    assert status == 200
+    text = body.decode()
+    listed = parse_playlist(text)
+    assert listed and "#EXT-X-ENDLIST" not in text
+    assert abs(listed[0][0] - air_at) < 0.01  # the broadcast's timeline is the air time's
+    numbers = frame_numbers(server, stream_id, text, listed[-1][2])
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    end_of_newest = (numbers[-1] + 1) / FPS  # recording seconds at the end of the newest listed segment
+    longest = max(d for _, d, _ in listed)
+    # Published once complete: it ends no later than now, and less than a segment before now.
+    assert before - air_at - longest - 0.1 <= end_of_newest <= after - air_at + 0.05, (end_of_newest, before - air_at)
+    return listed, numbers[-1]
+
+
+@pytest.mark.media
+def test_a_series_occurrence_airs_at_its_own_start(env: Env) -> None:
+    """No PATCH of the start: the series' rule puts an occurrence a few seconds ahead (on a minute, as
+    start_time has minutes), and the running server airs it then, ends it, and keeps the next one armed."""
+    server, receiver, rid = env.server, env.receiver, env.recording["id"]
+    db = server.server.db
+    start = math.ceil((time.time() + 8) / 60) * 60
+    at = datetime.fromtimestamp(start, tz=timezone.utc)
+    status, series = server.api("POST", "/api/series", {
+        "title": "Daily re-air", "rrule": "FREQ=DAILY", "start_time": at.strftime("%H:%M"), "duration": 5,
+        "timezone": "UTC", "dtstart": at.date().isoformat(), "simulated_recording_id": rid})
+    assert status == 201, series
+    rows = db.query_streams("series_id = ?", [series["id"]], "scheduled_start", 100, 0)
+    assert [r["scheduled_start"] for r in rows[:2]] == [start, start + 86400]
+    first, second = rows[0]["id"], rows[1]["id"]
+    assert server.api("GET", f"/api/streams/{first}")[1]["status"] == "SCHEDULED"
+
+    live_seen = wait_status(server, first, "LIVE", start - time.time() + 20)
+    assert live_seen >= start
+    view = server.api("GET", f"/api/streams/{first}")[1]
+    assert datetime.fromisoformat(view["scheduled_start"].replace("Z", "+00:00")).timestamp() == start
+    # A viewer joining 3 s in sees the frames of 3 s in.
+    time.sleep(max(0.0, start + 3.2 - time.time()))
+    _, newest = check_late_joiner(server, first, start)
+    assert newest >= 2 * FPS
+    wait_hooks(receiver, first, "stream.live", 1, 15)
+    live = [e for e in receiver.events if e["type"] == "stream.live" and e["data"].get("stream_id") == first]
+    assert live[0]["data"]["simulated"] is True and live[0]["data"]["recording"] == rid
+
+    ended_seen = wait_status(server, first, "ENDED", 30)
+    assert ended_seen >= start + env.recording["duration"] - 0.05
+    wait_hooks(receiver, first, "stream.ended", 1, 15)
+    # The series goes on as a live one: the next occurrence stays upcoming, armed for its own start with the
+    # same recording; and a scheduler pass now (as every interval) materializes the day that the aired one let
+    # into its window (materialize_weeks ahead), re-airing the same recording, nothing created twice.
+    view = server.api("GET", f"/api/streams/{second}")[1]
+    assert view["status"] == "SCHEDULED" and view["simulated_recording_id"] == rid
+    airing = simulated(server).airing(second)
+    assert airing is not None and airing.status == "SCHEDULED" and airing.air_at == start + 86400
+    server.call(server.server.scheduler.tick())
+    after = db.query_streams("series_id = ?", [series["id"]], "scheduled_start", 100, 0)
+    assert [r["id"] for r in after[:len(rows)]] == [r["id"] for r in rows] and len(after) == len(rows) + 1
+    created = after[-1]
+    assert created["scheduled_start"] == start + 7 * 86400 * server.server.config.schedule.materialize_weeks
+    assert created["status"] == "SCHEDULED" and created["simulated_recording_id"] == rid
+    deadline = time.time() + 10
+    while (armed := simulated(server).airing(created["id"])) is None or armed.air_at != created["scheduled_start"]:
+        assert time.time() < deadline, "the new occurrence was not armed"
+        time.sleep(0.05)
+    types = receiver.types(first)
+    assert types.count("stream.live") == 1 and types.count("stream.ended") == 1, types
+    assert server.api("DELETE", f"/api/series/{series['id']}")[0] == 204
+
+
+@pytest.mark.media
+def test_a_re_air_resumes_after_the_server_is_killed(env: Env) -> None:
+    """A real server process, SIGKILLed 2 s into a re-air; restarted on the same data, the re-air goes on as the
+    same broadcast at the wall clock's place, and ends on its own, with stream.ended once."""
+    receiver, rid = env.receiver, env.recording["id"]
+    sid = env.server.create_stream("Killed mid-air")["id"]
+    client = env.server  # stopped below; its address stays the config's ports, where the child listens
+    env.server.stop()
+    child = multiprocessing.get_context("spawn").Process(target=serve_in_child, args=(env.config,), daemon=True)
+    child.start()
+    try:
+        wait_answering(client, 60)
+        status, view = client.api("POST", f"/api/streams/{sid}/simulated-live",
+                                  {"recording_id": rid, "air_at": stamp(time.time() + 1.5)})
+        assert status == 200, view
+        air_at = datetime.fromisoformat(view["scheduled_start"].replace("Z", "+00:00")).timestamp()
+        wait_status(client, sid, "LIVE", 20)
+        wait_hooks(receiver, sid, "stream.live", 1, 15)
+        time.sleep(max(0.0, air_at + 2.0 - time.time()))  # early: a slow restart must still find it on air
+        assert client.api("GET", f"/api/streams/{sid}")[1]["status"] == "LIVE"
+    finally:
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)  # no clean shutdown: the row stays LIVE, nothing ends it
+        child.join(10)
+    assert child.exitcode == -signal.SIGKILL
+    killed = time.time()
+
+    env.server = server = run_server(env.config)
+    deadline = time.time() + 20
+    while server.get(f"/hls/{sid}/180p.m3u8")[0] != 200:
+        assert time.time() < deadline, "the re-air did not come back"
+        time.sleep(0.05)
+    listed, newest = check_late_joiner(server, sid, air_at)
+    assert newest / FPS >= killed - air_at - 1.1  # not started over from the beginning
+    assert [u for _, _, u in listed] == [u for _, _, u in env.recorded_segments[:len(listed)]]
+    view = server.api("GET", f"/api/streams/{sid}")[1]
+    assert view["status"] == "LIVE"
+    assert abs(datetime.fromisoformat(view["actual_start"].replace("Z", "+00:00")).timestamp() - air_at) < 0.01
+
+    ended_seen = wait_status(server, sid, "ENDED", 30)
+    assert ended_seen >= air_at + env.recording["duration"] - 0.05
+    wait_hooks(receiver, sid, "stream.ended", 1, 15)
+    time.sleep(1.0)  # room for a duplicate delivery to show up
+    types = receiver.types(sid)
+    assert types.count("stream.ended") == 1 and types.count("stream.live") == 1, types
+    # The recording it re-aired is untouched, and the re-air made none of its own.
+    assert len(server.server.db.recordings_where("stream_id = ?", [sid])) == 0
+    _, _, recorded = server.get(f"/hls/{env.sid}/180p.m3u8")
+    assert parse_playlist(recorded.decode()) == env.recorded_segments
+
+
+@pytest.mark.media
+def test_a_deleted_or_missing_recording_fails_clearly(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    server, receiver = env.server, env.receiver
+    # A second short recording, to be lost: first its files, then its row.
+    source = server.create_stream("To be lost")
+    publisher = multiprocessing.get_context("spawn").Process(
+        target=publish_numbered, args=(server.rtmp_url(source["stream_key"]), 2.0), daemon=True)
+    publisher.start()
+    publisher.join(60)
+    assert publisher.exitcode == 0
+    deadline = time.time() + 60
+    while not ((lost := server.api("GET", f"/api/streams/{source['id']}")[1]["recording"]) and lost["status"] == "READY"):
+        assert time.time() < deadline, "no recording"
+        time.sleep(0.2)
+    row = server.server.db.recording_by_id(lost["id"])
+    assert row is not None
+    x, y, z = (server.create_stream(f"Re-air {n}")["id"] for n in "XYZ")
+    far = stamp(time.time() + 3600)
+    for sid in (x, z):
+        assert server.api("POST", f"/api/streams/{sid}/simulated-live", {"recording_id": lost["id"], "air_at": far})[0] == 200
+
+    shutil.rmtree(Path(env.config.data_path) / row["playlist_key"].rsplit("/", 1)[0])
+    status, body = server.api("POST", f"/api/streams/{y}/simulated-live", {"recording_id": lost["id"], "air_at": far})
+    assert status == 409 and "missing on disk" in body["error"], body
+    # Scheduled before the files went: at its air time the stream is FAILED with the reason, not a crash.
+    assert server.api("PATCH", f"/api/streams/{x}", {"scheduled_start": stamp(time.time() + 1.0)})[0] == 200
+    wait_status(server, x, "FAILED", 20)
+    assert "missing on disk" in server.api("GET", f"/api/streams/{x}")[1]["error"]
+
+    assert server.api("DELETE", f"/api/streams/{source['id']}/recordings/{lost['id']}")[0] == 204
+    status, body = server.api("POST", f"/api/streams/{y}/simulated-live", {"recording_id": lost["id"], "air_at": far})
+    assert status == 404 and "not found" in body["error"], body
+    assert server.api("PATCH", f"/api/streams/{z}", {"scheduled_start": stamp(time.time() + 1.0)})[0] == 200
+    wait_status(server, z, "FAILED", 20)
+    assert "not found" in server.api("GET", f"/api/streams/{z}")[1]["error"]
+
+    for sid in (x, z):
+        wait_hooks(receiver, sid, "stream.failed", 1, 15)
+        assert "stream.live" not in receiver.types(sid)
+        assert any(sid in r.getMessage() and "FAILED" in r.getMessage() for r in caplog.records), sid
+    assert any(y in r.getMessage() and "refused" in r.getMessage() for r in caplog.records)
+    assert server.api("GET", f"/api/streams/{y}")[1]["status"] == "SCHEDULED"
+    # The server carries on: the other recording still re-airs.
+    status, _ = server.api("POST", f"/api/streams/{y}/simulated-live",
+                           {"recording_id": env.recording["id"], "air_at": stamp(time.time() + 0.5)})
+    assert status == 200
+    wait_status(server, y, "LIVE", 15)
+    assert server.api("POST", f"/api/streams/{y}/end")[0] == 200
 
 
 @pytest.fixture(scope="module")

@@ -142,7 +142,9 @@ def broadcast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broadcast]:
         sent = asyncio.run(asyncio.wait_for(chat_during(server, stream["id"], started), 60))
         publisher.join(60)
         assert publisher.exitcode == 0
-        assert server.api("POST", f"/api/streams/{stream['id']}/end")[0] == 200
+        status, ended = server.api("POST", f"/api/streams/{stream['id']}/end")
+        # On a loaded machine the 2 s reconnect window may already have ended it: that is the same end.
+        assert status == 200 or (status == 409 and ended["details"]["status"] == "ENDED"), ended
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             body = server.api("GET", f"/api/streams/{stream['id']}")[1]

@@ -2,7 +2,7 @@
 events on stdout. It never knows which protocol fed it.
 
 One process per live connection keeps codec work off the server's event loop and a crash contained.
-Run as `python -m transcode.worker '<TranscodeJob JSON>'`.
+Run as `python -m transcode.worker '<TranscodeJob JSON>' [--no-store]`.
 """
 from __future__ import annotations
 
@@ -55,15 +55,25 @@ class EventWriter:
             self._out.flush()
 
 
+class DiscardStore:
+    """The store of a worker run with --no-store: media goes out only as event payloads."""
+
+    def write(self, key: str, data: bytes, *, use_reserve: bool = False) -> None:
+        pass
+
+
 class Worker:
-    def __init__(self, job: TranscodeJob, events: EventWriter, *, stats_interval: float = 1.0) -> None:
+    def __init__(self, job: TranscodeJob, events: EventWriter, *, stats_interval: float = 1.0,
+                 discard_media: bool = False) -> None:
         """stats_interval: seconds between `stats` events (transcode speed per rung, audio level), sent as
-        media comes in."""
+        media comes in. discard_media: write nothing to the store (a remote worker: the origin stores the
+        payloads of the events)."""
         self.job = job
         self.events = events
         self.stats_interval = stats_interval
         self._stats_at: float | None = None  # monotonic time of the last stats event
-        self.store = LocalStore(job.store_root, job.reserve_bytes)
+        self.store: LocalStore | DiscardStore = (DiscardStore() if discard_media
+                                                 else LocalStore(job.store_root, job.reserve_bytes))
         # Program date-time = anchor + timeline seconds. The anchor is the smallest (read time - media time)
         # seen before the first segment: the media read on time. The first read alone would date everything
         # late by the backlog that piled up in the pipe while this process started (about half a second).
@@ -214,11 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s worker %(levelname)s %(message)s")
     job = TranscodeJob.from_json(argv[0])
-    index = LocalStore(job.store_root).path_for(f"{job.key_prefix}/index-{job.period}.jsonl")
-    index.parent.mkdir(parents=True, exist_ok=True)
-    events = EventWriter(sys.stdout.buffer, str(index))
+    # --no-store (a remote worker, transcode/remote_server.py): no files here, the origin keeps them.
+    discard = "--no-store" in argv[1:]
+    index: str | None = None
+    if not discard:
+        path = LocalStore(job.store_root).path_for(f"{job.key_prefix}/index-{job.period}.jsonl")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        index = str(path)
+    events = EventWriter(sys.stdout.buffer, index)
     try:
-        return Worker(job, events).run(sys.stdin.buffer)
+        return Worker(job, events, discard_media=discard).run(sys.stdin.buffer)
     except Exception as exc:
         log.exception("stream %s: worker failed", job.stream_id)
         events.send("error", message=f"{type(exc).__name__}: {exc}")

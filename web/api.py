@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from aiohttp import web
 
 from mediaserver.db import DEFAULT_ORG
-from mediaserver.simulated_live import recording_problem
+from mediaserver.simulated_live import airable_problem
 from mediaserver.srt_routes import assign_port
 from mediaserver.branding import embed_code
 from mediaserver.retention import SEGMENTS_DELETED, RecordingBusyError, delete_recording, delete_stream_media, plays_as_mp4
@@ -352,8 +352,8 @@ async def update_stream(request: web.Request) -> web.Response:
     if "title" in fields and not fields["title"].strip():
         problems["title"] = "must not be blank"
     if fields.get("simulated_recording_id") is not None:  # a re-air (mediaserver/simulated_live.py)
-        _recording, problem = await asyncio.to_thread(
-            recording_problem, request.app[DB], row["org_id"], fields["simulated_recording_id"])
+        problem = await asyncio.to_thread(
+            airable_problem, request.app[DB], request.app[STORE], row["org_id"], fields["simulated_recording_id"])
         if problem:
             problems["simulated_recording_id"] = problem
     if problems:

@@ -22,10 +22,12 @@ from web import branding
 from web import moderation_api
 from web import simulated_api
 from web import replay_api
+from web import live_storyboard
 from web import api, chat_ws, console, errors, media, metrics, orgs_api, pages, series_api, webhooks_api, whip
 from mediaserver.console_sessions import ConsoleSessions
 from web.console_auth import CONSOLE_SESSIONS
 from web.auth import THROTTLE, BadTokenThrottle, require_token
+from web.origin_proxy import forwarded_by_worker
 from web.keys import ADMIN_TOKEN, CHAT, CONFIG, DB, MANAGER, PASSWORDS, SIGNER, STORE
 
 # JSON bodies of the admin API are small; anything bigger is refused before it is read.
@@ -34,7 +36,7 @@ MAX_REQUEST_BODY = 64 * 1024
 
 def build_app(config: Config, db: Database, store: LocalStore, manager: StreamManager, admin_token: str,
               webhooks: WebhookStore, chat: ChatHub) -> web.Application:
-    app = web.Application(middlewares=[metrics.count_requests, errors.json_errors, require_token],
+    app = web.Application(middlewares=[forwarded_by_worker, metrics.count_requests, errors.json_errors, require_token],
                           client_max_size=MAX_REQUEST_BODY)
     app[THROTTLE] = BadTokenThrottle()
     app[SIGNER] = PlaybackSigner.from_data_dir(config.data_path)
@@ -59,6 +61,7 @@ def build_app(config: Config, db: Database, store: LocalStore, manager: StreamMa
     orgs_api.add_routes(app)
     webhooks_api.add_routes(app)
     chat_ws.add_routes(app)
+    live_storyboard.add_routes(app)  # before media's catch-all under /hls/{stream}/{broadcast}/
     media.add_routes(app)
     pages.add_routes(app)
     branding.add_routes(app)

@@ -17,7 +17,8 @@ from aiohttp_sse import sse_response
 from mediaserver.access import VIEWER_COOKIE, VIEWER_ID_TTL, AccessPolicy, Caller, Decision, Role
 from mediaserver.chat.protocol import CLOSE_AUTH_REQUIRED, CLOSE_FORBIDDEN
 from mediaserver.chat.names import MAX_NAME, name_key
-from mediaserver.chat.room import FrameError, Room, Viewer, frame, parse_frame
+from mediaserver.chat.room import FrameError, Viewer, frame, parse_frame
+from mediaserver.cluster.chat_relay import ChatRoom
 from mediaserver.chat.moderation import RateLimit
 from web.auth import THROTTLE, error
 from web.guard import ACCESS, bearer_token, client_address, stream_row, watch_access
@@ -99,7 +100,7 @@ async def _refuse(ws: web.WebSocketResponse, decision: Decision | None, message:
     return ws
 
 
-async def _first_auth(ws: web.WebSocketResponse, conn: Connection, room: Room) -> bool:
+async def _first_auth(ws: web.WebSocketResponse, conn: Connection, room: ChatRoom) -> bool:
     """A private room without credentials in the URL: wait for the auth frame; nothing is sent before it."""
     hint = 'this room is private: send {"event": "auth", "data": {"token": "..."}} first'
     try:
@@ -128,7 +129,7 @@ async def _first_auth(ws: web.WebSocketResponse, conn: Connection, room: Room) -
     return True
 
 
-async def _reauth(conn: Connection, room: Room, viewer: Viewer, data: dict[str, Any], limit: RateLimit) -> None:
+async def _reauth(conn: Connection, room: ChatRoom, viewer: Viewer, data: dict[str, Any], limit: RateLimit) -> None:
     """The auth frame on a joined viewer: a token may raise the role; a viewer token sets the identity."""
     if not limit.allow():
         return room.error(viewer, "rate_limited", "too many auth frames")
@@ -180,12 +181,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     viewer = conn.viewer(room.limits.send_queue)
 
     async def pump() -> None:
-        # Frames arrive already encoded, once per event for the whole room.
-        while True:
-            payload = await viewer.queue.get()
-            if payload is None:
-                break
-            await ws.send_frame(payload, WSMsgType.TEXT)
+        # Frames arrive already encoded, once per event for the whole room; each wake-up writes all that is
+        # queued in one transport write (web/ws_batch.py), then the close signal closes as the room asked.
+        from web.ws_batch import pump_frames
+        await pump_frames(ws, request, viewer.queue)
         await ws.close(code=viewer.close_code, message=viewer.close_reason.encode())
 
     sender = asyncio.get_running_loop().create_task(pump())

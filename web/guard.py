@@ -35,10 +35,23 @@ def _trusted(address: str, networks: list[Network]) -> bool:
     return any(ip in net for net in networks)
 
 
+def from_web_worker(request: web.Request) -> bool:
+    """The request came over the origin's Unix socket, which only this server's web workers can reach."""
+    transport = request.transport
+    return transport is not None and isinstance(transport.get_extra_info("sockname"), str)
+
+
 def client_address(request: web.Request) -> str:
     """The client's address: the peer, or, behind a configured trusted proxy, the X-Forwarded-For entry
     the nearest untrusted hop added (entries further left can be forged by the client)."""
     peer = request.remote or "?"
+    if from_web_worker(request):
+        # Our own web worker, over the origin's Unix socket: it names the client in the last entry it adds.
+        hops = [h.strip() for value in request.headers.getall("X-Forwarded-For", []) for h in value.split(",")]
+        try:
+            return str(ipaddress.ip_address(hops[-1]))
+        except (IndexError, ValueError):
+            return peer
     networks = request.app.get(TRUSTED_PROXIES) or []
     if not networks or not _trusted(peer, networks):
         return peer

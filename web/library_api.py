@@ -152,9 +152,9 @@ async def edit_item(request: web.Request) -> web.Response:
 async def unpublish(request: web.Request) -> web.Response:
     item = await _find_item(request)
     await asyncio.to_thread(request.app[LIBRARY].delete, item["id"])
-    path = audio_path(request.app[STORE], item)
-    if path is not None:
-        await asyncio.to_thread(path.unlink, True)
+    if item.get("audio_key"):
+        # Local disk or, once the recording moved there, the S3 bucket: the store deletes wherever it is.
+        await asyncio.to_thread(request.app[STORE].delete, str(item["audio_key"]))
     return web.Response(status=204)
 
 

@@ -12,10 +12,11 @@ from aiohttp import web
 
 from mediaserver.branding import resolve
 from mediaserver.library import LibraryFilter, publishable
-from mediaserver.podcast import Channel, artwork_png, rss_feed
+from mediaserver.podcast import Channel, artwork_png, owner_email, rss_feed
 from web.api import public_base
-from web.keys import DB, STORE
+from web.keys import CONFIG, DB, STORE
 from web.library_api import LIBRARY, audio_path, item_urls
+from web.remote_media import remote_redirect
 
 # Feeds are read by podcast apps and website widgets every few minutes: a short shared cache is enough.
 FEED_CACHE = "public, max-age=60"
@@ -155,7 +156,8 @@ async def podcast_xml(request: web.Request) -> web.Response:
     base, slug, name = public_base(request), org["slug"], resolve(org).name or org["name"]
     channel = Channel(title=f"Sermons · {name}", link=f"{base}/library/{slug}",
                       description=f"Sermons from {name}", author=name,
-                      image_url=f"{base}/library/{slug}/artwork.png")
+                      image_url=f"{base}/library/{slug}/artwork.png",
+                      owner_email=owner_email(json.loads(org["settings"] or "{}")))
     body = rss_feed(channel, [(i, str(item_urls(base, slug, i)["audio_url"])) for i in items])
     return web.Response(body=body, content_type="application/rss+xml", charset="utf-8",
                         headers={"Cache-Control": FEED_CACHE})
@@ -172,6 +174,10 @@ async def audio(request: web.Request) -> web.StreamResponse:
     items = await visible_items(request, org)
     item = next((i for i in items if i["id"] == request.match_info["item_id"]), None)
     path = audio_path(request.app[STORE], item) if item is not None else None
+    if path is None and item is not None and item.get("audio_key"):  # moved to S3 with its recording
+        moved = await remote_redirect(request.app[STORE], item["audio_key"], request.app[CONFIG].storage.s3_url_seconds)
+        if moved is not None:
+            return moved
     if path is None:
         raise web.HTTPNotFound(text="No such episode.\n")
     return web.FileResponse(path, headers={"Content-Type": "audio/mp4", "Cache-Control": "public, max-age=86400"})

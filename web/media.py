@@ -17,6 +17,7 @@ from storage.store import InvalidKeyError
 from web.guard import ACCESS, stream_row, watch_access
 from web.keys import CONFIG, DB, MANAGER, STORE
 from web.viewer_counting import WATCHER, counted
+from web.remote_media import remote_redirect
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -27,6 +28,21 @@ INIT_RE = re.compile(r"^init-\d{1,6}(-\d{1,3})?\.mp4$")  # init-PERIOD[-REOPEN].
 LIVE_PLAYLIST_CACHE = "public, max-age=1"
 VOD_PLAYLIST_CACHE = "public, max-age=60"
 IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
+# A blocking reload's answer (_HLS_msn/_HLS_part) has a URL unique to one moment of the playlist, and every
+# later answer to it would hold at least what was asked for: a CDN may keep it for a while (Apple's LL-HLS
+# CDN guidance), so the crowd asking for the same next part costs the origin one request.
+BLOCKING_RELOAD_TARGETS = 6
+
+
+def blocking_playlist_cache(target_duration: float) -> str:
+    return f"public, max-age={max(1, round(BLOCKING_RELOAD_TARGETS * target_duration))}"
+
+
+def for_whom(cache: str, shared: bool) -> str:
+    """A CDN may keep one copy for everyone only of what anyone may fetch: media of a private or
+    members-only stream, of a held preview, or any answer carrying a viewer's token stays per browser
+    (a proxy keys on the URL, not on the cookie or Authorization header that opened it)."""
+    return cache if shared else cache.replace("public", "private")
 
 
 def cors(response: web.StreamResponse) -> web.StreamResponse:
@@ -35,10 +51,10 @@ def cors(response: web.StreamResponse) -> web.StreamResponse:
     return response
 
 
-def playlist_response(text: str, cache: str, token: str | None = None) -> web.Response:
+def playlist_response(text: str, cache: str, token: str | None = None, shared: bool = True) -> web.Response:
     response = web.Response(text=text, content_type=PLAYLIST_TYPE, charset=None)
     # A playlist carrying a viewer's token must not be shared by a CDN.
-    response.headers["Cache-Control"] = cache.replace("public", "private") if token else cache
+    response.headers["Cache-Control"] = for_whom(cache, shared and not token)
     cors(response)
     return response
 
@@ -123,10 +139,11 @@ async def master_playlist(request: web.Request) -> web.Response:
     if isinstance(granted, web.Response):
         return granted
     token = granted[1].playback_token
+    shared = request.app[ACCESS].listed(granted[0])
     live = request.app[MANAGER].live_master(stream_id)
     if live is not None:
-        return playlist_response(with_token(live, token), LIVE_PLAYLIST_CACHE, token)
-    return await _recorded_playlist(request, stream_id, "master.m3u8", token)
+        return playlist_response(with_token(live, token), LIVE_PLAYLIST_CACHE, token, shared)
+    return await _recorded_playlist(request, stream_id, "master.m3u8", token, shared)
 
 
 async def media_playlist(request: web.Request) -> web.Response:
@@ -138,14 +155,16 @@ async def media_playlist(request: web.Request) -> web.Response:
     if isinstance(granted, web.Response):
         return granted
     token = granted[1].playback_token
+    shared = request.app[ACCESS].listed(granted[0])
     held = await _hold_for_reload(request, stream_id, rendition)
-    if held is not None:
+    if isinstance(held, web.Response):
         return held
     skip = request.query.get("_HLS_skip") in ("YES", "v2")
     live = request.app[MANAGER].live_media(stream_id, rendition, skip=skip)
     if live is not None:
-        return playlist_response(with_token(live, token), LIVE_PLAYLIST_CACHE, token)
-    return await _recorded_playlist(request, stream_id, f"{rendition}.m3u8", token)
+        cache = LIVE_PLAYLIST_CACHE if held is None else blocking_playlist_cache(held)
+        return playlist_response(with_token(live, token), cache, token, shared)
+    return await _recorded_playlist(request, stream_id, f"{rendition}.m3u8", token, shared)
 
 
 def _query_number(request: web.Request, name: str) -> int | None:
@@ -157,9 +176,10 @@ def _query_number(request: web.Request, name: str) -> int | None:
     return int(value)
 
 
-async def _hold_for_reload(request: web.Request, stream_id: str, rendition: str) -> web.Response | None:
+async def _hold_for_reload(request: web.Request, stream_id: str, rendition: str) -> web.Response | float | None:
     """Blocking playlist reload (RFC 8216bis 6.2.5.2): hold the request until the playlist has segment
-    _HLS_msn (part _HLS_part), at most three target durations. None: answer now; else the refusal."""
+    _HLS_msn (part _HLS_part), at most three target durations. None: answer now, a plain reload; the
+    target duration: answer now, a blocking reload that was satisfied; else the refusal."""
     try:
         sequence = _query_number(request, "_HLS_msn")
         index = _query_number(request, "_HLS_part")
@@ -177,10 +197,11 @@ async def _hold_for_reload(request: web.Request, stream_id: str, rendition: str)
         return denied(400, f"_HLS_msn {sequence} is too far ahead of the playlist (last segment {last_complete})")
     if not await edge.wait_for(rendition, sequence, index, longest_wait) and not edge.ended:
         return denied(503, "the requested segment or part did not arrive in time")
-    return None
+    return None if edge.ended else longest_wait / 3
 
 
-async def _recorded_playlist(request: web.Request, stream_id: str, name: str, token: str | None) -> web.Response:
+async def _recorded_playlist(request: web.Request, stream_id: str, name: str, token: str | None,
+                             shared: bool) -> web.Response:
     found = await _latest_recording_prefix(request, stream_id)
     if found is None:
         return not_found("stream is offline; playlist")
@@ -189,7 +210,8 @@ async def _recorded_playlist(request: web.Request, stream_id: str, name: str, to
         text = await asyncio.to_thread(request.app[STORE].read, f"{prefix}/{name}")
     except (FileNotFoundError, InvalidKeyError):
         return not_found("playlist")
-    return playlist_response(with_token(_prefixed(text.decode(), f"{broadcast_id}/"), token), VOD_PLAYLIST_CACHE, token)
+    return playlist_response(with_token(_prefixed(text.decode(), f"{broadcast_id}/"), token), VOD_PLAYLIST_CACHE, token,
+                             shared)
 
 
 RECORDING_PICTURES = {"poster.jpg": "image/jpeg", "sprite.jpg": "image/jpeg", "storyboard.vtt": "text/vtt"}
@@ -209,8 +231,10 @@ async def broadcast_file(request: web.Request) -> web.StreamResponse:
     stream, caller = granted
     token = caller.playback_token
     # A broadcast held as a preview (auto_publish off) is hidden, playlists and segments alike, until go-live.
-    if request.app[MANAGER].previewing(stream_id, broadcast_id) and not request.app[ACCESS].may_see_preview(caller, stream):
+    previewing = request.app[MANAGER].previewing(stream_id, broadcast_id)
+    if previewing and not request.app[ACCESS].may_see_preview(caller, stream):
         return not_found("file")
+    shared = request.app[ACCESS].listed(stream) and not previewing and not token
     content_type: str
     cache = IMMUTABLE_CACHE
     if len(parts) == 1 and parts[0].endswith(".m3u8") and NAME_RE.match(parts[0][:-5]):
@@ -229,11 +253,10 @@ async def broadcast_file(request: web.Request) -> web.StreamResponse:
         if first is not None and int(m.group(1)) < first:
             return not_found("segment outside the live window;")
     elif len(parts) == 2 and NAME_RE.match(parts[0]) and (m := PART_RE.match(parts[1])):
-        return await _live_part(request, stream_id, broadcast_id, parts[0], int(m.group(1)), int(m.group(2)), token)
+        return await _live_part(request, stream_id, broadcast_id, parts[0], int(m.group(1)), int(m.group(2)), shared)
     else:
         return not_found("file")
-    if token:
-        cache = cache.replace("public", "private")
+    cache = for_whom(cache, shared)
     if len(parts) == 2:
         # The live edge from memory: every viewer asks for the same few files.
         data = request.app[MANAGER].live_file(stream_id, broadcast_id, parts[0], parts[1])
@@ -254,13 +277,23 @@ async def broadcast_file(request: web.Request) -> web.StreamResponse:
         try:
             data = await asyncio.to_thread(path.read_bytes)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return not_found("file")
+            moved = await remote_redirect(request.app[STORE], key, request.app[CONFIG].storage.s3_url_seconds)
+            return moved if moved is not None else not_found("file")  # in S3 (storage.backend "s3")?
         return cors(web.Response(body=data, headers={"Content-Type": content_type, "Cache-Control": cache}))
     if not await asyncio.to_thread(path.is_file):
-        return not_found("file")
+        if content_type == PLAYLIST_TYPE:  # a recording's playlist moved to S3 is read here: the token goes on
+            try:
+                text = (await asyncio.to_thread(request.app[STORE].read, key)).decode()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                return not_found("file")
+            return playlist_response(with_token(text, token), cache, token, shared)
+        download = f"{stream_id}-{broadcast_id}.mp4" if parts[0].endswith(".mp4") and "download" in request.query else None
+        moved = await remote_redirect(request.app[STORE], key, request.app[CONFIG].storage.s3_url_seconds,
+                                      download_name=download)
+        return moved if moved is not None else not_found("file")
     if content_type == PLAYLIST_TYPE:
         text = await asyncio.to_thread(path.read_text)
-        return playlist_response(with_token(text, token), cache, token)
+        return playlist_response(with_token(text, token), cache, token, shared)
     response = web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": cache})
     if len(parts) == 1 and parts[0].endswith(".mp4") and "download" in request.query:
         response.headers["Content-Disposition"] = f'attachment; filename="{stream_id}-{broadcast_id}.mp4"'
@@ -269,7 +302,7 @@ async def broadcast_file(request: web.Request) -> web.StreamResponse:
 
 
 async def _live_part(request: web.Request, stream_id: str, broadcast_id: str, rendition: str, sequence: int,
-                     index: int, token: str | None) -> web.StreamResponse:
+                     index: int, shared: bool) -> web.StreamResponse:
     """An LL-HLS part, from memory. The part a preload hint announced may be asked for before it exists:
     the request is held until the part is complete and then sent whole. RFC 8216bis 6.2.6: no byte of a
     part goes out before all of it can go at the full speed of the link, so players measure bandwidth right."""
@@ -291,7 +324,7 @@ async def _live_part(request: web.Request, stream_id: str, broadcast_id: str, re
         part = held.part(sequence, index)
         if part is None:
             return not_found("part")
-    cache = IMMUTABLE_CACHE.replace("public", "private") if token else IMMUTABLE_CACHE
+    cache = for_whom(IMMUTABLE_CACHE, shared)
     return cors(web.Response(body=part.data, headers={"Content-Type": "video/iso.segment", "Cache-Control": cache}))
 
 

@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from mediaserver.analytics_sampler import current_viewers
-from web.guard import bearer_token
+from web.guard import bearer_token, from_web_worker
 from web.viewer_counting import HLS_VIEWERS
 from web.keys import CHAT, CONFIG, MANAGER, STORE
 
@@ -146,6 +146,15 @@ def _allowed(request: web.Request) -> bool:
     if token:
         given = bearer_token(request) or ""
         return hmac.compare_digest(given.encode(), token.encode())
+    if from_web_worker(request):
+        # Through one of our web workers: allowed if the worker's client is this machine, with no proxy before it.
+        hops = [h.strip() for value in request.headers.getall("X-Forwarded-For", []) for h in value.split(",")]
+        if len(hops) != 1 or "Forwarded" in request.headers:
+            return False
+        try:
+            return ipaddress.ip_address(hops[0].split("%", 1)[0]).is_loopback
+        except ValueError:
+            return False
     if "X-Forwarded-For" in request.headers or "Forwarded" in request.headers:
         return False
     try:

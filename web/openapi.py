@@ -9,6 +9,7 @@ from typing import Any, cast
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
+from mediaserver.podcast import EMAIL_PATTERN
 from mediaserver.webhooks import EVENT_TYPES
 
 # Dates and date-times the API takes: RFC 3339, years 1000 to 9999 (earlier years don't survive a round
@@ -151,6 +152,10 @@ ORG_SETTINGS: dict[str, Any] = {
         "dvr_window_minutes": {"type": "integer", "minimum": 0, "maximum": 720},
         "recording_enabled": {"type": "boolean"},
         "auto_publish": {"type": "boolean"},
+        "contact_email": {"type": ["string", "null"], "maxLength": 254,
+                          "pattern": EMAIL_PATTERN[:-1] + r"$(?!\n)",  # no trailing newline (Python's $)
+                          "description": "the organization's contact e-mail: the podcast feed's itunes:owner "
+                                         "e-mail, which Apple Podcasts requires"},
         "giving": {"type": "object", "properties": {
             "enabled": {"type": "boolean"},
             "url": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^https?://"},
@@ -354,6 +359,8 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"id": {"type": "string"}, "slug": {"type": "string"}, "name": {"type": "string"},
                        "timezone": {"type": "string"}, "settings": {"$ref": "#/components/schemas/OrgSettings"},
                        "calendar_url": {"type": "string"},
+                       "warnings": {"type": "array", "items": {"type": "string"},
+                                    "description": "what to fix, e.g. the contact e-mail Apple Podcasts needs"},
                        "server_defaults": {
                            "type": "object", "description": "what the settings fall back to (the server's config)",
                            "properties": {
@@ -783,8 +790,12 @@ SCHEMAS["ChatReplay"] = {
         "items": {"type": "array", "description": "in media-time order", "items": {
             "type": "object", "required": ["kind", "id", "type", "media_time", "at"],
             "properties": {
-                "kind": {"type": "string", "enum": ["message", "announcement", "reaction"]},
+                "kind": {"type": "string", "enum": ["message", "announcement", "giving", "reaction"],
+                         "description": "giving: a giving moment (an announcement sent with a card)"},
                 "id": {"type": "string"}, "type": {"type": "string"},
+                "card": {"type": "object", "description": "giving: the card the moderator sent",
+                         "properties": {"title": {"type": "string"}, "text": {"type": "string"},
+                                        "url": {"type": "string"}}, "additionalProperties": False},
                 "text": {"type": "string"}, "author": {"type": "string"}, "role": {"type": "string"},
                 "count": {"type": "integer", "description": "reaction: how many in that minute"},
                 "media_time": {"type": "number", "description": "seconds into the recording (its PDT-mapped time)"},
@@ -869,7 +880,7 @@ DOCUMENT["paths"]["/api/webhooks/{webhook_id}/test"] = {
 SCHEMAS["SimulcastTarget"] = {
     "type": "object",
     "required": ["id", "stream_id", "name", "kind", "url", "enabled", "tls_verify", "created_at", "status", "error",
-                 "status_since"],
+                 "status_since", "rendition", "detail"],
     "properties": {
         "id": {"type": "string"}, "stream_id": {"type": "string"}, "name": {"type": "string"},
         "kind": {"type": "string", "enum": ["youtube", "facebook", "rtmp"]},
@@ -880,6 +891,10 @@ SCHEMAS["SimulcastTarget"] = {
         "status": {"type": "string", "enum": ["PENDING", "CONNECTING", "LIVE", "RECONNECTING", "FAILED"]},
         "error": {"type": ["string", "null"], "description": "the last error (RECONNECTING, FAILED)"},
         "status_since": NULLABLE_ISO,
+        "rendition": {"type": "string", "description": "what is pushed: \"source\" (the encoder's own media, as "
+                      "received) or the name of a ladder rung (its H.264 + AAC, as already encoded)"},
+        "detail": {"type": ["string", "null"],
+                   "description": "what is pushed instead when it isn't what was asked (e.g. an HEVC source)"},
     },
     "additionalProperties": False,
 }
@@ -898,20 +913,23 @@ SCHEMAS["SimulcastTargetCreate"] = {
         "key": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": "^[!-~]+$",
                 "x-error": "the stream key: printable characters without spaces"},
         "tls_verify": {"type": "boolean", "description": "rtmps: verify the certificate (default true)"},
+        "rendition": {"type": "string", "minLength": 1, "maxLength": 100,
+                      "description": "\"source\" (default) or a rung of the stream's ladder, e.g. \"720p\""},
     },
     "additionalProperties": False,
 }
 SCHEMAS["SimulcastTargetUpdate"] = {
     "type": "object",
     "properties": {"enabled": {"type": "boolean"},
-                   "name": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": NOT_BLANK}},
+                   "name": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": NOT_BLANK},
+                   "rendition": {"type": "string", "minLength": 1, "maxLength": 100}},
     "additionalProperties": False,
 }
 SCHEMAS["SimulcastDefault"] = {
     "type": "object",
-    "required": ["id", "org_id", "name", "kind", "url", "enabled", "tls_verify", "created_at"],
+    "required": ["id", "org_id", "name", "kind", "url", "enabled", "tls_verify", "created_at", "rendition"],
     "properties": {k: v for k, v in SCHEMAS["SimulcastTarget"]["properties"].items()
-                   if k not in ("stream_id", "status", "error", "status_since")} | {"org_id": {"type": "string"}},
+                   if k not in ("stream_id", "status", "error", "status_since", "detail")} | {"org_id": {"type": "string"}},
     "additionalProperties": False,
 }
 SCHEMAS["SimulcastDefaultList"] = {

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from mediaserver.branding import IMAGE_KINDS, resolve
+from mediaserver.podcast import owner_email, podcast_warnings
 from web.api import public_base, read_json
 from web.auth import error, manages
 from mediaserver.config import Config
@@ -20,6 +21,8 @@ def org_view(request: web.Request, row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "slug": row["slug"], "name": row["name"], "timezone": row["timezone"],
             "settings": json.loads(row["settings"] or "{}"),
             "calendar_url": f"{public_base(request)}/api/orgs/{row['slug']}/calendar.ics",
+            # Said on every read, so the console can say it: the podcast feed lacks what Apple requires.
+            "warnings": podcast_warnings(json.loads(row["settings"] or "{}")),
             # What the settings fall back to (config.toml): the console suggests OBS settings from the ladder.
             "server_defaults": server_defaults(request.app[CONFIG])}
 
@@ -57,6 +60,9 @@ async def update_org(request: web.Request) -> web.Response:
     if "settings" in body:
         stored = json.loads(row["settings"] or "{}")
         settings = {**stored, **body["settings"]}
+        email = settings.get("contact_email")
+        if email is not None and not owner_email(settings):  # the schema's pattern, strictly (no trailing newline)
+            return error(400, "invalid fields", {"settings.contact_email": f"not an e-mail address: {email!r}"})
         if isinstance(settings.get("branding"), dict):  # uploaded images stay: only their own routes change them
             settings["branding"] = keep_uploaded_images(stored.get("branding"), settings["branding"])
         fields["settings"] = json.dumps(settings)

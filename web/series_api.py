@@ -18,11 +18,11 @@ from mediaserver.db import DEFAULT_ORG, hash_key, new_stream_key
 from mediaserver.ical import CalendarEvent, render_calendar
 from mediaserver.schedule import ScheduleError, SeriesRule, occurrences, split_series
 from mediaserver.scheduler import materialize, rule_of
-from mediaserver.simulated_live import recording_problem
+from mediaserver.simulated_live import airable_problem
 from web.api import iso, parse_date, parse_time, public_base, read_json, stream_fields
 from web.auth import SCOPE, error, manages
 from web.guard import ACCESS
-from web.keys import CONFIG, DB
+from web.keys import CONFIG, DB, STORE
 
 # The calendar gives a service without an end one hour, but never past the last instant a datetime holds.
 LAST_INSTANT = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
@@ -72,8 +72,8 @@ async def create_series(request: web.Request) -> web.Response:
     template_body = {k: v for k, v in body.items() if k in TEMPLATE_FIELDS}
     template, problems = stream_fields(template_body)
     if template.get("simulated_recording_id") is not None:  # each occurrence re-airs it (mediaserver/simulated_live.py)
-        _recording, problem = await asyncio.to_thread(recording_problem, request.app[DB], request[SCOPE] or DEFAULT_ORG,
-                                                      template["simulated_recording_id"])
+        problem = await asyncio.to_thread(airable_problem, request.app[DB], request.app[STORE],
+                                          request[SCOPE] or DEFAULT_ORG, template["simulated_recording_id"])
         if problem:
             problems["simulated_recording_id"] = problem
     if problems:

@@ -3,6 +3,7 @@
 POST /api/streams/{id}/simulated-live {"recording_id", "air_at"} schedules it (a READY recording of any stream of
 the same organization); DELETE cancels one not yet on air. PATCH /api/streams/{id} with simulated_recording_id +
 scheduled_start, or a series template's simulated_recording_id, sets one too (stored on the row; see sync).
+A recording of another organization, or deleted, is 404; one not READY or whose media is missing on disk, 409.
 """
 from __future__ import annotations
 

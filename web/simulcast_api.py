@@ -12,7 +12,8 @@ from aiohttp import web
 
 from mediaserver.events import Event
 from mediaserver.secret_box import SecretBox, SecretUnreadable
-from mediaserver.simulcast import PushState, SimulcastStore, TargetError, push_url, target_url
+from mediaserver.sessions import ladder_for
+from mediaserver.simulcast import SOURCE, PushState, SimulcastStore, TargetError, check_rendition, push_url, target_url
 from mediaserver.simulcast_push import PushTarget, SimulcastHub
 from web.api import find_stream, iso, read_json
 from web.orgs_api import find_org
@@ -31,12 +32,13 @@ def target_view(row: dict[str, Any], state: PushState | None) -> dict[str, Any]:
     view = {
         "id": row["id"], "name": row["name"], "kind": row["kind"],
         "url": row["url"], "enabled": bool(row["enabled"]), "tls_verify": bool(row["tls_verify"]),
-        "created_at": iso(row["created_at"]),
+        "rendition": row.get("rendition") or SOURCE, "created_at": iso(row["created_at"]),
     }
     if row["stream_id"] is None:
         return {"org_id": row["org_id"], **view}
     return {"stream_id": row["stream_id"], **view, "status": state.status if state else "PENDING",
-            "error": state.error if state else None, "status_since": iso(state.since) if state else None}
+            "error": state.error if state else None, "status_since": iso(state.since) if state else None,
+            "detail": state.detail if state else None}
 
 
 def _push_target(box: SecretBox, row: dict[str, Any]) -> PushTarget | None:
@@ -46,7 +48,8 @@ def _push_target(box: SecretBox, row: dict[str, Any]) -> PushTarget | None:
         key = box.open(row["key_sealed"])
     except SecretUnreadable:
         return None
-    return PushTarget(row["id"], row["stream_id"], row["name"], push_url(row["url"], key), bool(row["tls_verify"]))
+    return PushTarget(row["id"], row["stream_id"], row["name"], push_url(row["url"], key), bool(row["tls_verify"]),
+                      row.get("rendition") or SOURCE)
 
 
 async def _owner(request: web.Request) -> tuple[str, str]:
@@ -54,6 +57,18 @@ async def _owner(request: web.Request) -> tuple[str, str]:
     if "stream_id" in request.match_info:
         return "stream", str((await find_stream(request))["id"])
     return "org", str((await find_org(request))["id"])
+
+
+async def _ladder(request: web.Request, owner: tuple[str, str]) -> list[str]:
+    """The rung names a target of this stream (or of this organization's streams) may ask for."""
+    db = request.app[DB]
+    org_id = owner[1] if owner[0] == "org" else str((await asyncio.to_thread(db.stream, owner[1]) or {}).get("org_id"))
+    org = await asyncio.to_thread(db.org, org_id)
+    return [rung.name for rung in ladder_for(request.app[CONFIG], org)]
+
+
+def _rendition(body: dict[str, Any], ladder: list[str]) -> str:
+    return check_rendition(str(body.get("rendition", SOURCE)), ladder)
 
 
 async def list_targets(request: web.Request) -> web.Response:
@@ -69,6 +84,7 @@ async def add_target(request: web.Request) -> web.Response:
     store = request.app[SIMULCAST_STORE]
     try:
         url = target_url(body["kind"], body.get("url"))
+        rendition = _rendition(body, await _ladder(request, owner))
     except TargetError as exc:
         field, _, message = str(exc).partition(": ")
         return error(400, "invalid fields", {field: message})
@@ -78,7 +94,7 @@ async def add_target(request: web.Request) -> web.Response:
     box = request.app[SECRET_BOX]
     name = body.get("name") or body["kind"]
     row = await asyncio.to_thread(store.add, owner, name, body["kind"], url, box.seal(body["key"]),
-                                  bool(body.get("tls_verify", True)))
+                                  bool(body.get("tls_verify", True)), rendition)
     hub = request.app[SIMULCAST_HUB]
     target = _push_target(box, row)
     if target is not None:
@@ -103,10 +119,19 @@ async def update_target(request: web.Request) -> web.Response:
         fields["enabled"] = int(body["enabled"])
     if "name" in body:
         fields["name"] = body["name"]
+    if "rendition" in body:
+        owner = ("stream", row["stream_id"]) if row["stream_id"] is not None else ("org", row["org_id"])
+        try:
+            fields["rendition"] = _rendition(body, await _ladder(request, owner))
+        except TargetError as exc:
+            field, _, message = str(exc).partition(": ")
+            return error(400, "invalid fields", {field: message})
+    hub = request.app[SIMULCAST_HUB]
+    if row["stream_id"] is not None and fields.get("rendition", row.get("rendition")) != row.get("rendition"):
+        await hub.stop_target(row["stream_id"], row["id"])  # started again below with the rung asked for
     if fields:
         await asyncio.to_thread(request.app[SIMULCAST_STORE].update, row["id"], **fields)
         row = {**row, **fields}
-    hub = request.app[SIMULCAST_HUB]
     if row["stream_id"] is not None and row["enabled"]:
         target = _push_target(request.app[SECRET_BOX], row)
         if target is not None:
@@ -139,7 +164,8 @@ def add_routes(app: web.Application) -> None:
     def emit(stream_id: str, data: dict[str, Any]) -> None:
         manager.bus.publish(Event("simulcast.status", stream_id, data))
 
-    hub = SimulcastHub(load_targets, emit)
+    hub = SimulcastHub(load_targets, emit,
+                       allow_private_networks=app[CONFIG].simulcast.allow_private_networks)
     app[SIMULCAST_STORE], app[SECRET_BOX], app[SIMULCAST_HUB] = store, box, hub
 
     async def on_event(event: Event) -> None:
@@ -154,12 +180,15 @@ def add_routes(app: web.Application) -> None:
 
     async def start(app: web.Application) -> None:
         manager.media_taps.append(hub.feed)
+        manager.rendition_taps.append(hub.feed_rendition)
         app[_UNSUBSCRIBE] = manager.bus.subscribe(on_event)
 
     async def stop(app: web.Application) -> None:
         app[_UNSUBSCRIBE]()
         if hub.feed in manager.media_taps:
             manager.media_taps.remove(hub.feed)
+        if hub.feed_rendition in manager.rendition_taps:
+            manager.rendition_taps.remove(hub.feed_rendition)
         await hub.shutdown()
 
     app.on_startup.append(start)

@@ -7,6 +7,7 @@ identity (a per-browser id, a member or staff token), never by address alone. No
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -92,8 +93,11 @@ class Viewer:
 class Room:
     def __init__(self, stream_id: str, store: ChatStore, policy: ModerationPolicy,
                  clock: Callable[[], float] = time.time, limits: ChatLimits | None = None,
-                 org_id: str | None = None) -> None:
+                 org_id: str | None = None, fanout: Callable[[bytes, bool], int] | None = None) -> None:
         self.stream_id = stream_id
+        # Across processes (mediaserver/cluster/) a broadcast goes out once to every process, which offers it
+        # to its own sockets; None: offer it to this room's viewers here.
+        self.fanout = fanout
         self.org_id = org_id
         self.store = store
         self.policy = policy
@@ -159,6 +163,8 @@ class Room:
     # -- fan-out -----------------------------------------------------------------------------------
     def broadcast(self, event: str, data: dict[str, Any], *, staff_only: bool = False) -> int:
         text = frame(event, data)  # once per event, whatever the room's size
+        if self.fanout is not None:
+            return self.fanout(text, staff_only)
         delivered = 0
         for viewer in list(self.viewers.values()):
             if staff_only and not viewer.staff:
@@ -479,7 +485,8 @@ class Room:
         if verdict.action == "reject":
             return self.error(viewer, "rejected", verdict.reason)
         message = self._message(viewer, shown, "ANNOUNCEMENT", self.clock())
-        self.store.save_message(message)
+        # The card is kept (not sent in chat:message) so the chat replay can show the giving moment again.
+        self.store.save_message({**message, "card": json.dumps(card)} if card else message)
         self._publish(message)
         self.broadcast("stream:announcement", {"text": shown, "card": card or None})
         self._audit(viewer, "announce", "", shown)

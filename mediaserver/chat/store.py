@@ -31,9 +31,10 @@ class ChatStore:
             self.db.table("chat_messages").create_index(["stream_id", "created_at"])
         messages = self.db.table("chat_messages")
         # Added later: when a message was published (a held one: when approved), highlights, and who wrote
-        # it (their viewer identity and address, never sent to clients) so bans can follow them.
+        # it (their viewer identity and address, never sent to clients) so bans can follow them; an
+        # announcement's card (JSON {title, text, url}: a giving moment) so the chat replay shows it.
         for column, kind in (("published_at", float), ("highlighted", int), ("author_viewer", str),
-                             ("author_address", str)):
+                             ("author_address", str), ("card", str)):
             if column not in messages.columns_dict:
                 messages.add_column(column, kind)
         if "chat_sanctions" not in names:

@@ -120,12 +120,26 @@
   }
 
   // ---- replay: a recording plays with the chat it had ----------------------------------------------
-  // web/replay_api.py gives every message and reaction its place on the recording's own timeline (media_time);
+  // web/replay_api.py gives every message, giving moment and reaction its place on the recording's own timeline (media_time);
   // the list shows what playback has reached: seeking back rebuilds it up to the new time. No socket: the
   // room of an ended broadcast is closed, and nothing said now belongs to the replay.
   const REPLAY_KEEP = 200;        // messages kept in the list, as in the live room
   const REACTION_RECENT = 2;      // seconds: reactions further behind the playhead than this don't float
   const REPLAY_TICK_MS = 250;     // timeupdate comes about every 250 ms; a tick as well, for seeks while paused
+  const CARD_RECENT = 60;         // seconds: a giving moment further behind the playhead than this isn't shown again
+
+  // A moment card (an announcement or giving moment) in `box`, as the live room shows it.
+  function fillCard(box, data) {
+    const card = data.card || {};
+    box.replaceChildren(el("strong", {}, card.title || "Announcement"), el("p", {}, card.text || data.text || ""));
+    if (card.url && /^https?:\/\//.test(card.url)) {
+      box.append(el("a", { href: card.url, target: "_blank", rel: "noopener", class: "give" }, "Open"));
+    }
+    const close = el("button", { type: "button", class: "close", "aria-label": "Close" }, "×");
+    close.addEventListener("click", () => { box.hidden = true; });
+    box.append(close);
+    box.hidden = false;
+  }
 
   function replayRoom() {
     root.replaceChildren();
@@ -139,6 +153,8 @@
     const stage = document.querySelector(".stage") || document.body;
     const floats = el("div", { class: "floats", "aria-hidden": "true" });
     stage.append(floats);
+    const cardBox = el("div", { id: "moment", class: "moment", hidden: "" });
+    stage.append(cardBox);
     const video = document.getElementById("video");
     let items = [], shown = 0;
 
@@ -164,6 +180,10 @@
           if (playing && t - item.media_time <= REACTION_RECENT) float(item.type, item.count || 1);
         } else {
           nodes.push(messageItem(item));
+          if (item.kind === "giving" && t - item.media_time <= CARD_RECENT) {
+            fillCard(cardBox, item);
+            cardBox.dataset.id = item.id;
+          }
         }
       }
       list.append(...nodes.slice(-REPLAY_KEEP));
@@ -178,6 +198,8 @@
       while (reached > 0 && items[reached - 1].media_time > t) reached--;
       if (reached < shown) {  // sought back: start the list again from the beginning
         list.replaceChildren();
+        cardBox.hidden = true;  // a giving moment not reached yet isn't shown
+        delete cardBox.dataset.id;
         shown = 0;
       }
       if (reached > shown) reveal(shown, reached, t, !video.seeking && reached - shown <= 3);
@@ -286,15 +308,7 @@
   }
 
   function showCard(data) {
-    const card = data.card || {};
-    cardBox.replaceChildren(el("strong", {}, card.title || "Announcement"), el("p", {}, card.text || data.text || ""));
-    if (card.url && /^https?:\/\//.test(card.url)) {
-      cardBox.append(el("a", { href: card.url, target: "_blank", rel: "noopener", class: "give" }, "Open"));
-    }
-    const close = el("button", { type: "button", class: "close", "aria-label": "Close" }, "×");
-    close.addEventListener("click", () => { cardBox.hidden = true; });
-    cardBox.append(close);
-    cardBox.hidden = false;
+    fillCard(cardBox, data);
   }
 
   const handlers = {

@@ -381,10 +381,12 @@
     video.currentTime = target;
   }
 
-  // ---- storyboard previews (recordings) -------------------------------------------------------------
+  // ---- storyboard previews (recordings and the live DVR window) -------------------------------------
   // packager/thumbnails.py writes a sprite sheet and a WebVTT storyboard whose cues say, per stretch of media
   // time, which tile of the sheet shows it ("sprite.jpg#xywh=x,y,w,h"). Hovering or dragging the bar shows that
   // tile with the time under it; keyboard users keep the bar's own time label (aria-valuetext).
+  // While live, /hls/ID/storyboard.vtt (packager/live_storyboard.py) dates its cues by EXT-X-PROGRAM-DATE-TIME,
+  // counted from the origin in its header: a bar position maps to that date through hls.js's fragment under it.
 
   // Media time (seconds from the recording's start) at the playhead: what the storyboard and the chat replay use.
   function mediaTime() {
@@ -398,9 +400,12 @@
   }
 
   // Cues of a storyboard: [{start, end, url, x, y, w, h}], the image URL resolved against the VTT's own (and
-  // given the VTT's token, so a private recording's sheet loads too).
+  // given the VTT's token, so a private recording's sheet loads too). cues.origin: the live storyboard's origin
+  // (ms since the epoch), else null.
   function parseStoryboard(text, base) {
     const cues = [];
+    const origin = /^X-PROGRAM-DATE-TIME-ORIGIN=(\S+)\s*$/m.exec(text.replace(/\r/g, ""));
+    cues.origin = origin && Number.isFinite(Date.parse(origin[1])) ? Date.parse(origin[1]) : null;
     const baseUrl = new URL(base, location.href);
     const lines = text.replace(/\r/g, "").split("\n");
     for (let i = 0; i < lines.length - 1; i++) {
@@ -417,6 +422,9 @@
   }
 
   let storyboard = [];
+  let storyboardOrigin = null;  // a live storyboard: cue times are seconds after this date (ms)
+  const preloaded = new Set();
+  const LIVE_STORYBOARD_MS = 5000;  // the live storyboard grows (and drops tiles) as the broadcast goes on
   const seekRow = seek.parentElement;
   const preview = document.createElement("div");
   preview.className = "storyboard";
@@ -442,10 +450,40 @@
     try {
       const reply = await fetch(cfg.storyboard_url);
       if (!reply.ok) return;  // not written (yet): the bar works without pictures
-      storyboard = parseStoryboard(await reply.text(), cfg.storyboard_url);
-      preview.dataset.cues = String(storyboard.length);
-      for (const url of new Set(storyboard.map((c) => c.url))) new Image().src = url;  // ready before the hover
+      useStoryboard(parseStoryboard(await reply.text(), cfg.storyboard_url));
     } catch (_) { /* no previews */ }
+  }
+
+  function useStoryboard(cues) {
+    storyboard = cues;
+    storyboardOrigin = cues.origin;
+    preview.dataset.cues = String(storyboard.length);
+    for (const cue of storyboard) {
+      if (!preloaded.has(cue.url)) { preloaded.add(cue.url); new Image().src = cue.url; }  // ready before the hover
+    }
+  }
+
+  // While a stream with DVR is live: its storyboard next to its master playlist (same token), reloaded.
+  async function loadLiveStoryboard() {
+    if (cfg.storyboard_url || cfg.mp4 || !DVR_SECONDS || !cfg.playback_url || !isLive()) return;
+    const url = new URL(cfg.playback_url, location.href);
+    url.pathname = url.pathname.replace(/master\.m3u8$/, "storyboard.vtt");
+    try {
+      const reply = await fetch(url.href, { cache: "no-cache" });
+      if (reply.ok) useStoryboard(parseStoryboard(await reply.text(), url.href));
+    } catch (_) { /* no previews this time */ }
+  }
+
+  // Seconds on a live storyboard's timeline at bar value `value`: the date of the fragment under it, plus how far
+  // into it, minus the storyboard's origin. null where the playlist has no dates.
+  function liveStoryboardSeconds(value) {
+    const d = levelDetails();
+    const frags = (d && d.fragments) || [];
+    if (!frags.length || storyboardOrigin == null) return null;
+    let frag = frags[0];
+    for (const f of frags) { if (f.start <= value) frag = f; else break; }
+    if (frag.programDateTime == null) return null;
+    return (frag.programDateTime + (value - frag.start) * 1000 - storyboardOrigin) / 1000;
   }
 
   function cueAt(seconds) {
@@ -457,13 +495,15 @@
   // Show the tile for bar value `value` at horizontal pixel `left` inside the seek row.
   function showPreview(value, left) {
     const range = windowRange();
-    if (!storyboard.length || !range || isLive()) { preview.hidden = true; return; }
-    const seconds = Math.max(0, value - range.start);
-    const cue = cueAt(seconds);
+    const dated = storyboardOrigin != null;  // the live storyboard (also once the broadcast has just ended)
+    if (!storyboard.length || !range || (isLive() && !dated)) { preview.hidden = true; return; }
+    const seconds = dated ? liveStoryboardSeconds(value) : Math.max(0, value - range.start);
+    const cue = seconds == null ? null : cueAt(seconds);
     if (!cue) { preview.hidden = true; return; }
     Object.assign(previewImage.style, { width: `${cue.w}px`, height: `${cue.h}px`,
       backgroundImage: `url("${cue.url.replace(/"/g, "%22")}")`, backgroundPosition: `-${cue.x}px -${cue.y}px` });
-    previewTime.textContent = clock(seconds);
+    // Live: how far behind the live point, as the bar's own label says it; a recording: the time from its start.
+    previewTime.textContent = isLive() ? "\u2212" + shortClock(Math.max(0, Number(seek.max) - value)) : clock(seconds);
     const rowWidth = seekRow.clientWidth;
     const half = cue.w / 2 + 1;
     preview.style.left = `${Math.min(Math.max(left, half), Math.max(half, rowWidth - half))}px`;
@@ -562,5 +602,6 @@
   } else {
     start();
     loadStoryboard();
+    setInterval(loadLiveStoryboard, LIVE_STORYBOARD_MS);
   }
 })();

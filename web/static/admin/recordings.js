@@ -103,6 +103,7 @@
         el("a", { class: "button", href: `#/stream/${encodeURIComponent(recording.stream_id)}` }, "Its stream"));
       if (window.LibraryPublish) window.LibraryPublish.block(recording, box);  // the sermon library (below)
       if (window.Reair) window.Reair.block(recording, box);  // simulated live (below)
+      if (window.ReplayModeration) window.ReplayModeration.block(recording, box);  // chat replay (below)
       return box;
     }
 
@@ -112,7 +113,7 @@
       storage.dataset.bytes = String(answer.storage_bytes);
       storage.textContent = `Storage used by ${answer.total} recording${answer.total === 1 ? "" : "s"}: ${C.bytes(answer.storage_bytes)}`;
       // Don't redraw under an open rename or delete question.
-      if (list.querySelector("form.rename, form.library-publish, .confirm")) return;
+      if (list.querySelector("form.rename, form.library-publish, .confirm, .replay-items")) return;
       list.replaceChildren(...answer.recordings.map(card));
       if (!answer.recordings.length) list.append(el("p", { class: "muted" }, "No recordings yet: every service is kept here once it ends."));
       if (answer.next_offset !== null) list.append(el("p", { class: "hint" }, `Showing the newest ${answer.recordings.length}.`));
@@ -223,6 +224,66 @@
   window.Reair = {
     block(recording, box) {
       const slot = el("div", { class: "reair-slot" });
+      box.append(slot);
+      start(recording, slot);
+    },
+  };
+})();
+
+// Chat replay: "Chat replay" on each recording lists what its replay shows (messages, announcements, giving
+// moments at their time in the recording), each with Hide/Unhide: a hidden message never shows in the public
+// replay (web/replay_api.py; audit-logged as replay_hide / replay_unhide).
+(() => {
+  const C = window.Console;
+  const { el } = C;
+
+  const clock = (seconds) => {
+    const s = Math.max(0, Math.floor(seconds));
+    return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  };
+
+  function base(recording) {
+    return `/api/streams/${encodeURIComponent(recording.stream_id)}/recordings/${encodeURIComponent(recording.id)}` +
+      "/chat-replay";
+  }
+
+  function row(recording, item) {
+    const line = el("li", { class: `replay-item${item.hidden ? " hidden-item" : ""}`, "data-message-id": item.id },
+      el("span", { class: "muted" }, `${clock(item.media_time)} `),
+      el("strong", {}, item.author || ""), " ", item.kind === "giving"
+        ? `Giving moment: ${item.text}${item.card && item.card.text ? ` — ${item.card.text}` : ""}` : item.text,
+      item.hidden ? el("span", { class: "badge" }, " hidden from the replay") : "");
+    const action = item.hidden ? "unhide" : "hide";
+    const button = el("button", { type: "button", "aria-label": `${item.hidden ? "Unhide" : "Hide"} “${item.text}”` },
+      item.hidden ? "Unhide" : "Hide");
+    button.addEventListener("click", async () => {
+      const answer = await C.attempt(() => C.api("POST", `${base(recording)}/${encodeURIComponent(item.id)}/${action}`),
+        item.hidden ? "Shown in the replay again" : "Hidden from the replay");
+      if (answer) line.replaceWith(row(recording, { ...item, hidden: answer.hidden }));
+    });
+    line.append(" ", button);
+    return line;
+  }
+
+  async function open(recording, slot) {
+    const answer = await C.attempt(() => C.api("GET", base(recording)));
+    if (!answer) return;
+    const shown = answer.items.filter((item) => item.kind !== "reaction");
+    const list = el("ol", { class: "replay-items", "aria-label": `Chat replay of ${recording.title}` },
+      ...shown.map((item) => row(recording, item)));
+    slot.replaceChildren(el("div", { class: "row" }, el("h3", {}, "Chat replay"),
+      el("button", { type: "button", on: { click: () => start(recording, slot) } }, "Close")),
+    shown.length ? list : el("p", { class: "muted replay-items" }, "No chat during this broadcast."));
+  }
+
+  function start(recording, slot) {
+    slot.replaceChildren(el("button", { type: "button", "aria-label": `Chat replay of ${recording.title}`,
+      on: { click: () => open(recording, slot) } }, "Chat replay"));
+  }
+
+  window.ReplayModeration = {
+    block(recording, box) {
+      const slot = el("div", { class: "replay-slot" });
       box.append(slot);
       start(recording, slot);
     },

@@ -159,6 +159,27 @@
       field("giving-message", "Message beside the button (optional)", givingMessage),
       saveRow("Save giving"))));
 
+    // -- podcast (the sermon library's feed) ----------------------------------------------------------------
+    const contact = el("input", { type: "email", value: s.contact_email || "", maxlength: 254, placeholder: "office@yourchurch.org" });
+    const podcastWarning = el("p", { class: "notice", id: "podcast-warning", role: "status" });
+    const showWarnings = () => {
+      podcastWarning.textContent = (org.warnings || []).join(" ");
+      podcastWarning.hidden = !podcastWarning.textContent;
+    };
+    showWarnings();
+    main.append(section("set-podcast", "Podcast",
+      "The sermon library's podcast feed names your church as its owner with this e-mail; Apple Podcasts requires it.",
+      podcastWarning,
+      el("form", { on: { submit: async (e) => {
+        e.preventDefault();
+        const value = contact.value.trim();
+        if (value && !contact.checkValidity()) { C.toast(`${value} is not an e-mail address.`, "error"); return; }
+        await patch({ settings: { contact_email: value || null } }, "Contact e-mail saved.");
+        showWarnings();
+      } } },
+      field("contact-email", "Contact e-mail", contact),
+      saveRow("Save contact e-mail"))));
+
     // -- branding -----------------------------------------------------------------------------------------
     const brand = s.branding || {};
     const display = el("input", { value: brand.display_name || "", maxlength: 200, placeholder: org.name });

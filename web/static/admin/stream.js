@@ -157,7 +157,7 @@
           el("h2", { id: "preview-heading" }, "Preview"), video, previewNote,
           el("p", { class: "hint" }, "Viewers watch at ", el("a", { href: stream.watch_url, target: "_blank", rel: "noopener" }, stream.watch_url)))),
       obs);
-    if (window.SimulcastPanel) main.append(window.SimulcastPanel(stream.id));
+    if (window.SimulcastPanel) main.append(window.SimulcastPanel(stream.id, ladder));
 
     const act = async (path, body, done) => {
       const answer = await C.attempt(() => C.api("POST", `/api/streams/${stream.id}/${path}`, body), done);
@@ -249,7 +249,7 @@
   const { el } = C;
   const KIND_NAMES = { youtube: "YouTube", facebook: "Facebook", rtmp: "RTMP server" };
 
-  window.SimulcastPanel = (streamId) => {
+  window.SimulcastPanel = (streamId, ladder) => {
     const base = `/api/streams/${encodeURIComponent(streamId)}/simulcast-targets`;
     const list = el("ul", { class: "simulcast-targets", id: "simulcast-list", "aria-live": "polite" });
     const kind = el("select", { id: "simulcast-kind", name: "kind" },
@@ -258,11 +258,16 @@
     const url = el("input", { id: "simulcast-url", name: "url", maxlength: 500, placeholder: "rtmp://… or rtmps://… (YouTube and Facebook: leave empty)" });
     const key = el("input", { id: "simulcast-key", name: "key", type: "password", required: true, autocomplete: "off" });
     const insecure = el("input", { type: "checkbox", id: "simulcast-insecure" });
+    // What is pushed: the encoder's own stream, or one quality of the ladder as already encoded (no extra CPU).
+    const rendition = el("select", { id: "simulcast-rendition", name: "rendition" },
+      el("option", { value: "source" }, "As the encoder sends it"),
+      ...[...(ladder || [])].sort((a, b) => b.height - a.height).map((rung) => el("option", { value: rung.name }, rung.name)));
     const form = el("form", { id: "simulcast-form", class: "stack" },
       el("label", { for: "simulcast-kind" }, "Where"), kind,
       el("label", { for: "simulcast-name" }, "Name"), name,
       el("label", { for: "simulcast-url" }, "Server URL"), url,
       el("label", { for: "simulcast-key" }, "Stream key"), key,
+      el("label", { for: "simulcast-rendition" }, "Quality"), rendition,
       el("label", { class: "inline", for: "simulcast-insecure" }, insecure,
         "Don't check the server's certificate (RTMPS with a self-signed certificate only)"),
       el("button", { type: "submit" }, "Add target"));
@@ -286,12 +291,14 @@
         el("strong", {}, target.name), " ", el("span", { class: `badge simulcast-${target.status.toLowerCase()}` },
           target.enabled ? target.status : "PAUSED"),
         " ", el("span", { class: "hint" }, target.url),
+        " ", el("span", { class: "hint simulcast-rendition" }, target.rendition === "source" ? "source" : target.rendition),
+        target.detail ? el("p", { class: "hint simulcast-detail" }, target.detail) : null,
         target.error ? el("p", { class: "hint warning" }, target.error) : null, " ", toggle, " ", remove);
     }
 
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
-      const body = { kind: kind.value, key: key.value, tls_verify: !insecure.checked };
+      const body = { kind: kind.value, key: key.value, tls_verify: !insecure.checked, rendition: rendition.value };
       if (name.value.trim()) body.name = name.value.trim();
       if (url.value.trim()) body.url = url.value.trim();
       if (await C.attempt(() => C.api("POST", base, body), "Target added")) {
@@ -303,7 +310,7 @@
     C.every(2000, () => refresh().catch(() => {}));
     return el("section", { class: "panel", id: "simulcast", "aria-labelledby": "simulcast-heading" },
       el("h2", { id: "simulcast-heading" }, "Simulcast"),
-      el("p", { class: "hint" }, "While the service is live, it is also sent, as it comes from the encoder, to each target below."),
+      el("p", { class: "hint" }, "While the service is live, it is also sent to each target below: as it comes from the encoder, or one quality of the ladder (no extra encoding)."),
       list, form);
   };
 })();

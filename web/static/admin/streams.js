@@ -126,7 +126,9 @@
 
   // -- the stream form (create and edit) ------------------------------------------------------------------------
   const FLAG_LABELS = [["chat_enabled", "Live chat"], ["reactions_enabled", "Reactions"], ["dvr_enabled", "Rewind (DVR)"],
-    ["recording_enabled", "Keep a recording"], ["low_latency", "Low latency"], ["auto_publish", "Go live as soon as the encoder connects"]];
+    ["recording_enabled", "Keep a recording"], ["low_latency", "Low latency"], ["auto_publish", "Go live as soon as the encoder connects"],
+    ["library_auto_publish", "Publish to the library when the service ends"]];
+  const OFF_FOR_NEW = new Set(["library_auto_publish"]);  // what a new stream starts without (as the server does)
 
   function streamForm(stream, onSaved) {
     const editing = Boolean(stream);
@@ -153,7 +155,7 @@
             el("option", { value: "PRIVATE" }, "Private (link with a token)")))),
       el("fieldset", { class: "flags" }, el("legend", {}, "Options"),
         FLAG_LABELS.map(([name, label]) => el("label", { class: "inline", for: `${p}-${name}` },
-          el("input", { type: "checkbox", id: `${p}-${name}`, name, checked: stream ? stream[name] : true }),
+          el("input", { type: "checkbox", id: `${p}-${name}`, name, checked: stream ? stream[name] : !OFF_FOR_NEW.has(name) }),
           label))),
       el("div", { class: "row actions" },
         el("button", { type: "submit", class: "primary" }, editing ? "Save changes" : "Create stream"),

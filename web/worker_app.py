@@ -1,0 +1,54 @@
+"""The application a web worker runs (`mediaserver serve --workers N`): the chat rooms' sockets and server-sent
+events are answered here, beside the origin, so the fan-out to thousands of viewers spreads over the cores;
+everything else goes to the origin (web/origin_proxy.py), which alone runs media, schedules and webhooks.
+
+Access is decided by the same code as on the origin (web/guard.py over the shared database), and the rooms are
+the cluster's (mediaserver/cluster/), so a viewer's seat is the same whichever process the kernel gave them.
+"""
+from __future__ import annotations
+
+from aiohttp import web
+
+from mediaserver.access import AccessPolicy
+from mediaserver.chat.hub import ChatHub
+from mediaserver.config import Config
+from mediaserver.console_sessions import ConsoleSessions
+from mediaserver.db import Database
+from mediaserver.passwords import PasswordChecker
+from mediaserver.playback_tokens import PlaybackSigner
+from web import chat_ws, errors, guard
+from web.auth import THROTTLE, BadTokenThrottle
+from web.console_auth import CONSOLE_SESSIONS
+from web.keys import ADMIN_TOKEN, CHAT, CONFIG, DB, PASSWORDS, SIGNER
+from web.origin_proxy import OriginProxy
+
+PROXY = web.AppKey("origin_proxy", OriginProxy)
+
+
+def build_worker_app(config: Config, db: Database, admin_token: str, chat: ChatHub,
+                     origin_socket: str) -> web.Application:
+    app = web.Application(middlewares=[errors.json_errors], client_max_size=1024 ** 3)
+    app[THROTTLE] = BadTokenThrottle()
+    app[SIGNER] = PlaybackSigner.from_data_dir(config.data_path)
+    app[CONFIG] = config
+    app[DB] = db
+    app[ADMIN_TOKEN] = admin_token
+    app[CHAT] = chat
+    guard.install(app, AccessPolicy(app[SIGNER], admin_token, db.token_org))
+    app[CONSOLE_SESSIONS] = ConsoleSessions(config.data_path / "mediaserver.db", config.console.session_hours,
+                                            config.console.idle_minutes)
+    app[PASSWORDS] = PasswordChecker(config.access.password_workers, config.access.unlock_attempts_per_minute)
+    app[PROXY] = OriginProxy(origin_socket)
+
+    async def close(app: web.Application) -> None:
+        app[PASSWORDS].close()
+        await app[PROXY].close()
+
+    app.on_cleanup.append(close)
+    chat_ws.add_routes(app)  # first: these routes win over the catch-all below
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        return await request.app[PROXY].handle(request, guard.client_address(request))
+
+    app.router.add_route("*", "/{tail:.*}", forward)
+    return app
