@@ -48,10 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="INFO")
     serve.add_argument("--workers", type=int, default=1,
                        help="processes sharing the HTTP port (default 1); more than 1 needs [cluster] redis_url")
-    worker = sub.add_parser("web-worker", help="(started by `serve --workers N`) one web worker process")
+    worker = sub.add_parser("web-worker", help="one web worker: started by `serve --workers N`, or on another host "
+                                                "with --origin-url (chat sockets and events; the rest is forwarded)")
     add_common(worker)
     worker.add_argument("--log-level", default="INFO")
-    worker.add_argument("--origin-socket", required=True)
+    worker.add_argument("--origin-socket", default=None, help="(same host) the origin's Unix socket")
+    worker.add_argument("--origin-url", default=None,
+                        help="(another host) the origin's HTTP address, e.g. http://10.0.0.2:8080")
+    worker.add_argument("--worker-secret-file", default=None,
+                        help="with --origin-url: the secret shared with the origin (default: [cluster] "
+                             "worker_secret_file)")
     worker.add_argument("--worker-index", type=int, default=1)
     box = sub.add_parser("transcode-worker",
                          help="run transcode jobs for a server on another host (docs/transcode-protocol.md)")
@@ -104,7 +110,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(token_create)
     token_create.add_argument("--org", required=True, help="organization slug or id")
     token_create.add_argument("--name", default="", help="a label, e.g. 'website'")
+    backends = sub.add_parser("backends", help="video platforms (Mux, AWS IVS) a stream can run on")
+    backends_sub = backends.add_subparsers(dest="action", required=True)
+    add_common(backends_sub.add_parser("check", help="call each configured platform with its credentials and "
+                                                     "print what is wrong"))
     return parser
+
+
+def cmd_backends(args: argparse.Namespace, config: Config) -> int:
+    """`mediaserver backends check`: one cheap authenticated call per configured back-end; exit 1 on problems."""
+    import asyncio
+    import secrets
+
+    from mediaserver.backends.registry import build_registry
+    from mediaserver.playback_tokens import PlaybackSigner
+
+    registry = build_registry(config, PlaybackSigner(secrets.token_bytes(32)))
+    results = asyncio.run(registry.check())
+    for name, problems in results.items():
+        print(f"{name}: {'ok' if not problems else 'problems'}")
+        for problem in problems:
+            print(f"  - {problem}")
+    if list(results) == ["builtin"]:
+        print("(no cloud back-end configured: set [mux] or [ivs] in config.toml, or their environment variables)")
+    return 1 if any(results.values()) else 0
 
 
 def cmd_orgs(args: argparse.Namespace, config: Config) -> int:
@@ -374,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_orgs(args, config)
     if args.command == "tokens":
         return cmd_tokens(args, config)
+    if args.command == "backends":
+        return cmd_backends(args, config)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -397,9 +428,19 @@ def main(argv: list[str] | None = None) -> int:
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         try:
-            if args.command == "web-worker":
+            if args.command == "web-worker" and args.origin_url:
+                from mediaserver.web_worker import serve_remote_web_worker
+                from web.worker_secret import read_secret
+
+                secret_file = args.worker_secret_file or config.cluster.worker_secret_file
+                if not secret_file:
+                    raise ConfigError("--origin-url needs --worker-secret-file (or [cluster] worker_secret_file)")
+                runner.run(serve_remote_web_worker(config, args.origin_url, read_secret(secret_file)))
+            elif args.command == "web-worker":
                 from mediaserver.web_worker import serve_web_worker
 
+                if not args.origin_socket:
+                    raise ConfigError("web-worker needs --origin-socket (same host) or --origin-url (another host)")
                 runner.run(serve_web_worker(config, args.origin_socket, args.worker_index))
             else:
                 runner.run(serve_forever(config, workers=workers, argv=list(argv if argv is not None else sys.argv[1:])))

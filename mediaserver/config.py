@@ -210,6 +210,34 @@ class SimulcastConfig:
 
 
 @dataclass
+class MuxConfig:
+    # Mux (mediaserver/backends/mux.py): an access token with Mux Video read+write, the webhook signing secret,
+    # and a URL signing key (its id and base64 private key, as the dashboard gives them) for private streams.
+    # Each is also read from the environment (MUX_TOKEN_ID, MUX_TOKEN_SECRET, MUX_WEBHOOK_SECRET,
+    # MUX_SIGNING_KEY_ID, MUX_SIGNING_PRIVATE_KEY), which wins; none is ever stored in the database.
+    token_id: str = ""
+    token_secret: str = ""
+    webhook_secret: str = ""
+    signing_key_id: str = ""
+    signing_private_key: str = ""
+    base_url: str = "https://api.mux.com"
+    # Where encoders send and viewers play (Mux's global endpoints).
+    rtmp_url: str = "rtmp://global-live.mux.com:5222/app"
+    rtmps_url: str = "rtmps://global-live.mux.com:443/app"
+    srt_host: str = "global-live.mux.com:6001"
+    stream_host: str = "https://stream.mux.com"
+    # Seconds Mux waits for the encoder to come back before it ends the broadcast.
+    reconnect_window: float = 60.0
+
+    def env(self, name: str) -> str:
+        """A credential: the environment's MUX_NAME, else this file's value."""
+        return os.environ.get(f"MUX_{name.upper()}") or str(getattr(self, name))
+
+    def configured(self) -> bool:
+        return bool(self.env("token_id") and self.env("token_secret"))
+
+
+@dataclass
 class AccessConfig:
     # Password unlocks (scrypt) run on their own small pool so a burst of guesses never delays playback.
     password_workers: int = 2
@@ -256,6 +284,37 @@ class ClusterConfig:
     # A room's owner holds a lease this long and renews it this often; a dead owner is replaced after the lease.
     lease_seconds: float = 5.0
     renew_seconds: float = 1.5
+    # A file holding the secret (16+ characters) shared with web workers on other hosts (`mediaserver web-worker
+    # --origin-url`): on the origin, requests carrying it may speak for their clients (X-Forwarded-For) and ask
+    # /internal/chat/admit; on a remote worker, the secret it sends. Empty: no remote workers.
+    worker_secret_file: str = ""
+
+
+@dataclass
+class IvsConfig:
+    # The AWS IVS back-end (mediaserver/backends/ivs.py), on when enabled (or access_key_id is set). Credentials:
+    # these two, or the usual AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, an instance role).
+    enabled: bool = False
+    region: str = "us-east-1"
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    endpoint_url: str = ""              # a stand-in for IVS (tests); empty: AWS itself
+    channel_type: str = "STANDARD"      # IVS channel type: BASIC, STANDARD, ADVANCED_SD, ADVANCED_HD
+    # An IVS recording configuration (it names the S3 bucket); needed for recorded IVS streams.
+    recording_configuration_arn: str = ""
+    # Where that bucket is served (e.g. a CloudFront address): recordings play from BASE/<prefix>/media/hls/master.m3u8.
+    recording_base_url: str = ""
+    # Private streams: a P-384 key pair for IVS playback authorization. The PEM private key in this file (or in
+    # $MEDIASERVER_IVS_PLAYBACK_PRIVATE_KEY); its public half is imported into IVS on first use.
+    playback_private_key_file: str = ""
+    playback_origin: str = "*"          # the aws:access-control-allow-origin claim of playback tokens
+    # EventBridge API destination -> POST /hooks/ivs: its connection sends this header with this secret
+    # (or $MEDIASERVER_IVS_NOTIFICATION_SECRET). Empty: IVS notifications are refused.
+    notification_header: str = "X-Mediaserver-Secret"
+    notification_secret: str = ""
+
+    def configured(self) -> bool:
+        return self.enabled or bool(self.access_key_id)
 
 
 @dataclass
@@ -276,6 +335,8 @@ class Config:
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    mux: MuxConfig = field(default_factory=MuxConfig)
+    ivs: IvsConfig = field(default_factory=IvsConfig)
 
     @property
     def data_path(self) -> Path:

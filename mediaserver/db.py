@@ -48,6 +48,8 @@ STREAM_COLUMNS: dict[str, tuple[type, Any]] = {
     "srt_passphrase": (str, None),  # SRT encryption passphrase (libsrt needs it in clear), None = unencrypted
     "library_auto_publish": (int, 0),  # publish the recording to the sermon library when ready (mediaserver/library.py)
     "simulated_recording_id": (str, None),  # re-air this recording at scheduled_start (mediaserver/simulated_live.py)
+    "backend": (str, "builtin"),  # the video platform carrying it: builtin, mux, ivs (mediaserver/backends/)
+    "backend_ref": (str, None),  # JSON of the platform's RemoteStream (its stream key sealed, never in clear)
 }
 
 
@@ -168,6 +170,11 @@ class Database:
                 recordings.add_column("segments_deleted_at", float)
             if "title" not in recordings.columns_dict:  # the library's own name for it (null: the stream's title)
                 recordings.add_column("title", str)
+            if "remote_asset" not in recordings.columns_dict:  # a cloud back-end's asset (JSON), null for our own
+                recordings.add_column("remote_asset", str)
+            if "backend_events" not in self.db.table_names():  # platform notifications handled (idempotency)
+                self.db.table("backend_events").create(
+                    {"backend": str, "event_id": str, "handled_at": float}, pk=("backend", "event_id"))
 
     # -- streams -----------------------------------------------------------------------------------
     def create_stream(self, title: str, org_id: str = DEFAULT_ORG, key_hash: str | None = None,
@@ -245,6 +252,26 @@ class Database:
             self.db.table("streams").update(stream_id, {"key_hash": hash_key(key), "updated_at": time.time()})
             self._stream_changed(stream_id)
         return key
+
+    def stream_by_remote(self, backend: str, remote_id: str) -> dict[str, Any] | None:
+        """The stream a cloud back-end's live stream (Mux id, IVS channel ARN) belongs to."""
+        with self._lock:
+            rows = list(self.db.table("streams").rows_where(
+                "backend = ? and json_extract(backend_ref, '$.remote_id') = ?", [backend, remote_id]))
+        return rows[0] if rows else None
+
+    def first_notification(self, backend: str, event_id: str) -> bool:
+        """Record a platform notification as handled; False if it was handled before (a repeat)."""
+        with self._lock:
+            cursor = self.db.execute(
+                "INSERT OR IGNORE INTO backend_events (backend, event_id, handled_at) VALUES (?, ?, ?)",
+                [backend, event_id, time.time()])
+            return cursor.rowcount == 1
+
+    def forget_notification(self, backend: str, event_id: str) -> None:
+        """A notification whose handling failed: let the platform's retry be handled."""
+        with self._lock:
+            self.db.execute("DELETE FROM backend_events WHERE backend = ? AND event_id = ?", [backend, event_id])
 
     # -- recurring series ---------------------------------------------------------------------------
     def create_series(self, **fields: Any) -> dict[str, Any]:
@@ -340,9 +367,18 @@ class Database:
             rows = list(self.db.table("broadcasts").rows_where("id = ?", [broadcast_id]))
         return rows[0] if rows else None
 
-    def open_broadcasts(self) -> list[dict[str, Any]]:
+    def latest_broadcast(self, stream_id: str) -> dict[str, Any] | None:
         with self._lock:
-            return list(self.db.table("broadcasts").rows_where("ended_at is null"))
+            rows = list(self.db.table("broadcasts").rows_where(
+                "stream_id = ?", [stream_id], order_by="started_at desc", limit=1))
+        return rows[0] if rows else None
+
+    def open_broadcasts(self) -> list[dict[str, Any]]:
+        """Our engine's broadcasts left open; a cloud back-end's broadcast is the platform's to end."""
+        with self._lock:
+            return list(self.db.table("broadcasts").rows_where(
+                "ended_at is null and stream_id not in "
+                "(select id from streams where coalesce(backend, 'builtin') != 'builtin')"))
 
     # -- recordings --------------------------------------------------------------------------------
     def add_recording(self, **fields: Any) -> dict[str, Any]:

@@ -137,7 +137,9 @@ async def start_server(config: Config, *, origin_socket: str | None = None) -> R
         messages_per_address=(config.chat.messages_per_address, 10.0),
         reactions_per_identity=(config.chat.reactions_per_viewer, 5.0)))
     if cluster is not None:
-        await cluster.share_chat(chat, preferred_owner=origin_socket is not None)
+        # The origin takes the rooms its web workers ask it to (same host, or others with the worker secret).
+        await cluster.share_chat(chat, preferred_owner=origin_socket is not None
+                                 or bool(config.cluster.worker_secret_file))
     app = build_app(config, db, store, manager, token, webhook_store, chat)
     hls_viewers = HlsViewerTracker(config.analytics.hls_idle_seconds)
     analytics_api.install(app, analytics_store, hls_viewers)

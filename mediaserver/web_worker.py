@@ -15,7 +15,7 @@ from mediaserver.cluster.setup import Cluster
 from mediaserver.config import Config, ConfigError
 from mediaserver.db import Database
 from mediaserver.server import admin_token, database_path
-from web.worker_app import build_worker_app
+from web.worker_app import build_remote_worker_app, build_worker_app
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,36 @@ async def serve_web_worker(config: Config, origin_socket: str, index: int) -> No
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("web worker %d stopping", index)
+    await chat.stop()
+    await cluster.stop()
+    await runner.cleanup()
+
+
+async def serve_remote_web_worker(config: Config, origin_url: str, secret: str) -> None:
+    """A web worker on another host (`mediaserver web-worker --origin-url`): no database here, so it never owns
+    a room (their history and moderation live in the origin's SQLite) and asks the origin who may enter."""
+    if not config.cluster.redis_url:
+        raise ConfigError("a web worker needs [cluster] redis_url (the Redis its origin uses)")
+    config.cluster.room_owner = False
+    cluster = await Cluster.connect(config.cluster)
+    # Rooms are never opened here (room_owner is off): the hub's store is an in-memory stand-in, no file.
+    chat = ChatHub(ChatStore(":memory:"), cluster.bus, ChatLimits(
+        messages_per_identity=(config.chat.messages_per_viewer, 10.0),
+        messages_per_address=(config.chat.messages_per_address, 10.0),
+        reactions_per_identity=(config.chat.reactions_per_viewer, 5.0)))
+    await cluster.share_chat(chat, defer_seconds=OWNER_WAIT)  # asks the origin to own the rooms its viewers join
+    app = build_remote_worker_app(config, chat, origin_url, secret)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.server.host, config.server.http_port).start()
+    log.info("remote web worker (cluster process %s) on port %d, origin %s", cluster.process_id,
+             config.server.http_port, origin_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("remote web worker stopping")
     await chat.stop()
     await cluster.stop()
     await runner.cleanup()

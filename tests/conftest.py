@@ -1,6 +1,6 @@
-"""Tests run in two pytest-xdist workers (pyproject's addopts). A test marked `exclusive` measures timing a
-second worker's load would distort (a player's latency over a minute): it runs alone, while the other worker
-waits between its own tests.
+"""Tests run in three pytest-xdist workers (pyproject's addopts: most media tests wait on real time, so three
+keep two cores busier than two would). A test marked `exclusive` measures timing the other workers' load would
+distort (a player's latency over half a minute): it runs alone, while the other workers wait between tests.
 
 A readers-writer lock across the worker processes, on two files: every test (and every module while its fixtures
 are set up) holds LOCK_SH on the gate while it runs; an exclusive test holds LOCK_EX. The turnstile makes it

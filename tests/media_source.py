@@ -438,3 +438,67 @@ def run_worker(flv: bytes, tmp_path: Path, *, renditions: "list[Any] | None" = N
     code = worker.run(Chunks())  # type: ignore[arg-type]
     events = [{"event": e.event, **e.data} for e in split_events(out.getvalue())]
     return WorkerRun(code, events, tmp_path / "store", job, worker.pipeline.frame_rate, worker.pipeline)
+
+
+def numbered_picture(i: int, width: int, height: int, background: str) -> tuple[np.ndarray, str]:
+    """Frame i with its number drawn in (bench/frame_code.py), as (pixels, PyAV format). Backgrounds: "flat"
+    (grey), "gradient" (a horizontal ramp: thumbnails are never black), "moving" (colour and a square change
+    every frame, so neighbouring frames differ everywhere)."""
+    from bench import frame_code
+
+    if background == "moving":
+        img = _frame_image(i, width, height)
+        frame_code.draw(img, i)
+        return img, "rgb24"
+    yuv = np.full((height * 3 // 2, width), 128, dtype=np.uint8)
+    if background == "gradient":
+        yuv[:height] = np.tile(np.linspace(40, 220, width, dtype=np.uint8), (height, 1))
+    else:
+        yuv[:height] = 60
+    frame_code.draw(yuv[:height], i)
+    return yuv, "yuv420p"
+
+
+def publish_numbered(url: str, seconds: float, started: "multiprocessing.Queue[float] | None" = None,
+                     bframes: int = 0, background: str = "flat", tone: bool = False, fps: int = 30,
+                     width: int = 320, height: int = 180) -> int:
+    """Publish `seconds` of H.264 (1 s GOP) + AAC over RTMP at real time, frame n showing the number n; frame 0's
+    wall time goes to `started`. With `bframes`, x264 as OBS runs it (B-frames: decode order differs from
+    presentation order). Returns the frames sent. Run it in its own process (see the module's docstring)."""
+    container = av.open(url, "w", format="flv", timeout=10)
+    try:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        if bframes:
+            video.options = {"preset": "veryfast", "g": str(fps), "bf": str(bframes), "sc_threshold": "0"}
+        else:
+            video.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(fps)}
+        audio = container.add_stream("aac", rate=48000, layout="stereo")
+        samples = 48000 // fps
+        frames = int(seconds * fps)
+        t0 = time.perf_counter()
+        for i in range(frames):
+            delay = t0 + i / fps - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            if i == 0 and started is not None:
+                started.put(time.time())
+            pixels, pixel_format = numbered_picture(i, width, height, background)
+            frame = av.VideoFrame.from_ndarray(pixels, format=pixel_format)
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            for packet in video.encode(frame):
+                container.mux(packet)
+            if tone:
+                wave = (0.2 * np.sin(2 * np.pi * 440 * (np.arange(samples) + i * samples) / 48000)).astype(np.float32)
+            else:
+                wave = np.zeros(samples, dtype=np.float32)
+            aframe = av.AudioFrame.from_ndarray(np.stack([wave, wave]), format="fltp", layout="stereo")
+            aframe.sample_rate, aframe.pts, aframe.time_base = 48000, i * samples, Fraction(1, 48000)
+            for packet in audio.encode(aframe):
+                container.mux(packet)
+        for stream in (video, audio):
+            for packet in stream.encode(None):
+                container.mux(packet)
+    finally:
+        container.close()
+    return frames

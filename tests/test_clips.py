@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import av
-import numpy as np
 import pytest
 
 from bench import frame_code
 from mediaserver.config import Rendition
-from tests.media_source import _frame_image
+from tests.media_source import publish_numbered
 from tests.server_fixture import ServerHandle, run_server, small_config
 from tests.test_webhooks import Receiver
 
@@ -37,37 +36,8 @@ SECRET = "a-long-webhook-secret-123"
 
 
 def publish_coded(url: str, seconds: float, bframes: int = 0) -> None:
-    """Real-time H.264 (1 s GOP) + AAC over RTMP; frame i shows the number i in its top-left corner. With
-    `bframes`, x264 as OBS runs it (B-frames, so decode order differs from presentation order)."""
-    container = av.open(url, "w", format="flv", timeout=10)
-    video = container.add_stream("libx264", rate=FPS)
-    video.width, video.height, video.pix_fmt = 320, 180, "yuv420p"
-    if bframes:
-        video.options = {"preset": "veryfast", "g": str(FPS), "bf": str(bframes), "sc_threshold": "0"}
-    else:
-        video.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(FPS)}
-    audio = container.add_stream("aac", rate=48000, layout="stereo")
-    samples = 48000 // FPS
-    start = time.perf_counter()
-    for i in range(int(seconds * FPS)):
-        delay = start + i / FPS - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        img = _frame_image(i, 320, 180)
-        frame_code.draw(img, i)
-        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-        frame.pts, frame.time_base = i, Fraction(1, FPS)
-        for packet in video.encode(frame):
-            container.mux(packet)
-        tone = (0.2 * np.sin(2 * np.pi * 440 * (np.arange(samples) + i * samples) / 48000)).astype(np.float32)
-        aframe = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
-        aframe.sample_rate, aframe.pts = 48000, i * samples
-        for packet in audio.encode(aframe):
-            container.mux(packet)
-    for stream in (video, audio):
-        for packet in stream.encode(None):
-            container.mux(packet)
-    container.close()
+    """Frame i shows the number i over a picture that changes every frame, with a tone (see publish_numbered)."""
+    publish_numbered(url, seconds, None, bframes, "moving", True)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from tests.media_source import Publisher, start_publisher
 from tests.browser import module_browser
 from tests.server_fixture import ServerHandle, run_server, small_config
 
-# exclusive: hls.latency over a minute is only meaningful with the publisher at real-time pace.
+# exclusive: hls.latency over half a minute is only meaningful with the publisher at real-time pace.
 pytestmark = [pytest.mark.browser, pytest.mark.media, pytest.mark.exclusive]
 
 LL_LIMIT = 2.0  # seconds of hls.latency an LL stream must stay under
@@ -250,7 +250,7 @@ def test_distance_from_live_readout(browser: Any, live: Callable[..., LiveStream
 
 def test_low_latency_stream_plays_within_two_seconds_without_stalls(
         browser: Any, live: Callable[..., LiveStream]) -> None:
-    stream = live(seconds=85.0, low_latency=True)
+    stream = live(seconds=55.0, low_latency=True)
     playlist = stream.wait_for_segments(3)
     assert "#EXT-X-PART:" in playlist and "PART-HOLD-BACK=" in playlist, playlist
     page, errors = open_page(browser, stream.stream["watch_url"])
@@ -260,7 +260,7 @@ def test_low_latency_stream_plays_within_two_seconds_without_stalls(
         assert page.evaluate("window.player.hls.latestLevelDetails.partList.length") > 0
         wait_settled(page)
         page.evaluate(COUNT_STALLS)
-        measured = samples(page, 60, interval=1.0)
+        measured = samples(page, 30, interval=1.0)  # half a minute: long enough for a drift or a stall to show
         stalls = page.evaluate("window.stalls")
         latencies = [s["latency"] for s in measured]
         target = measured[-1]["target"]
@@ -270,7 +270,7 @@ def test_low_latency_stream_plays_within_two_seconds_without_stalls(
         assert stalls == {"waiting": 0, "bufferStalled": 0}, (stalls, page.evaluate("window.stallLog"), measured)
         assert max(latencies) <= LL_LIMIT, latencies
         assert all(not s["paused"] for s in measured)
-        assert measured[-1]["time"] - measured[0]["time"] > 55  # it played the whole minute
+        assert measured[-1]["time"] - measured[0]["time"] > 27  # it played the whole half minute
     finally:
         page.close()
     assert errors == []

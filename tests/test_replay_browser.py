@@ -23,8 +23,8 @@ from tests.browser import module_browser
 from tests.chat_client import connect, guest_session
 from tests.console_fixture import screenshot, signed_in_page
 from tests.server_fixture import ADMIN_TOKEN, ServerHandle, run_server, small_config
-from tests.test_thumbnails_replay import (FPS, SECONDS, WIDTH, Broadcast, chat_during, first_frame_number, parse_vtt,
-                                          publish_numbered)
+from tests.media_source import publish_numbered
+from tests.test_thumbnails_replay import FPS, SECONDS, WIDTH, Broadcast, chat_during, first_frame_number, parse_vtt
 
 pytestmark = pytest.mark.media
 
@@ -62,7 +62,7 @@ def broadcast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broadcast]:
         stream = server.create_stream("Replay Sunday")
         ctx = multiprocessing.get_context("spawn")
         queue: "multiprocessing.Queue[float]" = ctx.Queue()
-        publisher = ctx.Process(target=publish_numbered, args=(server.rtmp_url(stream["stream_key"]), SECONDS, queue),
+        publisher = ctx.Process(target=publish_numbered, args=(server.rtmp_url(stream["stream_key"]), SECONDS, queue, 0, "gradient"),
                                 daemon=True)
         publisher.start()
         started = [queue.get(timeout=60)]

@@ -19,13 +19,11 @@ import time
 import urllib.error
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterator
 
 import aiohttp
 import av
-import numpy as np
 import pytest
 
 from bench import frame_code
@@ -35,45 +33,13 @@ from mediaserver.simulated_live import SimulatedLive, aired_count, rebased
 from packager.playlist import SegmentEntry
 from tests.browser import module_browser
 from tests.chat_client import connect, run
+from tests.media_source import publish_numbered
 from tests.server_fixture import ServerHandle, run_server, small_config
 from web.simulated_api import SIMULATED
 from tests.test_series_webhooks import SECRET, Receiver, free_port, loopback_webhooks
 
 FPS = 30
 SECONDS = 10.0
-
-
-def publish_numbered(url: str, seconds: float) -> int:
-    """Publish `seconds` of 320x180 H.264 + AAC over RTMP, each frame's number drawn (bench/frame_code.py);
-    paced at real time so the recording's timeline is the source's."""
-    container = av.open(url, "w", format="flv", timeout=10)
-    video = container.add_stream("libx264", rate=FPS)
-    video.width, video.height, video.pix_fmt = 320, 180, "yuv420p"
-    video.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(FPS)}
-    audio = container.add_stream("aac", rate=48000, layout="stereo")
-    samples = 48000 // FPS
-    start = time.perf_counter()
-    frames = int(seconds * FPS)
-    for i in range(frames):
-        delay = start + i / FPS - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        yuv = np.full((180 * 3 // 2, 320), 128, np.uint8)
-        yuv[:180] = 60
-        frame_code.draw(yuv[:180], i)
-        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-        frame.pts, frame.time_base = i, Fraction(1, FPS)
-        for packet in video.encode(frame):
-            container.mux(packet)
-        aframe = av.AudioFrame.from_ndarray(np.zeros((2, samples), np.float32), format="fltp", layout="stereo")
-        aframe.sample_rate, aframe.pts, aframe.time_base = 48000, i * samples, Fraction(1, 48000)
-        for packet in audio.encode(aframe):
-            container.mux(packet)
-    for stream in (video, audio):
-        for packet in stream.encode(None):
-            container.mux(packet)
-    container.close()
-    return frames
 
 
 def parse_playlist(text: str) -> list[tuple[float, float, str]]:

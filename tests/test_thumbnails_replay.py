@@ -9,8 +9,6 @@ import json
 import multiprocessing
 import re
 import time
-from fractions import Fraction
-from pathlib import Path
 from typing import Any, Iterator
 
 import av
@@ -20,6 +18,7 @@ import pytest
 from bench import frame_code
 from tests.browser import module_browser
 from tests.chat_client import connect, guest_session
+from tests.media_source import publish_numbered
 from tests.server_fixture import ADMIN_TOKEN, ServerHandle, run_server, small_config
 
 pytestmark = pytest.mark.media
@@ -27,43 +26,6 @@ pytestmark = pytest.mark.media
 FPS = 30
 SECONDS = 14.0
 WIDTH, HEIGHT = 320, 180
-
-
-def publish_numbered(url: str, seconds: float, started: "multiprocessing.Queue[float]") -> None:
-    """Publish H.264 + AAC over RTMP at real time; frame n carries the number n; frame 0's wall time goes to
-    `started`. Run in its own process: PyAV keeps the GIL while blocked writing the socket, so in the server's
-    process the two would wait on each other."""
-    container = av.open(url, "w", format="flv", timeout=10)
-    try:
-        video = container.add_stream("libx264", rate=FPS)
-        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        video.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(FPS)}
-        audio = container.add_stream("aac", rate=48000, layout="stereo")
-        per_frame = 48000 // FPS
-        ramp = np.tile(np.linspace(40, 220, WIDTH, dtype=np.uint8), (HEIGHT, 1))
-        t0 = time.perf_counter()
-        for i in range(int(seconds * FPS)):
-            delay = t0 + i / FPS - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            if i == 0:
-                started.put(time.time())
-            picture = np.full((HEIGHT * 3 // 2, WIDTH), 128, dtype=np.uint8)
-            picture[:HEIGHT] = ramp  # a gradient: a poster, not a black frame
-            frame_code.draw(picture[:HEIGHT], i)
-            frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
-            frame.pts, frame.time_base = i, Fraction(1, FPS)
-            for packet in video.encode(frame):
-                container.mux(packet)
-            silence = av.AudioFrame.from_ndarray(np.zeros((2, per_frame), dtype=np.float32), format="fltp",
-                                                 layout="stereo")
-            silence.sample_rate, silence.pts, silence.time_base = 48000, i * per_frame, Fraction(1, 48000)
-            for packet in audio.encode(silence):
-                container.mux(packet)
-        for packet in video.encode(None):
-            container.mux(packet)
-    finally:
-        container.close()
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:
@@ -135,7 +97,7 @@ def broadcast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broadcast]:
         stream = server.create_stream("Replay Sunday")
         ctx = multiprocessing.get_context("spawn")
         queue: "multiprocessing.Queue[float]" = ctx.Queue()
-        publisher = ctx.Process(target=publish_numbered, args=(server.rtmp_url(stream["stream_key"]), SECONDS, queue),
+        publisher = ctx.Process(target=publish_numbered, args=(server.rtmp_url(stream["stream_key"]), SECONDS, queue, 0, "gradient"),
                                 daemon=True)
         publisher.start()
         started = [queue.get(timeout=60)]

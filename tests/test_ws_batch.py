@@ -16,7 +16,7 @@ from aiohttp import web
 from mediaserver.chat.room import Viewer
 from tests.chat_client import connect, guest_session, run
 from tests.server_fixture import ADMIN_TOKEN, ServerHandle, run_server, small_config
-from web.ws_batch import FrameCache, encode_text_frame, pump_frames
+from web.ws_batch import FrameCache, SocketSink, encode_text_frame, pump_frames
 
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 70000]
 
@@ -139,6 +139,75 @@ def test_a_viewer_too_slow_for_the_room_is_closed_1008_too_slow() -> None:
             assert got == []  # a dropped viewer's backlog is discarded, as before
             assert (code, reason) == (1008, "too slow")
             assert viewers[0].dropped
+
+    run(main())
+
+
+def test_the_direct_writer_drops_a_socket_that_stops_reading_and_keeps_the_others_going() -> None:
+    """Viewer.sink (what the chat socket uses): frames go straight to the transport once per loop turn; a
+    client that stops reading fills its socket and then the writer's limit, and is dropped 1008 "too slow"
+    while a reading client gets every frame, in order."""
+    async def main() -> None:
+        results: dict[str, Any] = {}
+        reader_ready = asyncio.Event()
+        stalled = asyncio.Event()
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            ws = web.WebSocketResponse(compress=False)
+            await ws.prepare(request)
+            role = request.query["role"]
+            viewer = Viewer(role, "guest", "127.0.0.1")
+            sink = SocketSink(request, viewer.drop_too_slow, limit=128 * 1024, cache=FrameCache())
+            viewer.sink = sink
+            results[role] = viewer
+
+            async def pump() -> None:
+                await viewer.queue.get()
+                if not viewer.dropped:
+                    sink.flush()
+                await ws.close(code=viewer.close_code, message=viewer.close_reason.encode())
+
+            sender = asyncio.get_running_loop().create_task(pump())
+            if role == "reader":
+                reader_ready.set()
+            else:
+                await reader_ready.wait()
+                await asyncio.sleep(0.2)
+                reader = results["reader"]
+                sent = 0
+                while not viewer.dropped and sent < 200_000:
+                    text = payload(1000, sent)
+                    viewer.offer(text)
+                    reader.offer(text)
+                    sent += 1
+                    if sent % 20 == 0:
+                        await asyncio.sleep(0.001)  # the loop turns: both sinks flush
+                results["sent"] = sent
+                reader.close(1000, "done")
+                stalled.set()
+            await sender
+            return ws
+
+        async for url in serve(handler):
+            async with aiohttp.ClientSession() as session:
+                reading = asyncio.get_running_loop().create_task(read_all(url + "?role=reader"))
+                await reader_ready.wait()
+                async with session.ws_connect(url + "?role=stalled", max_msg_size=0) as stalled_ws:
+                    await asyncio.wait_for(stalled.wait(), 60)  # it never read a byte meanwhile
+                    got_stalled = 0
+                    while True:
+                        msg = await stalled_ws.receive(timeout=20)
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        got_stalled += 1
+                    assert (stalled_ws.close_code, msg.extra) == (1008, "too slow"), msg
+                got, code, _ = await reading
+            sent = results["sent"]
+            assert results["stalled"].dropped and sent < 200_000
+            # Its backlog was bounded: what the kernel buffers held plus the writer's limit, then nothing.
+            assert got_stalled < sent, (got_stalled, sent)
+            assert [d for _, d in got] == [payload(1000, i).decode() for i in range(sent)]
+            assert code == 1000
 
     run(main())
 

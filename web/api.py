@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 import unicodedata
@@ -21,9 +22,12 @@ from mediaserver.srt_routes import assign_port
 from mediaserver.branding import embed_code
 from mediaserver.retention import SEGMENTS_DELETED, RecordingBusyError, delete_recording, delete_stream_media, plays_as_mp4
 from web.auth import SCOPE, error, manages
+from web import backends_api
+from mediaserver.backends.base import BackendError, Unsupported
 from web.keys import CHAT, CONFIG, DB, MANAGER, PASSWORDS, SIGNER, STORE
 from web.openapi import DATE_PATTERN, DATE_TIME_PATTERN, DOCUMENT, FLAGS, MAX_OFFSET, body_errors
 
+log = logging.getLogger(__name__)
 LIVE_STATES = ("STARTING", "LIVE", "ENDING")
 PAST_STATES = ("ENDED", "CANCELLED", "FAILED")
 MAX_BODY = 64 * 1024
@@ -236,6 +240,9 @@ def stream_view(request: web.Request, row: dict[str, Any], recording: dict[str, 
         # Off air, the stream plays its latest recording: once that is MP4 only, so does the stream.
         if mp4_only and mp4_url and row["status"] not in LIVE_STATES:
             view["playback_url"] = mp4_url
+    view["backend"] = backends_api.backend_name(row)
+    if backends_api.is_cloud(row):  # Mux/IVS: the platform's ingest and playback (web/backends_api.py)
+        backends_api.cloud_view(request, row, view, recording)
     return view
 
 
@@ -254,7 +261,7 @@ async def respond_stream(request: web.Request, stream_id: str, status: int = 200
     recording = await asyncio.to_thread(db.latest_recording, stream_id)
     used = await asyncio.to_thread(db.storage_bytes, stream_id)
     view = stream_view(request, row, recording, used)
-    if extra.get("stream_key") and view["srt_url"]:  # the key is known in this answer: a URL ready to paste
+    if extra.get("stream_key") and view["srt_url"] and not backends_api.is_cloud(row):  # a URL ready to paste
         view["srt_url"] += f"?streamid=#!::r={request.app[CONFIG].rtmp.app}/{extra['stream_key']},m=publish"
     return web.json_response({**view, **extra}, status=status)
 
@@ -286,11 +293,24 @@ async def create_stream(request: web.Request) -> web.Response:
 
     org = await asyncio.to_thread(request.app[DB].org, org_id)
     fields = {**stream_defaults(org), **fields}
+    # The video platform: the body's, else the organization's default (settings.backend), else our own engine.
+    fields["backend"] = fields.get("backend") or json.loads((org or {}).get("settings") or "{}").get("backend") \
+        or "builtin"
+    problems = backends_api.capability_problems(request, fields["backend"], fields)
+    if problems:
+        return bad_fields(problems)
     row, key = await asyncio.to_thread(request.app[DB].create_stream, title, org_id, **fields)
-    if request.app[CONFIG].srt.enabled:  # its SRT port now, so this answer's srt_url is complete
+    extras: dict[str, Any] = {"stream_key": key}
+    if backends_api.is_cloud(row):
+        try:
+            extras = await backends_api.create_remote(request, row)
+        except BackendError as exc:  # nothing half-made stays behind
+            await asyncio.to_thread(request.app[DB].delete_stream, row["id"])
+            return backends_api.platform_error(exc)
+    elif request.app[CONFIG].srt.enabled:  # its SRT port now, so this answer's srt_url is complete
         await asyncio.to_thread(assign_port, request.app[DB], request.app[CONFIG].srt, row["id"])
     request.app[MANAGER].bus_publish("stream.created", row["id"], {"org_id": org_id, "title": title})
-    return await respond_stream(request, row["id"], 201, stream_key=key)
+    return await respond_stream(request, row["id"], 201, **extras)
 
 
 async def list_streams(request: web.Request) -> web.Response:
@@ -356,16 +376,43 @@ async def update_stream(request: web.Request) -> web.Response:
             airable_problem, request.app[DB], request.app[STORE], row["org_id"], fields["simulated_recording_id"])
         if problem:
             problems["simulated_recording_id"] = problem
+    old_backend = backends_api.backend_name(row)
+    switching = fields.get("backend", old_backend) != old_backend
+    problems.update(backends_api.capability_problems(request, fields.get("backend", old_backend), fields, row))
     if problems:
         return bad_fields(problems)
+    if switching and (row["status"] in LIVE_STATES or request.app[MANAGER].has_broadcast(row["id"])):
+        return conflict(row, "change the back-end of", ("SCHEDULED", "ENDED", "CANCELLED", "FAILED"))
+    if switching:
+        fields["backend_ref"] = None
+    elif backends_api.is_cloud(row):  # public <-> private: the platform's playback ids follow, first
+        try:
+            await backends_api.follow_privacy(request, row, fields)
+        except Unsupported as exc:
+            return bad_fields({"visibility" if "visibility" in fields else "password": str(exc)})
+        except BackendError as exc:
+            return backends_api.platform_error(exc)
     if "scheduled_start" in fields:
         fields["starting_soon_sent"] = 0
     await hash_password_field(request, fields)
     await asyncio.to_thread(request.app[DB].update_stream, row["id"], updated_at=time.time(), **fields)
     updated = await asyncio.to_thread(request.app[DB].stream, row["id"])
+    extras: dict[str, Any] = {}
+    if switching and updated is not None:  # a new live stream on the new platform, the old one removed
+        try:
+            extras = await backends_api.create_remote(request, updated) if backends_api.is_cloud(updated) else \
+                {"stream_key": await asyncio.to_thread(request.app[DB].rotate_key, row["id"])}
+        except BackendError as exc:
+            await asyncio.to_thread(request.app[DB].update_stream, row["id"], backend=old_backend,
+                                    backend_ref=row["backend_ref"])
+            return backends_api.platform_error(exc)
+        try:
+            await backends_api.delete_remote(request, row)
+        except BackendError as exc:
+            log.warning("stream %s: the old %s live stream was not removed: %s", row["id"], old_backend, exc)
     if updated is not None:
         request.app[CHAT].apply_stream(updated)  # an open room follows chat_enabled / reactions_enabled at once
-    return await respond_stream(request, row["id"])
+    return await respond_stream(request, row["id"], **extras)
 
 
 async def delete_stream(request: web.Request) -> web.Response:
@@ -375,6 +422,13 @@ async def delete_stream(request: web.Request) -> web.Response:
     latest = await asyncio.to_thread(request.app[DB].latest_recording, row["id"])
     if latest is not None and latest["status"] == "PROCESSING":
         return error(409, "the stream's recording is still being saved; try again in a moment", {"status": row["status"]})
+    if backends_api.is_cloud(row):  # the platform's live stream goes first: a failure leaves ours to retry
+        if row["status"] in LIVE_STATES:
+            return error(409, "the stream is on air; end it first", {"status": row["status"]})
+        try:
+            await backends_api.delete_remote(request, row)
+        except (BackendError, Unsupported) as exc:
+            return backends_api.platform_error(exc)
     await asyncio.to_thread(request.app[DB].delete_stream, row["id"])
     # Its media goes with it: every broadcast's segments, playlists and MP4 under media/STREAM.
     await asyncio.to_thread(delete_stream_media, request.app[DB], request.app[STORE], row["id"])
@@ -409,6 +463,9 @@ async def start_stream(request: web.Request) -> web.Response:
 
 async def go_live(request: web.Request) -> web.Response:
     row = await find_stream(request)
+    if backends_api.is_cloud(row):
+        return error(409, f"a {row['backend']} stream goes live when the encoder connects to {row['backend']}; "
+                     "there is no preview to put live", {"status": row["status"]})
     if not await request.app[MANAGER].go_live(row["id"]):
         return error(409, "nothing to put live: the encoder has not sent a segment yet, or the stream is already live",
                      {"status": row["status"]})
@@ -417,6 +474,14 @@ async def go_live(request: web.Request) -> web.Response:
 
 async def end_stream(request: web.Request) -> web.Response:
     row = await find_stream(request)
+    if backends_api.is_cloud(row):
+        if row["status"] not in LIVE_STATES:
+            return conflict(row, "end", LIVE_STATES)
+        try:
+            await backends_api.end_remote(request, row)
+        except (BackendError, Unsupported) as exc:
+            return backends_api.platform_error(exc)
+        return await respond_stream(request, row["id"])
     if await request.app[MANAGER].end(row["id"]):
         return await respond_stream(request, row["id"])
     # Started by hand but no encoder ever came: ending just closes it.
@@ -439,6 +504,11 @@ async def cancel_stream(request: web.Request) -> web.Response:
 async def rotate_key(request: web.Request) -> web.Response:
     row = await find_stream(request)
     body = await read_json(request, "RotateKey", optional=True)
+    if backends_api.is_cloud(row):  # the platform makes the new key (and drops the old one at once)
+        try:
+            return await respond_stream(request, row["id"], **await backends_api.rotate_remote_key(request, row))
+        except (BackendError, Unsupported) as exc:
+            return backends_api.platform_error(exc)
     key = await asyncio.to_thread(request.app[DB].rotate_key, row["id"])
     if body.get("disconnect"):
         await request.app[MANAGER].disconnect(row["id"], "stream key rotated")
@@ -448,13 +518,22 @@ async def rotate_key(request: web.Request) -> web.Response:
 async def playback_token(request: web.Request) -> web.Response:
     row = await find_stream(request)
     body = await read_json(request, "PlaybackTokenRequest", optional=True)
+    if backends_api.is_cloud(row):  # signed with the platform's own scheme (Mux JWT, IVS playback token)
+        ttl = int(body.get("ttl", 6 * 3600))
+        try:
+            url = backends_api.playback(request, row, ttl)
+        except (BackendError, Unsupported) as exc:
+            return backends_api.platform_error(exc)
+        token = url.partition("?token=")[2]
+        return web.json_response({"token": token, "expires_at": iso(time.time() + ttl), "playback_url": url},
+                                 status=201)
     token, expires = request.app[SIGNER].issue(row["id"], float(body.get("ttl", 6 * 3600)), body.get("viewer_id"))
     url = f"{public_base(request)}/hls/{row['id']}/master.m3u8?token={token}"
     return web.json_response({"token": token, "expires_at": iso(expires), "playback_url": url}, status=201)
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(DOCUMENT)
+    return web.json_response(backends_api.served_document(request, DOCUMENT))
 
 
 def add_routes(app: web.Application) -> None:

@@ -28,6 +28,9 @@ from mediaserver.console_sessions import ConsoleSessions
 from web.console_auth import CONSOLE_SESSIONS
 from web.auth import THROTTLE, BadTokenThrottle, require_token
 from web.origin_proxy import forwarded_by_worker
+from web import internal_api
+from web import backends_api
+from mediaserver.backends.registry import build_registry
 from web.keys import ADMIN_TOKEN, CHAT, CONFIG, DB, MANAGER, PASSWORDS, SIGNER, STORE
 
 # JSON bodies of the admin API are small; anything bigger is refused before it is read.
@@ -60,7 +63,9 @@ def build_app(config: Config, db: Database, store: LocalStore, manager: StreamMa
     series_api.add_routes(app)
     orgs_api.add_routes(app)
     webhooks_api.add_routes(app)
+    backends_api.install(app, build_registry(config, app[SIGNER]))  # Mux/IVS streams and their webhooks in
     chat_ws.add_routes(app)
+    internal_api.install(app, config.cluster.worker_secret_file)  # remote web workers' admission calls
     live_storyboard.add_routes(app)  # before media's catch-all under /hls/{stream}/{broadcast}/
     media.add_routes(app)
     pages.add_routes(app)

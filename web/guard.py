@@ -16,6 +16,7 @@ from mediaserver.access import AccessPolicy, Caller, Decision
 from mediaserver.stream_cache import StreamCache
 from web.console_auth import console_caller
 from web.keys import CONFIG, DB
+from web.worker_secret import presented_secret_ok
 
 ACCESS = web.AppKey("access_policy", AccessPolicy)
 STREAMS = web.AppKey("stream_cache", StreamCache)
@@ -36,9 +37,12 @@ def _trusted(address: str, networks: list[Network]) -> bool:
 
 
 def from_web_worker(request: web.Request) -> bool:
-    """The request came over the origin's Unix socket, which only this server's web workers can reach."""
+    """The request came from one of this server's web workers: over the origin's Unix socket, which only they
+    can reach, or over TCP from a worker on another host carrying the shared worker secret."""
     transport = request.transport
-    return transport is not None and isinstance(transport.get_extra_info("sockname"), str)
+    if transport is not None and isinstance(transport.get_extra_info("sockname"), str):
+        return True
+    return presented_secret_ok(request)
 
 
 def client_address(request: web.Request) -> str:

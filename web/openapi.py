@@ -1092,6 +1092,61 @@ DOCUMENT["paths"]["/api/streams/{stream_id}/clips/{clip_id}"] = {
 }
 
 
+# -- back-ends: Mux and AWS IVS carry a stream's video instead of this server (web/backends_api.py) ----------------
+_BACKEND_FIELDS: dict[str, Any] = {
+    "backend": {"type": "string", "enum": ["builtin", "mux", "ivs"],
+                "description": "the video platform carrying the stream: builtin (this server), mux or ivs (when "
+                               "configured); default: the organization's settings.backend, else builtin. Changing it "
+                               "makes a live stream on the new platform (a new stream_key in the answer) and removes "
+                               "the old one; refused (409) while on air"},
+    "latency": {"type": "string", "enum": ["standard", "low", "realtime"], "writeOnly": True,
+                "description": "low or standard sets low_latency; a mode the stream's back-end lacks is refused "
+                               "(400 naming this field): no back-end here offers realtime, Mux has no real-time mode"},
+}
+cast(dict[str, Any], SCHEMAS["StreamCreate"]["properties"]).update(_BACKEND_FIELDS)
+cast(dict[str, Any], SCHEMAS["StreamUpdate"]["properties"]).update(_BACKEND_FIELDS)
+cast(dict[str, Any], STREAM["properties"])["backend"] = {
+    "type": "string", "enum": ["builtin", "mux", "ivs"],
+    "description": "for mux and ivs, rtmp_url/rtmps_url/srt_url and playback_url are the platform's; a private "
+                   "stream's playback_url is signed with the platform's scheme (Mux playback JWT, IVS token)"}
+cast(dict[str, Any], ORG_SETTINGS["properties"])["backend"] = {
+    "type": "string", "enum": ["builtin", "mux", "ivs"], "description": "new streams' backend"}
+DOCUMENT["paths"]["/hooks/mux"] = {
+    "post": {"summary": "Mux webhooks in (video.live_stream.*, video.asset.*): verified by Mux-Signature with "
+                        "[mux] webhook_secret, refused when older than 5 minutes, each event handled once",
+             "security": [],
+             "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+             "responses": {
+                 "200": {"description": "handled (a repeated event is answered, and changes nothing)",
+                         "content": {"application/json": {"schema": {
+                             "type": "object", "required": ["handled"],
+                             "properties": {"handled": {"type": "array", "items": {"type": "object"}}}}}}},
+                 "400": _json("Error", "a stale (replayed) event"),
+                 "401": _json("Error", "no Mux-Signature, or one that does not match"),
+                 "404": _json("Error", "Mux is not configured on this server"),
+                 "413": _json("Error", "too large"),
+                 "500": ERRORS["500"]}},
+}
+
+DOCUMENT["paths"]["/hooks/ivs"] = {
+    "post": {"summary": "AWS IVS state changes in, from EventBridge through an API destination (IVS Stream State "
+                        "Change, IVS Recording State Change): its connection sends [ivs] notification_secret in the "
+                        "[ivs] notification_header (or as the Basic auth password); refused when older than 5 "
+                        "minutes; each event (by its EventBridge id) handled once",
+             "security": [],
+             "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+             "responses": {
+                 "200": {"description": "handled (a repeated event is answered, and changes nothing)",
+                         "content": {"application/json": {"schema": {
+                             "type": "object", "required": ["handled"],
+                             "properties": {"handled": {"type": "array", "items": {"type": "object"}}}}}}},
+                 "400": _json("Error", "a stale (replayed) event"),
+                 "401": _json("Error", "no secret, a wrong one, or not an IVS EventBridge event"),
+                 "404": _json("Error", "IVS is not configured on this server"),
+                 "413": _json("Error", "too large"),
+                 "500": ERRORS["500"]}},
+}
+
 _registry: Registry = Registry().with_resource("urn:mediaserver:api", Resource.from_contents(
     {"$schema": "https://json-schema.org/draft/2020-12/schema", **DOCUMENT}))
 

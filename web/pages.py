@@ -16,6 +16,7 @@ from mediaserver.access import VIEWER_COOKIE, VIEWER_ID_TTL, AccessPolicy
 from mediaserver.passwords import TooManyAttempts
 from mediaserver.retention import plays_as_mp4
 from mediaserver.sessions import dvr_window_for
+from web.backends_api import is_cloud, page_playback
 from web.guard import ACCESS, client_address, stream_row, watch_access
 from web.keys import CONFIG, DB, MANAGER, PASSWORDS, SIGNER
 from web.orgs_api import page_branding
@@ -62,6 +63,10 @@ async def player_page(request: web.Request, template_name: str, *, chat: bool) -
             mp4 = True
             playback_url = f"/hls/{row['id']}/{recording['broadcast_id']}/recording.mp4" + \
                 (f"?token={quote(caller.playback_token, safe='')}" if caller.playback_token else "")
+    cloud = is_cloud(row)
+    if decision.allowed and cloud:
+        # Mux or IVS carries the video: play the platform's URL (signed there for private streams).
+        playback_url, mp4, recording = await page_playback(request, row), False, None
     org = await asyncio.to_thread(request.app[DB].org, row["org_id"])
     config: dict[str, Any]
     if decision.allowed:
@@ -76,7 +81,7 @@ async def player_page(request: web.Request, template_name: str, *, chat: bool) -
             "giving_enabled": bool(row["giving_enabled"]),
             "giving_url": row["giving_url"],
             "giving_message": row["giving_message"],
-            "dvr_window_seconds": dvr_window_for(request.app[CONFIG], row, org),
+            "dvr_window_seconds": 0 if cloud else dvr_window_for(request.app[CONFIG], row, org),
             "branding": page_branding(org),
             "segment_duration": request.app[CONFIG].hls.segment_duration,
             # LL-HLS (parts): the player needs fewer segments before it starts; hls.js reads the rest

@@ -16,6 +16,7 @@ from mediaserver.sessions import ladder_for
 from mediaserver.simulcast import SOURCE, PushState, SimulcastStore, TargetError, check_rendition, push_url, target_url
 from mediaserver.simulcast_push import PushTarget, SimulcastHub
 from web.api import find_stream, iso, read_json
+from web.backends_api import is_cloud
 from web.orgs_api import find_org
 from web.auth import error
 from web.keys import CONFIG, DB, MANAGER
@@ -81,6 +82,12 @@ async def list_targets(request: web.Request) -> web.Response:
 async def add_target(request: web.Request) -> web.Response:
     owner = await _owner(request)
     body = await read_json(request, "SimulcastTargetCreate")
+    if owner[0] == "stream":
+        row = await asyncio.to_thread(request.app[DB].stream, owner[1])
+        if row is not None and is_cloud(row):
+            # The video goes to Mux or IVS, never through this server: there is nothing here to push.
+            return error(409, f"this stream runs on {row.get('backend')}: simulcast from this server needs the "
+                              "built-in engine (set the targets in the platform's own dashboard)", None)
     store = request.app[SIMULCAST_STORE]
     try:
         url = target_url(body["kind"], body.get("url"))

@@ -48,6 +48,9 @@ class Viewer:
     key: str = ""                  # name_key(name), set on join
     asked: str = ""                # the name asked for (`name` is the one the room settled on)
     caller: Caller | None = None   # what admitted them; asked again if the stream's visibility changes
+    # Where frames go instead of the queue (a WebSocket's direct writer, web/ws_batch.py), which calls
+    # drop_too_slow() when the socket can't keep up. The queue then carries only the close signal.
+    sink: Callable[[bytes], None] | None = None
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.queue_size)
@@ -66,14 +69,23 @@ class Viewer:
         """Queue a frame; a full queue means a viewer too slow for the room: drop them."""
         if self.dropped:
             return False
+        if self.sink is not None:
+            self.sink(text)
+            return True
         try:
             self.queue.put_nowait(text)
             return True
         except asyncio.QueueFull:
-            self.dropped = True
-            self.close_code, self.close_reason = 1008, "too slow"
-            self._end()
+            self.drop_too_slow()
             return False
+
+    def drop_too_slow(self) -> None:
+        """The viewer can't keep up with the room: close at once, dropping what is still queued for them."""
+        if self.dropped:
+            return
+        self.dropped = True
+        self.close_code, self.close_reason = 1008, "too slow"
+        self._end()
 
     def close(self, code: int, reason: str) -> None:
         """Ask the socket to close after what is queued (a full queue: at once)."""

@@ -215,8 +215,9 @@ class ClusterChat:
             link.settings, link.org_id = settings, org_id
             if stream_id not in self.owned:
                 holder = await Lease(self.redis, m.lease_key(stream_id), self.process_id, self.lease_seconds).holder()
-                if holder is None and self.room_owner:
-                    if not await self._claimed_by_preferred(link):
+                if holder is None and (self.room_owner or self.defer_seconds > 0):
+                    # A process that may not own rooms (a web worker on another host) still asks the origin to.
+                    if not await self._claimed_by_preferred(link) and self.room_owner:
                         await self._take(link)
                 elif link.owner is None:
                     link.owner = holder
@@ -409,6 +410,11 @@ class ClusterChat:
                                     self.redis, m.lease_key(stream_id), self.process_id,
                                     self.lease_seconds).holder() is None:
                                 await self._take(link)
+                    elif link.viewers and stream_id not in self.owned and self.defer_seconds > 0:
+                        # Never an owner ourselves: ask the preferred one again (the origin came back).
+                        if await Lease(self.redis, m.lease_key(stream_id), self.process_id,
+                                       self.lease_seconds).holder() is None:
+                            await self._claimed_by_preferred(link)
                     elif not link.viewers and time.monotonic() - link.idle_since > self.idle_close:
                         lock = self._locks.setdefault(stream_id, asyncio.Lock())
                         async with lock:

@@ -1,0 +1,1 @@
+"""Video platforms a stream can run on (see base.py): builtin, mux, ivs."""
