@@ -134,6 +134,8 @@ class SimulcastStore:
                 table.create_index(["org_id"])
             elif "rendition" not in table.columns_dict:  # a database from before chosen renditions
                 table.add_column("rendition", str)
+            if "remote" not in table.columns_dict:  # JSON: the platform's own target (a Mux stream's), its status
+                table.add_column("remote", str)
 
     def add(self, owner: tuple[str, str], name: str, kind: str, url: str, key_sealed: str,
             tls_verify: bool, rendition: str = SOURCE) -> dict[str, Any]:

@@ -41,6 +41,11 @@ RECORDED_CREATE = {
         "srt_passphrase": "GHI56789abcde",
     }
 }
+# The example body of "Create a live stream simulcast target" in Mux's API reference (201).
+RECORDED_SIMULCAST_TARGET = {
+    "data": {"url": "rtmp://live.example.com/app", "stream_key": "abcdefgh", "status": "idle",
+             "passthrough": "Example", "id": "vuOfW021mz5QA500wYEQ9SeUYvuYnpFz011mqSvski5T8WUzzkl2F39Uw"}
+}
 UNAUTHORIZED = {"error": {"type": "unauthorized", "messages": ["Unauthorized request"]}}
 
 
@@ -60,6 +65,7 @@ class LiveStream:
     data: dict[str, Any]
     asset: dict[str, Any] | None = None
     keys: list[str] = field(default_factory=list)  # every key it ever had, oldest first
+    simulcast_targets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class MuxStandIn:
@@ -92,6 +98,10 @@ class MuxStandIn:
         app.router.add_delete("/video/v1/live-streams/{id}/playback-ids/{pid}", self._remove_playback_id)
         app.router.add_post("/video/v1/assets/{id}/playback-ids", self._add_playback_id)
         app.router.add_delete("/video/v1/assets/{id}/playback-ids/{pid}", self._remove_playback_id)
+        targets = "/video/v1/live-streams/{id}/simulcast-targets"
+        app.router.add_post(targets, self._add_simulcast_target)
+        app.router.add_get(targets + "/{tid}", self._get_simulcast_target)
+        app.router.add_delete(targets + "/{tid}", self._delete_simulcast_target)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -194,6 +204,36 @@ class MuxStandIn:
         stream.data["reconnect_window"] = body.get("reconnect_window", stream.data["reconnect_window"])
         return web.json_response({"data": stream.data})
 
+    async def _add_simulcast_target(self, request: web.Request) -> web.Response:
+        refused = await self._record(request)
+        stream = self._found(request)
+        if refused or stream is None:
+            return refused or self._not_found()
+        if stream.data["status"] != "idle":  # "can only be created when the parent live stream is in idle state"
+            return web.json_response({"error": {"type": "invalid_parameters", "messages": [
+                "Simulcast targets can only be created when the live stream is idle"]}}, status=400)
+        body = self.calls[-1].body or {}
+        if not body.get("url"):
+            return web.json_response({"error": {"type": "invalid_parameters", "messages": ["url is required"]}},
+                                     status=400)
+        data = dict(RECORDED_SIMULCAST_TARGET["data"], id=_mux_id(56), url=body["url"],
+                    stream_key=body.get("stream_key"), passthrough=body.get("passthrough"), status="idle")
+        stream.simulcast_targets[data["id"]] = data
+        return web.json_response({"data": data}, status=201)
+
+    async def _get_simulcast_target(self, request: web.Request) -> web.Response:
+        refused = await self._record(request)
+        stream = self._found(request)
+        target = stream.simulcast_targets.get(request.match_info["tid"]) if stream else None
+        return refused or (web.json_response({"data": target}) if target else self._not_found())
+
+    async def _delete_simulcast_target(self, request: web.Request) -> web.Response:
+        refused = await self._record(request)
+        stream = self._found(request)
+        if refused or stream is None or stream.simulcast_targets.pop(request.match_info["tid"], None) is None:
+            return refused or self._not_found()
+        return web.Response(status=204)
+
     def _owner(self, request: web.Request) -> dict[str, Any] | None:
         """The live stream's or asset's data whose playback ids the path names."""
         wanted = request.match_info["id"]
@@ -242,10 +282,21 @@ class MuxStandIn:
         stream.data.setdefault("recent_asset_ids", []).append(stream.asset["id"])
         return stream.asset
 
+    def simulcast_status(self, live_stream_id: str, target_id: str, status: str,
+                         error_severity: str | None = None) -> dict[str, Any]:
+        """Mux's pusher changed a target's status (idle, starting, broadcasting, errored): the webhook's data."""
+        target = self.streams[live_stream_id].simulcast_targets[target_id]
+        target["status"] = status
+        if error_severity:
+            target["error_severity"] = error_severity
+        return dict(target)
+
     # -- webhooks out, signed as Mux signs them ------------------------------------------------------
     def event(self, kind: str, data: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
         """A webhook body as Mux sends it (https://docs.mux.com/webhook-reference)."""
         obj = "asset" if kind.startswith("video.asset.") else "live_stream"
+        if kind.startswith("video.live_stream.simulcast_target."):
+            obj = "simulcast_target"
         return {"type": kind, "object": {"type": obj, "id": data.get("id")}, "id": event_id or str(uuid.uuid4()),
                 "environment": {"name": "Production", "id": "standin"}, "data": data,
                 "created_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),

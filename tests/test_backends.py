@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import urllib.request
 import threading
 import time
@@ -330,11 +331,6 @@ def test_mux_refuses_what_it_cannot_do(env: Env) -> None:
     assert status == 201 and low["dvr_enabled"] is False and low["low_latency"] is True
     assert standin.calls[-1].body["latency_mode"] == "low"
     assert server.api("POST", f"/api/streams/{low['id']}/go-live")[0] == 409
-    # Simulcast from this server can't reach video that never passes through it: refused, not stored.
-    status, answer = server.api("POST", f"/api/streams/{low['id']}/simulcast-targets",
-                                {"kind": "youtube", "key": "abcd-efgh-ijkl"})
-    assert status == 409 and "built-in engine" in answer["error"], answer
-    assert server.api("GET", f"/api/streams/{low['id']}/simulcast-targets")[1]["targets"] == []
 
 
 def test_mux_stream_of_another_org_is_not_found(env: Env) -> None:
@@ -472,3 +468,87 @@ def test_mux_stream_turned_private_stops_its_public_urls(env: Env) -> None:
         base, _, token = url.partition("?token=")
         assert base == f"https://stream.mux.com/{playback_id}.m3u8"
         assert verify_rs256(token, env.signing_key.public_key())[1]["sub"] == playback_id
+
+
+# -- simulcast targets on a cloud back-end: the platform pushes, never this server -------------------------------
+def test_mux_simulcast_target_is_made_followed_and_removed_at_mux(env: Env) -> None:
+    server, standin, receiver = env.server, env.standin, env.receiver
+    driver = Mux(env)
+    status, created = server.api("POST", "/api/streams", {"title": "Sunday, also on YouTube", "backend": "mux"})
+    assert status == 201
+    stream_id, remote = created["id"], driver.remote(created["id"])
+    youtube_key = "yt4x-9k2m-qq7r-" + base64.b32encode(os.urandom(10)).decode()
+    path = f"/api/streams/{stream_id}/simulcast-targets"
+    status, target = server.api("POST", path, {"kind": "youtube", "key": youtube_key, "name": "YouTube"})
+    assert status == 201, target
+    # Mux got the create, with YouTube's ingest URL and the key; its passthrough is our target's id.
+    creates = [c for c in standin.calls
+               if c.method == "POST" and c.path == f"/video/v1/live-streams/{remote}/simulcast-targets"]
+    assert [c.body for c in creates] == [{"url": "rtmp://a.rtmp.youtube.com/live2", "stream_key": youtube_key,
+                                          "passthrough": target["id"]}]
+    (mux_target_id, mux_target), = standin.streams[remote].simulcast_targets.items()
+    assert mux_target["stream_key"] == youtube_key
+    assert target["status"] == "PENDING" and youtube_key not in json.dumps(target)
+    # Mux pushes the source only: a chosen rendition is refused with that reason.
+    status, answer = server.api("PATCH", f"{path}/{target['id']}", {"rendition": "360p"})
+    assert status == 400 and "rendition" in answer["details"], answer
+
+    # Mux has no off switch for a target: disabling removes it there, enabling makes it again (same key).
+    status, off = server.api("PATCH", f"{path}/{target['id']}", {"enabled": False})
+    assert status == 200 and off["enabled"] is False and standin.streams[remote].simulcast_targets == {}
+    status, on = server.api("PATCH", f"{path}/{target['id']}", {"enabled": True})
+    assert status == 200 and on["enabled"] is True
+    (mux_target_id, mux_target), = standin.streams[remote].simulcast_targets.items()
+    assert (mux_target["stream_key"], mux_target["passthrough"]) == (youtube_key, target["id"])
+
+    # The broadcast starts: Mux reports the target starting, then broadcasting.
+    standin.encoder_connects(remote)
+    assert standin.send(driver.hook, standin.event("video.live_stream.active", standin.streams[remote].data))[0] == 200
+    for mux_status in ("starting", "broadcasting"):
+        event = standin.event(f"video.live_stream.simulcast_target.{mux_status}",
+                              standin.simulcast_status(remote, mux_target_id, mux_status))
+        status, answer = standin.send(driver.hook, event)
+        assert status == 200 and answer["handled"][0]["result"] == "applied", answer
+    status, again = standin.send(driver.hook, event)  # Mux retries: handled once
+    assert status == 200 and again["handled"][0]["result"] == "repeat"
+    listed = server.api("GET", path)[1]["targets"]
+    assert [(t["id"], t["status"], t["error"]) for t in listed] == [(target["id"], "LIVE", None)]
+    until(lambda: [e for e in receiver.of("simulcast.status", stream_id) if e["data"]["status"] == "LIVE"], 30,
+          "simulcast.status LIVE webhook")
+    assert [e["data"]["status"] for e in receiver.of("simulcast.status", stream_id)] == ["CONNECTING", "LIVE"]
+    assert all(e["data"]["target_id"] == target["id"] for e in receiver.of("simulcast.status", stream_id))
+    # YouTube refuses mid-broadcast: FAILED with Mux's reason.
+    errored = standin.event("video.live_stream.simulcast_target.errored",
+                            standin.simulcast_status(remote, mux_target_id, "errored", error_severity="fatal"))
+    assert standin.send(driver.hook, errored)[0] == 200
+    (failed,) = server.api("GET", path)[1]["targets"]
+    assert failed["status"] == "FAILED" and "fatal" in failed["error"]
+    # This server never pushed: no pusher of ours knows the target.
+    from web.simulcast_api import SIMULCAST_HUB
+    assert target["id"] not in server.server.runner.app[SIMULCAST_HUB].states
+    # A target added during the broadcast: Mux refuses (idle streams only) and nothing is kept here.
+    status, answer = server.api("POST", path, {"kind": "rtmp", "url": "rtmp://live.example.org/app", "key": "k-2"})
+    assert status == 502 and "idle" in answer["details"]["backend"], answer
+    assert len(server.api("GET", path)[1]["targets"]) == 1
+    # The key is in no answer and not in the database file.
+    assert youtube_key not in json.dumps(server.api("GET", path)[1])
+    stored = b"".join(p.read_bytes() for p in env.data_dir.glob("mediaserver.db*"))
+    assert youtube_key.encode() not in stored and mux_target_id.encode() in stored
+
+    # Deleted here -> deleted at Mux.
+    status, _ = server.api("DELETE", f"{path}/{target['id']}")
+    assert status == 204
+    assert [c.method for c in standin.calls
+            if c.path == f"/video/v1/live-streams/{remote}/simulcast-targets/{mux_target_id}"] == ["DELETE"]
+    assert standin.streams[remote].simulcast_targets == {}
+    assert server.api("GET", path)[1]["targets"] == []
+
+
+def test_ivs_stream_refuses_simulcast_targets_with_its_reason(env: Env) -> None:
+    server = env.server
+    status, created = server.api("POST", "/api/streams", {"title": "On IVS", "backend": "ivs"})
+    assert status == 201, created
+    path = f"/api/streams/{created['id']}/simulcast-targets"
+    status, answer = server.api("POST", path, {"kind": "youtube", "key": "abcd-efgh-ijkl"})
+    assert status == 409 and "IVS can't simulcast" in answer["error"], answer
+    assert server.api("GET", path)[1]["targets"] == []

@@ -7,12 +7,8 @@ from mediaserver.config import Config
 from mediaserver.db import Database
 from mediaserver.sessions import StreamManager
 from storage.local import LocalStore
-from mediaserver.playback_tokens import PlaybackSigner
 from mediaserver.webhooks import WebhookStore
-from mediaserver.access import AccessPolicy
 from mediaserver.chat.hub import ChatHub
-from mediaserver.passwords import PasswordChecker
-from web import guard
 from web import analytics_api
 from web import recordings_api
 from web import simulcast_api
@@ -24,14 +20,13 @@ from web import simulated_api
 from web import replay_api
 from web import live_storyboard
 from web import api, chat_ws, console, errors, media, metrics, orgs_api, pages, series_api, webhooks_api, whip
-from mediaserver.console_sessions import ConsoleSessions
-from web.console_auth import CONSOLE_SESSIONS
-from web.auth import THROTTLE, BadTokenThrottle, require_token
+from web.auth import require_token
 from web.origin_proxy import forwarded_by_worker
+from web.access_setup import install_access
 from web import internal_api
 from web import backends_api
 from mediaserver.backends.registry import build_registry
-from web.keys import ADMIN_TOKEN, CHAT, CONFIG, DB, MANAGER, PASSWORDS, SIGNER, STORE
+from web.keys import MANAGER, SIGNER, STORE
 
 # JSON bodies of the admin API are small; anything bigger is refused before it is read.
 MAX_REQUEST_BODY = 64 * 1024
@@ -41,23 +36,9 @@ def build_app(config: Config, db: Database, store: LocalStore, manager: StreamMa
               webhooks: WebhookStore, chat: ChatHub) -> web.Application:
     app = web.Application(middlewares=[forwarded_by_worker, metrics.count_requests, errors.json_errors, require_token],
                           client_max_size=MAX_REQUEST_BODY)
-    app[THROTTLE] = BadTokenThrottle()
-    app[SIGNER] = PlaybackSigner.from_data_dir(config.data_path)
-    app[CONFIG] = config
-    app[DB] = db
+    install_access(app, config, db, admin_token, chat)
     app[STORE] = store
     app[MANAGER] = manager
-    app[ADMIN_TOKEN] = admin_token
-    app[CHAT] = chat
-    guard.install(app, AccessPolicy(app[SIGNER], admin_token, db.token_org))
-    app[CONSOLE_SESSIONS] = ConsoleSessions(config.data_path / "mediaserver.db", config.console.session_hours,
-                                            config.console.idle_minutes)
-    app[PASSWORDS] = PasswordChecker(config.access.password_workers, config.access.unlock_attempts_per_minute)
-
-    async def close_password_pool(app: web.Application) -> None:
-        app[PASSWORDS].close()
-
-    app.on_cleanup.append(close_password_pool)
     app[webhooks_api.WEBHOOKS] = webhooks
     api.add_routes(app)
     series_api.add_routes(app)

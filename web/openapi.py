@@ -976,6 +976,13 @@ DOCUMENT["paths"]["/api/streams/{stream_id}/simulcast-targets/{target_id}"] = {
     "delete": {"summary": "Delete a simulcast target (stops its push)", "parameters": _SIMULCAST_TARGET_ID,
                "responses": {"204": {"description": "deleted"}, **ERRORS}},
 }
+# A Mux stream's targets are Mux's own: made, switched (disable removes, enable makes again) and removed there;
+# Mux takes new ones only while its live stream is idle; IVS has none (409 with its reason).
+for _method, _path in (("post", "/api/streams/{stream_id}/simulcast-targets"),
+                       ("patch", "/api/streams/{stream_id}/simulcast-targets/{target_id}"),
+                       ("delete", "/api/streams/{stream_id}/simulcast-targets/{target_id}")):
+    DOCUMENT["paths"][_path][_method]["responses"]["502"] = _json(
+        "Error", "a cloud stream's platform (Mux) refused or failed the target: details.backend says why")
 
 # -- the sermon library (web/library_api.py; public pages in web/library_pages.py) ---------------------------------
 _LIBRARY_TEXT = {

@@ -2,21 +2,27 @@
 an organization's defaults under /api/orgs/{org}/simulcast-targets (copied into each stream it creates from
 then on, as the stream.created event arrives), and the wiring of the pushes (mediaserver/simulcast_push.py) to the session's media tap and the event bus.
 
-A target's stream key is taken once, sealed (mediaserver/secret_box.py) and never returned."""
+A target's stream key is taken once, sealed (mediaserver/secret_box.py) and never returned.
+
+A stream on a cloud back-end (Mux) never passes its video through this server: its targets are the platform's
+own (made and removed through the back-end, the platform's target id and last status in the row's `remote`
+JSON, updated from the platform's notifications by mediaserver/backends/lifecycle.py); no pusher here starts."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from aiohttp import web
 
+from mediaserver.backends.base import BackendError, StreamBackend, Unsupported
 from mediaserver.events import Event
 from mediaserver.secret_box import SecretBox, SecretUnreadable
 from mediaserver.sessions import ladder_for
 from mediaserver.simulcast import SOURCE, PushState, SimulcastStore, TargetError, check_rendition, push_url, target_url
 from mediaserver.simulcast_push import PushTarget, SimulcastHub
 from web.api import find_stream, iso, read_json
-from web.backends_api import is_cloud
+from web.backends_api import BACKENDS, backend_name, is_cloud, platform_error, remote_of
 from web.orgs_api import find_org
 from web.auth import error
 from web.keys import CONFIG, DB, MANAGER
@@ -42,8 +48,51 @@ def target_view(row: dict[str, Any], state: PushState | None) -> dict[str, Any]:
             "detail": state.detail if state else None}
 
 
+def _state(row: dict[str, Any], hub: SimulcastHub) -> PushState | None:
+    """A platform's target: its status as the platform last told it; else this server's push state."""
+    if not row.get("remote"):
+        return hub.states.get(row["id"])
+    remote = json.loads(row["remote"])
+    return PushState(status=remote.get("status") or "PENDING", error=remote.get("error"),
+                     since=float(remote.get("since") or row["created_at"]))
+
+
+async def _cloud(request: web.Request, row: dict[str, Any] | None) -> StreamBackend | None:
+    """The back-end of a target's stream when it is a cloud one (its targets are the platform's)."""
+    if row is None or row.get("stream_id") is None:
+        return None
+    stream = await asyncio.to_thread(request.app[DB].stream, row["stream_id"])
+    if stream is None or not is_cloud(stream):
+        return None
+    return request.app[BACKENDS].get(backend_name(stream))
+
+
+async def _remote_add(request: web.Request, backend: StreamBackend, row: dict[str, Any]) -> str:
+    """Create row's target at the platform; the row keeps the platform's id (status PENDING until told)."""
+    stream = await asyncio.to_thread(request.app[DB].stream, row["stream_id"])
+    assert stream is not None
+    key = request.app[SECRET_BOX].open(row["key_sealed"])
+    target_id = await backend.add_simulcast_target(remote_of(stream), row["url"], key, row["id"])
+    return json.dumps({"backend": backend.name, "id": target_id, "status": "PENDING", "error": None,
+                       "since": row["created_at"]})
+
+
+async def _remote_remove(request: web.Request, backend: StreamBackend, row: dict[str, Any]) -> str:
+    stream = await asyncio.to_thread(request.app[DB].stream, row["stream_id"])
+    remote = json.loads(row.get("remote") or "{}")
+    if stream is not None and remote.get("id"):
+        await backend.remove_simulcast_target(remote_of(stream), str(remote["id"]))
+    return json.dumps({"backend": backend.name, "id": None, "status": "PENDING", "error": None,
+                       "since": row["created_at"]})
+
+
+def _source_only(backend: StreamBackend) -> web.Response:
+    return error(400, "invalid fields", {"rendition": f"{backend.name} pushes the stream as it receives it: only "
+                                                      f"{SOURCE!r}"})
+
+
 def _push_target(box: SecretBox, row: dict[str, Any]) -> PushTarget | None:
-    if row["stream_id"] is None:
+    if row["stream_id"] is None or row.get("remote"):
         return None
     try:
         key = box.open(row["key_sealed"])
@@ -75,19 +124,15 @@ def _rendition(body: dict[str, Any], ladder: list[str]) -> str:
 async def list_targets(request: web.Request) -> web.Response:
     owner = await _owner(request)
     rows = await asyncio.to_thread(request.app[SIMULCAST_STORE].targets, owner)
-    states = request.app[SIMULCAST_HUB].states
-    return web.json_response({f"{owner[0]}_id": owner[1], "targets": [target_view(r, states.get(r["id"])) for r in rows]})
+    hub = request.app[SIMULCAST_HUB]
+    return web.json_response({f"{owner[0]}_id": owner[1], "targets": [target_view(r, _state(r, hub)) for r in rows]})
 
 
 async def add_target(request: web.Request) -> web.Response:
     owner = await _owner(request)
     body = await read_json(request, "SimulcastTargetCreate")
-    if owner[0] == "stream":
-        row = await asyncio.to_thread(request.app[DB].stream, owner[1])
-        if row is not None and is_cloud(row):
-            # The video goes to Mux or IVS, never through this server: there is nothing here to push.
-            return error(409, f"this stream runs on {row.get('backend')}: simulcast from this server needs the "
-                              "built-in engine (set the targets in the platform's own dashboard)", None)
+    # The video of a cloud stream never passes through this server: the platform pushes, if it can.
+    backend = await _cloud(request, {"stream_id": owner[1] if owner[0] == "stream" else None})
     store = request.app[SIMULCAST_STORE]
     try:
         url = target_url(body["kind"], body.get("url"))
@@ -98,11 +143,21 @@ async def add_target(request: web.Request) -> web.Response:
     rows = await asyncio.to_thread(store.targets, owner)
     if len(rows) >= MAX_TARGETS:
         return error(409, f"at most {MAX_TARGETS} simulcast targets", None)
+    if backend is not None and backend.capabilities.simulcast and rendition != SOURCE:
+        return _source_only(backend)
     box = request.app[SECRET_BOX]
     name = body.get("name") or body["kind"]
     row = await asyncio.to_thread(store.add, owner, name, body["kind"], url, box.seal(body["key"]),
                                   bool(body.get("tls_verify", True)), rendition)
     hub = request.app[SIMULCAST_HUB]
+    if backend is not None:
+        try:
+            row["remote"] = await _remote_add(request, backend, row)
+        except BackendError as exc:  # refused there (Unsupported too): not kept here either
+            await asyncio.to_thread(store.delete, row["id"])
+            return error(409, str(exc), None) if isinstance(exc, Unsupported) else platform_error(exc)
+        await asyncio.to_thread(store.update, row["id"], remote=row["remote"])
+        return web.json_response(target_view(row, _state(row, hub)), status=201)
     target = _push_target(box, row)
     if target is not None:
         hub.start_target(target)  # the stream may be live already
@@ -134,6 +189,9 @@ async def update_target(request: web.Request) -> web.Response:
             field, _, message = str(exc).partition(": ")
             return error(400, "invalid fields", {field: message})
     hub = request.app[SIMULCAST_HUB]
+    backend = await _cloud(request, row)
+    if backend is not None:
+        return await _update_remote(request, backend, row, fields)
     if row["stream_id"] is not None and fields.get("rendition", row.get("rendition")) != row.get("rendition"):
         await hub.stop_target(row["stream_id"], row["id"])  # started again below with the rung asked for
     if fields:
@@ -148,9 +206,33 @@ async def update_target(request: web.Request) -> web.Response:
     return web.json_response(target_view(row, hub.states.get(row["id"])))
 
 
+async def _update_remote(request: web.Request, backend: StreamBackend, row: dict[str, Any],
+                         fields: dict[str, Any]) -> web.Response:
+    """A platform's target: disabling removes it there, enabling makes it there again (the platform has no
+    switch of its own); the rendition is always the source."""
+    if fields.get("rendition", SOURCE) != SOURCE:
+        return _source_only(backend)
+    try:
+        if "enabled" in fields and fields["enabled"] != row["enabled"]:
+            fields["remote"] = await (_remote_add(request, backend, row) if fields["enabled"]
+                                      else _remote_remove(request, backend, row))
+    except BackendError as exc:
+        return error(409, str(exc), None) if isinstance(exc, Unsupported) else platform_error(exc)
+    if fields:
+        await asyncio.to_thread(request.app[SIMULCAST_STORE].update, row["id"], **fields)
+        row = {**row, **fields}
+    return web.json_response(target_view(row, _state(row, request.app[SIMULCAST_HUB])))
+
+
 async def delete_target(request: web.Request) -> web.Response:
     row = await _find_target(request)
     hub = request.app[SIMULCAST_HUB]
+    backend = await _cloud(request, row)
+    if backend is not None and row.get("remote"):
+        try:
+            await _remote_remove(request, backend, row)
+        except BackendError as exc:  # kept here: deleting again retries at the platform
+            return platform_error(exc)
     if row["stream_id"] is not None:
         await hub.stop_target(row["stream_id"], row["id"])
     await asyncio.to_thread(request.app[SIMULCAST_STORE].delete, row["id"])
@@ -164,6 +246,9 @@ def add_routes(app: web.Application) -> None:
     manager = app[MANAGER]
 
     async def load_targets(stream_id: str) -> list[PushTarget]:
+        stream = await asyncio.to_thread(app[DB].stream, stream_id)
+        if stream is None or is_cloud(stream):
+            return []  # a cloud stream's video never reaches this server: its platform pushes, not us
         rows = await asyncio.to_thread(store.targets, ("stream", stream_id))
         targets = [_push_target(box, r) for r in rows if r["enabled"]]
         return [t for t in targets if t is not None]
@@ -178,7 +263,7 @@ def add_routes(app: web.Application) -> None:
     async def on_event(event: Event) -> None:
         if event.name == "stream.created":
             row = await asyncio.to_thread(app[DB].stream, event.stream_id)
-            if row is not None:
+            if row is not None and not is_cloud(row):  # defaults are not made at a platform (yet)
                 await asyncio.to_thread(store.copy_defaults, row["org_id"], event.stream_id)
         elif event.name == "stream.live":
             await hub.stream_live(event.stream_id)

@@ -11,18 +11,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from mediaserver.access import AccessPolicy
 from mediaserver.chat.hub import ChatHub
 from mediaserver.config import Config
-from mediaserver.console_sessions import ConsoleSessions
 from mediaserver.db import Database
-from mediaserver.passwords import PasswordChecker
-from mediaserver.playback_tokens import PlaybackSigner
 from web import chat_ws, errors, guard
-from web.auth import THROTTLE, BadTokenThrottle
+from web.access_setup import install_access
 from web.chat_admission import ADMISSION, LocalAdmission, RemoteAdmission
-from web.console_auth import CONSOLE_SESSIONS
-from web.keys import ADMIN_TOKEN, CHAT, CONFIG, DB, PASSWORDS, SIGNER
+from web.keys import CHAT, CONFIG
 from web.origin_proxy import OriginProxy
 
 PROXY = web.AppKey("origin_proxy", OriginProxy)
@@ -31,21 +26,11 @@ PROXY = web.AppKey("origin_proxy", OriginProxy)
 def build_worker_app(config: Config, db: Database, admin_token: str, chat: ChatHub,
                      origin_socket: str) -> web.Application:
     app = web.Application(middlewares=[errors.json_errors], client_max_size=1024 ** 3)
-    app[THROTTLE] = BadTokenThrottle()
-    app[SIGNER] = PlaybackSigner.from_data_dir(config.data_path)
-    app[CONFIG] = config
-    app[DB] = db
-    app[ADMIN_TOKEN] = admin_token
-    app[CHAT] = chat
-    guard.install(app, AccessPolicy(app[SIGNER], admin_token, db.token_org))
-    app[CONSOLE_SESSIONS] = ConsoleSessions(config.data_path / "mediaserver.db", config.console.session_hours,
-                                            config.console.idle_minutes)
-    app[PASSWORDS] = PasswordChecker(config.access.password_workers, config.access.unlock_attempts_per_minute)
+    install_access(app, config, db, admin_token, chat)
     app[PROXY] = OriginProxy(origin_socket)
     app[ADMISSION] = LocalAdmission()
 
     async def close(app: web.Application) -> None:
-        app[PASSWORDS].close()
         await app[PROXY].close()
 
     app.on_cleanup.append(close)

@@ -79,13 +79,16 @@ class RemoteStream:
 @dataclass(frozen=True)
 class LifecycleEvent:
     """A platform notification, in our words. `kind`: "connected" (encoder in), "live", "disconnected",
-    "ended", "recording_ready" (asset playable: `asset` has its id/playback), "failed"."""
+    "ended", "recording_ready" (asset playable: `asset` has its id/playback), "failed", "simulcast" (a target the
+    platform pushes to changed: `detail` is our target status, `target` has the platform's target id,
+    passthrough and error)."""
     kind: str
     remote_id: str
     event_id: str                       # the platform's id for this notification: handled once (idempotent)
     at: float                           # when it happened (unix seconds), per the platform
     asset: dict[str, Any] | None = None
     detail: str = ""
+    target: dict[str, Any] | None = None
 
 
 class StreamBackend(Protocol):
@@ -97,6 +100,13 @@ class StreamBackend(Protocol):
     async def rotate_key(self, remote: RemoteStream) -> Ingest: ...
     async def end(self, remote: RemoteStream) -> None:
         """End the broadcast now (Mux: complete the live stream; IVS: stop the stream)."""
+        ...
+    async def add_simulcast_target(self, remote: RemoteStream, url: str, key: str, passthrough: str) -> str:
+        """Have the platform push the stream to url with key too; returns the platform's target id. passthrough
+        (our target's id) comes back in the platform's notifications. Unsupported where the platform can't."""
+        ...
+    async def remove_simulcast_target(self, remote: RemoteStream, target_id: str) -> None:
+        """Stop and remove a platform's target (already gone: done)."""
         ...
     def playback_url(self, remote: RemoteStream, *, private: bool, ttl_seconds: int) -> str:
         """Where viewers play; signed with the platform's scheme when private (short-lived)."""

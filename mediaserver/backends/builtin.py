@@ -53,6 +53,12 @@ class BuiltinBackend:
     async def end(self, remote: RemoteStream) -> None:
         raise Unsupported("built-in broadcasts are ended by the session manager (StreamManager.end)")
 
+    async def add_simulcast_target(self, remote: RemoteStream, url: str, key: str, passthrough: str) -> str:
+        raise Unsupported("built-in simulcast pushes are run by this server (mediaserver/simulcast_push.py)")
+
+    async def remove_simulcast_target(self, remote: RemoteStream, target_id: str) -> None:
+        raise Unsupported("built-in simulcast pushes are run by this server (mediaserver/simulcast_push.py)")
+
     def playback_url(self, remote: RemoteStream, *, private: bool, ttl_seconds: int) -> str:
         url = f"{self._base()}/hls/{remote.remote_id}/master.m3u8"
         if not private:

@@ -45,6 +45,10 @@ KEY_PAIR_NAME = "mediaserver-playback"
 LATENCY_MODES = {"low": "LOW", "standard": "NORMAL"}
 CHANNEL_TYPES = ("BASIC", "STANDARD", "ADVANCED_SD", "ADVANCED_HD")
 
+# IVS channels only deliver to their own viewers; restreaming needs something else (e.g. a MediaLive channel).
+NO_SIMULCAST = ("IVS can't simulcast: an IVS channel has no restreaming to YouTube, Facebook or other RTMP "
+                "servers. Run this stream on the built-in engine or Mux, or send to those platforms from the encoder")
+
 CAPABILITIES = Capabilities(
     latency_modes=("standard", "low"),
     dvr_window=False,
@@ -361,6 +365,12 @@ class IvsBackend:
         except BackendError as exc:
             if self._code(exc) != "ChannelNotBroadcasting":
                 raise
+
+    async def add_simulcast_target(self, remote: RemoteStream, url: str, key: str, passthrough: str) -> str:
+        raise Unsupported(NO_SIMULCAST)
+
+    async def remove_simulcast_target(self, remote: RemoteStream, target_id: str) -> None:
+        raise Unsupported(NO_SIMULCAST)
 
     def playback_url(self, remote: RemoteStream, *, private: bool, ttl_seconds: int) -> str:
         url = remote.playback_id or ""

@@ -44,6 +44,8 @@ def apply_events(db: Database, backend: str, events: list[LifecycleEvent], publi
 
 
 def _apply(db: Database, backend: str, event: LifecycleEvent, publish: Publish) -> Outcome:
+    if event.kind == "simulcast" and event.target is not None:
+        return _simulcast(db, backend, event, event.target, publish)
     stream = db.stream_by_remote(backend, event.remote_id)
     if stream is None:
         log.info("%s notification %s for %s: no stream of ours", backend, event.kind, event.remote_id)
@@ -102,3 +104,30 @@ def _recording_ready(db: Database, stream_id: str, asset: dict[str, Any], publis
     publish("recording.ready", stream_id, {"recording": recording["id"],
                                            "broadcast": broadcast["id"] if broadcast else None})
     return True
+
+
+def _simulcast(db: Database, backend: str, event: LifecycleEvent, target: dict[str, Any],
+               publish: Publish) -> Outcome:
+    """A platform's simulcast target changed: our target row (found by the platform's target id) shows it, and
+    simulcast.status is announced as the built-in pusher announces it (mediaserver/simulcast_push.py)."""
+    with db._lock:  # the table belongs to mediaserver/simulcast.py SimulcastStore; same lock as it takes
+        table = db.db.table("simulcast_targets")
+        rows = list(table.rows_where("json_extract(remote, '$.backend') = ? and json_extract(remote, '$.id') = ?",
+                                     [backend, str(target["id"])])) if "remote" in table.columns_dict else []
+        if not rows:
+            log.info("%s simulcast target %s: not one of ours", backend, target["id"])
+            return Outcome(event.event_id, None, "unknown stream")
+        row = rows[0]
+        remote = json.loads(row["remote"])
+        status, error = event.detail, target.get("error")
+        if status == "DELETED":  # removed in the platform's dashboard while our row stays: nothing pushes there
+            status, error = "FAILED", "the target was deleted at the platform"
+        # Notifications may arrive out of order: an older one than the last applied changes nothing.
+        stale = event.at < float(remote.get("event_at") or 0)
+        if stale or (remote.get("status"), remote.get("error")) == (status, error):
+            return Outcome(event.event_id, row["stream_id"], "no change")
+        remote.update(status=status, error=error, since=event.at, event_at=event.at)
+        table.update(row["id"], {"remote": json.dumps(remote)})
+    publish("simulcast.status", row["stream_id"], {"target_id": row["id"], "name": row["name"], "status": status,
+                                                  "error": error, "detail": None})
+    return Outcome(event.event_id, row["stream_id"], "applied")

@@ -35,12 +35,13 @@ CAPABILITIES = Capabilities(
     recording=True,
     srt_ingest=True,
     rtmps_ingest=True,
-    simulcast=False,
+    simulcast=True,
     signed_playback="jwt",
     notes=("Mux has no real-time latency mode: low (about 5 s) or standard.",
            "Mux can rewind a live broadcast only by playing its live asset (DVR mode); this server plays the live "
            "stream at its live edge, so a Mux stream has no DVR window here.",
-           "Mux simulcast targets exist but are not wired in this server yet: add them in the Mux dashboard."),
+           "Mux pushes simulcast targets itself, always the stream as it receives it (no chosen rendition), and "
+           "takes new targets only while the live stream is idle (not during a broadcast)."),
 )
 
 # Mux webhook types -> our lifecycle kinds (https://docs.mux.com/webhook-reference).
@@ -51,6 +52,10 @@ LIVE_STREAM_EVENTS = {
     "video.live_stream.idle": "ended",
     "video.live_stream.errored": "failed",
 }
+
+# Mux simulcast target statuses -> ours (mediaserver/simulcast.py STATUSES).
+SIMULCAST_STATUSES = {"idle": "PENDING", "starting": "CONNECTING", "broadcasting": "LIVE", "errored": "FAILED"}
+SIMULCAST_EVENT = "video.live_stream.simulcast_target."
 
 
 def _b64url(data: bytes) -> str:
@@ -136,6 +141,8 @@ def events_from_webhook(payload: Mapping[str, Any], signed_at: float) -> list[Li
             raise NotificationRejected(f"{kind_name} without data.id")
         return [LifecycleEvent(LIVE_STREAM_EVENTS[kind_name], remote_id, event_id, at,
                                detail=str(data.get("errors") or ""))]
+    if kind_name.startswith(SIMULCAST_EVENT):
+        return _simulcast_event(kind_name, payload, data, event_id, at)
     if kind_name in ("video.asset.ready", "video.asset.live_stream_completed"):
         live_stream_id = data.get("live_stream_id")
         # video.asset.ready also comes at the start of a broadcast (the live asset is playable while live):
@@ -144,6 +151,27 @@ def events_from_webhook(payload: Mapping[str, Any], signed_at: float) -> list[Li
             return []
         return [LifecycleEvent("recording_ready", str(live_stream_id), event_id, at, asset=_asset(data))]
     return []
+
+
+def _simulcast_event(kind_name: str, payload: Mapping[str, Any], data: Mapping[str, Any], event_id: str,
+                     at: float) -> list[LifecycleEvent]:
+    """video.live_stream.simulcast_target.*: data is the simulcast target (id, status, passthrough = our id)."""
+    target_id = str(data.get("id") or "")
+    if not target_id:
+        raise NotificationRejected(f"{kind_name} without data.id")
+    suffix = kind_name[len(SIMULCAST_EVENT):]
+    if suffix == "created":
+        return []  # our row already knows it: created by our own call
+    status = "DELETED" if suffix == "deleted" else SIMULCAST_STATUSES.get(str(data.get("status") or suffix))
+    if status is None:
+        return []
+    error = None
+    if status == "FAILED":
+        severity = data.get("error_severity") or "unknown"
+        error = f"Mux could not push to the target (error severity: {severity})"
+    live_stream_id = data.get("live_stream_id") or ""
+    return [LifecycleEvent("simulcast", str(live_stream_id), event_id, at, detail=status,
+                           target={"id": target_id, "passthrough": data.get("passthrough"), "error": error})]
 
 
 class MuxBackend:
@@ -243,6 +271,23 @@ class MuxBackend:
             await self._call("removing the recording's old playback id", self._assets.delete_asset_playback_id,
                              asset["id"], asset["playback_id"])
         return {**asset, "playback_id": created.data.id, "policy": policy}
+
+    # -- simulcast (Mux pushes; this server never touches the video) ---------------------------------
+    async def add_simulcast_target(self, remote: RemoteStream, url: str, key: str, passthrough: str) -> str:
+        request = mux_python.CreateSimulcastTargetRequest(url=url, stream_key=key, passthrough=passthrough)
+        response = await self._call("adding the simulcast target", self._live.create_live_stream_simulcast_target,
+                                    remote.remote_id, request)
+        return str(response.data.id)
+
+    async def remove_simulcast_target(self, remote: RemoteStream, target_id: str) -> None:
+        try:
+            await asyncio.to_thread(self._live.delete_live_stream_simulcast_target, remote.remote_id, target_id)
+        except ApiException as exc:
+            if exc.status != 404:  # gone at Mux already (or its live stream is): nothing left to remove
+                raise BackendError(f"Mux refused removing the simulcast target ({exc.status}): {_reason(exc)}") \
+                    from exc
+        except (HTTPError, OSError) as exc:
+            raise BackendError(f"cannot reach Mux at {self.config.base_url}: {exc}") from exc
 
     # -- playback -------------------------------------------------------------------------------
     def _signed(self, playback_id: str, ttl_seconds: int) -> str:

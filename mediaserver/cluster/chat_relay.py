@@ -204,14 +204,19 @@ class ClusterChat:
         await self._pubsub.unsubscribe(channel)
 
     # -- the socket's side ---------------------------------------------------------------------------
+    async def _link_locked(self, stream_id: str, settings: dict[str, Any], org_id: str | None) -> RoomLink:
+        """This process's link to the room, made (and subscribed to the room's frames) if new. Under the lock."""
+        link = self.links.get(stream_id)
+        if link is None:
+            link = RoomLink(stream_id, settings, org_id, self.limits, self)
+            await self._subscribe(m.from_owner(stream_id))
+            self.links[stream_id] = link
+        return link
+
     async def link(self, stream_id: str, settings: dict[str, Any], org_id: str | None) -> RoomLink:
         lock = self._locks.setdefault(stream_id, asyncio.Lock())
         async with lock:
-            link = self.links.get(stream_id)
-            if link is None:
-                link = RoomLink(stream_id, settings, org_id, self.limits, self)
-                await self._subscribe(m.from_owner(stream_id))
-                self.links[stream_id] = link
+            link = await self._link_locked(stream_id, settings, org_id)
             link.settings, link.org_id = settings, org_id
             if stream_id not in self.owned:
                 holder = await Lease(self.redis, m.lease_key(stream_id), self.process_id, self.lease_seconds).holder()
@@ -249,11 +254,7 @@ class ClusterChat:
         """Another process asked us (the preferred owner) to own a room."""
         lock = self._locks.setdefault(stream_id, asyncio.Lock())
         async with lock:
-            link = self.links.get(stream_id)
-            if link is None:
-                link = RoomLink(stream_id, settings, org_id, self.limits, self)
-                await self._subscribe(m.from_owner(stream_id))
-                self.links[stream_id] = link
+            link = await self._link_locked(stream_id, settings, org_id)
             if row is not None and link.stream is None:
                 link.stream = row
             if stream_id not in self.owned and await Lease(
