@@ -42,6 +42,9 @@ asyncio.run(main())
 """
 
 
+LEASE_SECONDS = 3.0  # shorter than the default 5 s: the failover test waits for it to run out
+
+
 @dataclass
 class ServerProcess:
     """`mediaserver serve` in a subprocess of its own (it can be killed like a real one)."""
@@ -89,6 +92,7 @@ enabled = false
 [cluster]
 redis_url = "{redis_url}"
 process_id = "{process_id}"
+lease_seconds = {LEASE_SECONDS}
 """)
     log = workdir / "server.log"
     with log.open("wb") as out:
@@ -302,6 +306,7 @@ def test_owner_killed_mid_chat_another_process_takes_over(tmp_path: Path) -> Non
             try:
                 a1 = await guest(sessions[0], a, stream["id"], "Anna")  # first in: A opens and owns the room
                 assert probe.get(lease) == b"proc-a"
+                assert 0 < probe.pttl(lease) <= LEASE_SECONDS * 1000  # [cluster] lease_seconds: the lease's life
                 b1 = await guest(sessions[1], b, stream["id"], "Ben")
                 b2 = await guest(sessions[2], b, stream["id"], "Beth")
                 await b1.send("chat:message", {"text": "before the kill"})

@@ -66,7 +66,7 @@ def objects(endpoint: str, bucket: str, prefix: str) -> dict[str, int]:
 
 
 def test_a_private_recording_moves_to_s3_and_plays_from_there(tmp_path: Path, endpoint: str) -> None:
-    handle, bucket = s3_server(tmp_path, endpoint, s3_prefix="church")
+    handle, bucket = s3_server(tmp_path, endpoint, s3_prefix="church", s3_url_seconds=120)
     try:
         status, stream = handle.api("POST", "/api/streams", {"title": "Evening Prayer", "visibility": "PRIVATE"})
         assert status == 201, stream
@@ -103,6 +103,7 @@ def test_a_private_recording_moves_to_s3_and_plays_from_there(tmp_path: Path, en
         status, headers, _ = raw_get(f"{handle.http}/hls/{sid}/{segment}")
         assert status == 302 and headers["Location"].startswith(f"{endpoint}/{bucket}/church/media/{sid}/")
         assert "no-store" in headers["Cache-Control"] and "X-Amz-Signature" in headers["Location"]
+        assert "X-Amz-Expires=120" in headers["Location"]  # [storage] s3_url_seconds: the signed URL's lifetime
         status, headers, _ = raw_get(f"{recording['mp4_url']}?token={token}")
         assert status == 302 and "recording.mp4" in headers["Location"].split("?")[0]
         with urllib.request.urlopen(f"{recording['mp4_url']}?token={token}", timeout=30) as answer:
