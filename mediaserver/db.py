@@ -172,6 +172,10 @@ class Database:
                 recordings.add_column("title", str)
             if "remote_asset" not in recordings.columns_dict:  # a cloud back-end's asset (JSON), null for our own
                 recordings.add_column("remote_asset", str)
+            series = self.db.table("series")
+            if "backend" not in series.columns_dict:  # a cloud series: one platform live stream, all occurrences
+                series.add_column("backend", str)
+                series.add_column("backend_ref", str)
             if "backend_events" not in self.db.table_names():  # platform notifications handled (idempotency)
                 self.db.table("backend_events").create(
                     {"backend": str, "event_id": str, "handled_at": float}, pk=("backend", "event_id"))
@@ -253,12 +257,34 @@ class Database:
             self._stream_changed(stream_id)
         return key
 
-    def stream_by_remote(self, backend: str, remote_id: str) -> dict[str, Any] | None:
-        """The stream a cloud back-end's live stream (Mux id, IVS channel ARN) belongs to."""
+    def stream_by_remote(self, backend: str, remote_id: str, kind: str = "", now: float | None = None
+                         ) -> dict[str, Any] | None:
+        """The stream a cloud back-end's live stream (Mux id, IVS channel ARN) is carrying now. A series'
+        occurrences share their series' live stream, as they share its key (stream_by_key): the one on air wins;
+        then, for an encoder coming in, the scheduled occurrence nearest to now; for the end of a broadcast or its
+        recording (kind "ended", "failed", "recording_ready"), the occurrence that went live last."""
+        now = time.time() if now is None else now
+        after = ("actual_start is null, actual_start desc" if kind in ("ended", "failed", "recording_ready")
+                 else "CASE WHEN status = 'SCHEDULED' THEN 0 ELSE 1 END, "
+                      "abs(coalesce(scheduled_start, created_at) - ?)")
+        sql = ("SELECT * FROM streams WHERE backend = ? AND json_extract(backend_ref, '$.remote_id') = ? ORDER BY "
+               f"CASE WHEN status IN ('STARTING','LIVE','ENDING') THEN 0 ELSE 1 END, {after} LIMIT 1")
+        params: list[Any] = [backend, remote_id] + ([] if "?" not in after else [now])
         with self._lock:
-            rows = list(self.db.table("streams").rows_where(
-                "backend = ? and json_extract(backend_ref, '$.remote_id') = ?", [backend, remote_id]))
+            rows = list(self.db.query(sql, params))
         return rows[0] if rows else None
+
+    def streams_by_remote(self, backend: str, remote_id: str) -> list[dict[str, Any]]:
+        """Every stream on one platform live stream: one, or a cloud series' occurrences."""
+        with self._lock:
+            return list(self.db.table("streams").rows_where(
+                "backend = ? and json_extract(backend_ref, '$.remote_id') = ?", [backend, remote_id]))
+
+    def series_by_remote(self, backend: str, remote_id: str) -> list[dict[str, Any]]:
+        """The series (the one made, and any that carried it on from a date) on one platform live stream."""
+        with self._lock:
+            return list(self.db.table("series").rows_where(
+                "backend = ? and json_extract(backend_ref, '$.remote_id') = ?", [backend, remote_id]))
 
     def first_notification(self, backend: str, event_id: str) -> bool:
         """Record a platform notification as handled; False if it was handled before (a repeat)."""

@@ -34,6 +34,8 @@ def materialize(db: Database, series: dict[str, Any], now: float, weeks: int) ->
         end = min(end, datetime.combine(date.fromisoformat(series["until_date"]), datetime.min.time(), tzinfo=timezone.utc))
     existing = db.series_occurrence_indexes(series["id"])
     template = json.loads(series["template"] or "{}")
+    if series.get("backend") and series["backend"] != "builtin":  # a cloud series: its one platform live stream
+        template.update(backend=series["backend"], backend_ref=series.get("backend_ref"))
     created = []
     for occ in occurrences(rule_of(series), start, end):
         if occ.index in existing:

@@ -22,7 +22,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -69,8 +69,11 @@ class LiveStream:
 
 
 class MuxStandIn:
-    def __init__(self, token_id: str, token_secret: str, webhook_secret: str) -> None:
+    def __init__(self, token_id: str, token_secret: str, webhook_secret: str,
+                 extra_routes: Callable[[web.Application], None] | None = None) -> None:
+        """extra_routes(app) adds more of Mux's endpoints (e.g. a test's Mux Data or stream.mux.com routes)."""
         self.token_id, self.token_secret, self.webhook_secret = token_id, token_secret, webhook_secret
+        self.extra_routes = extra_routes
         self.calls: list[Call] = []
         self.streams: dict[str, LiveStream] = {}
         self.loop = asyncio.new_event_loop()
@@ -102,6 +105,8 @@ class MuxStandIn:
         app.router.add_post(targets, self._add_simulcast_target)
         app.router.add_get(targets + "/{tid}", self._get_simulcast_target)
         app.router.add_delete(targets + "/{tid}", self._delete_simulcast_target)
+        if self.extra_routes is not None:
+            self.extra_routes(app)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

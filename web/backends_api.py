@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from dataclasses import asdict
+from datetime import date
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from mediaserver.backends.base import (BackendError, Ingest, NotificationRejecte
                                        StreamSpec, Unsupported)
 from mediaserver.backends.lifecycle import apply_events, end_stream
 from mediaserver.backends.registry import BackendRegistry
+from mediaserver.db import STREAM_COLUMNS, Database
 from mediaserver.secret_box import SecretBox
 from web.auth import error
 from web.keys import CONFIG, DB, MANAGER
@@ -129,17 +131,65 @@ def ingest_extras(ingest: Ingest) -> dict[str, Any]:
 
 
 async def delete_remote(request: web.Request, row: dict[str, Any]) -> None:
-    if row.get("backend_ref"):
-        await request.app[BACKENDS].get(backend_name(row)).delete(remote_of(row))
+    """Remove the platform's live stream of a stream (or series) row, unless something else still needs it: a
+    cloud series' occurrences share one."""
+    if not row.get("backend_ref"):
+        return
+    if await asyncio.to_thread(remote_in_use, request.app[DB], row):
+        log.info("%s %s: its %s live stream stays, the series still uses it", "stream" if "status" in row else
+                 "series", row["id"], backend_name(row))
+        return
+    await request.app[BACKENDS].get(backend_name(row)).delete(remote_of(row))
 
 
 async def rotate_remote_key(request: web.Request, row: dict[str, Any]) -> dict[str, Any]:
     remote = remote_of(row)
     ingest = await request.app[BACKENDS].get(backend_name(row)).rotate_key(remote)
     keep_ingest(request, remote, ingest)
-    await asyncio.to_thread(request.app[DB].update_stream, row["id"], backend_ref=json.dumps(asdict(remote)),
-                            updated_at=time.time())
+    await asyncio.to_thread(share_remote, request.app[DB], backend_name(row), remote)
     return ingest_extras(ingest)
+
+
+# -- a cloud series: one platform live stream that all its occurrences share ----------------------------------
+def series_stream_row(series_id: str, title: str, template: dict[str, Any]) -> dict[str, Any]:
+    """What a series' occurrences will be, as a stream row, for the platform's live stream they share."""
+    return {**{name: default for name, (_kind, default) in STREAM_COLUMNS.items()}, **template,
+            "id": series_id, "title": title, "password_hash": None}
+
+
+async def create_series_remote(request: web.Request, backend: str, series_id: str, title: str,
+                               template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The platform's live stream for a new cloud series: (its backend_ref, the answer's key extras)."""
+    remote, ingest = await request.app[BACKENDS].get(backend).create(
+        spec_for(request, series_stream_row(series_id, title, template)))
+    keep_ingest(request, remote, ingest)
+    return json.dumps(asdict(remote)), ingest_extras(ingest)
+
+
+def share_remote(db: Database, backend: str, remote: RemoteStream) -> None:
+    """A live stream's new state (its new key) on every row that uses it: a series and its occurrences."""
+    ref, now = json.dumps(asdict(remote)), time.time()
+    for row in db.streams_by_remote(backend, remote.remote_id):
+        db.update_stream(row["id"], backend_ref=ref, updated_at=now)
+    for series in db.series_by_remote(backend, remote.remote_id):
+        db.update_series(series["id"], backend_ref=ref)
+
+
+def remote_in_use(db: Database, row: dict[str, Any]) -> bool:
+    """Does anything but this row still need its platform live stream: another occurrence to come or on air, or
+    a series still scheduling occurrences on it? Blocking (SQLite)."""
+    backend, remote_id = backend_name(row), remote_of(row).remote_id
+    if any(other["id"] != row["id"] and other["status"] in ("SCHEDULED", "STARTING", "LIVE", "ENDING")
+           for other in db.streams_by_remote(backend, remote_id)):
+        return True
+    today = date.today().isoformat()
+    return any(series["id"] != row["id"] and (series["until_date"] is None or series["until_date"] > today)
+               for series in db.series_by_remote(backend, remote_id))
+
+
+def shares_remote(db: Database, row: dict[str, Any]) -> bool:
+    """Is this stream an occurrence of a cloud series (its live stream at the platform shared)?"""
+    return bool(row.get("series_id")) and bool(db.series_by_remote(backend_name(row), remote_of(row).remote_id))
 
 
 async def follow_privacy(request: web.Request, row: dict[str, Any], fields: dict[str, Any]) -> None:
@@ -151,6 +201,10 @@ async def follow_privacy(request: web.Request, row: dict[str, Any], fields: dict
     private = visibility != "PUBLIC" or has_password
     if not row.get("backend_ref") or private == is_private(row):
         return
+    if await asyncio.to_thread(shares_remote, request.app[DB], row):
+        raise Unsupported(f"this service shares its series' {backend_name(row)} live stream with the series' other "
+                          "services, so it can't turn private or public alone: create the series with the "
+                          "visibility wanted")
     backend = request.app[BACKENDS].get(backend_name(row))
     set_private = getattr(backend, "set_private", None)
     set_asset_private = getattr(backend, "set_asset_private", None)
@@ -252,9 +306,10 @@ def served_document(request: web.Request, document: dict[str, Any]) -> dict[str,
         served = copy.deepcopy(document)
         modes = sorted({m for name in names for m in registry.get(name).capabilities.latency_modes})
         schemas = served["components"]["schemas"]
-        for schema in ("StreamCreate", "StreamUpdate"):
+        for schema in ("StreamCreate", "StreamUpdate", "SeriesCreate"):
             schemas[schema]["properties"]["backend"]["enum"] = list(names)
-            schemas[schema]["properties"]["latency"]["enum"] = modes
+            if "latency" in schemas[schema]["properties"]:
+                schemas[schema]["properties"]["latency"]["enum"] = modes
         schemas["OrgSettings"]["properties"]["backend"]["enum"] = list(names)
         _documents[names] = served
     return _documents[names]

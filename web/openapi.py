@@ -1118,6 +1118,18 @@ cast(dict[str, Any], STREAM["properties"])["backend"] = {
                    "stream's playback_url is signed with the platform's scheme (Mux playback JWT, IVS token)"}
 cast(dict[str, Any], ORG_SETTINGS["properties"])["backend"] = {
     "type": "string", "enum": ["builtin", "mux", "ivs"], "description": "new streams' backend"}
+cast(dict[str, Any], SCHEMAS["SeriesCreate"]["properties"])["backend"] = {
+    "type": "string", "enum": ["builtin", "mux", "ivs"],
+    "description": "the video platform of every occurrence (default: the organization's settings.backend, else "
+                   "builtin). On mux or ivs the series gets ONE live stream at the platform: all occurrences share "
+                   "its ingest and key (as they share a built-in series' key); the encoder's connection goes to the "
+                   "occurrence on air, else the scheduled one nearest to now"}
+cast(dict[str, Any], SCHEMAS["Series"]["properties"]).update({
+    "backend": {"type": "string", "enum": ["builtin", "mux", "ivs"]},
+    "rtmp_url": {"type": ["string", "null"], "description": "a cloud series: the platform's ingest (key apart)"},
+    "rtmps_url": {"type": ["string", "null"]},
+    "srt_url": {"type": ["string", "null"], "description": "with the key only in the answer to create"},
+})
 DOCUMENT["paths"]["/hooks/mux"] = {
     "post": {"summary": "Mux webhooks in (video.live_stream.*, video.asset.*): verified by Mux-Signature with "
                         "[mux] webhook_secret, refused when older than 5 minutes, each event handled once",

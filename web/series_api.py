@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -14,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from mediaserver.backends.base import BackendError, Unsupported
 from mediaserver.db import DEFAULT_ORG, hash_key, new_stream_key
 from mediaserver.ical import CalendarEvent, render_calendar
 from mediaserver.schedule import ScheduleError, SeriesRule, occurrences, split_series
@@ -21,8 +23,12 @@ from mediaserver.scheduler import materialize, rule_of
 from mediaserver.simulated_live import airable_problem
 from web.api import iso, parse_date, parse_time, public_base, read_json, stream_fields
 from web.auth import SCOPE, error, manages
+from web.backends_api import (backend_name, capability_problems, create_series_remote, delete_remote, is_cloud,
+                              platform_error, remote_of)
 from web.guard import ACCESS
 from web.keys import CONFIG, DB, STORE
+
+log = logging.getLogger(__name__)
 
 # The calendar gives a service without an end one hour, but never past the last instant a datetime holds.
 LAST_INSTANT = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
@@ -31,12 +37,17 @@ TEMPLATE_FIELDS = ("description", "visibility", "chat_enabled", "reactions_enabl
 
 
 def series_view(row: dict[str, Any]) -> dict[str, Any]:
-    return {
+    view = {
         "id": row["id"], "org_id": row["org_id"], "title": row["title"], "rrule": row["rrule"],
         "start_time": row["start_time"], "duration": row["duration"], "timezone": row["timezone"],
         "dtstart": row["dtstart_date"], "until": row["until_date"],
         "template": json.loads(row["template"] or "{}"), "created_at": iso(row["created_at"]),
+        "backend": backend_name(row),
     }
+    if is_cloud(row) and row.get("backend_ref"):  # where the encoder sends, for every occurrence (key apart)
+        ingest = remote_of(row).extra.get("ingest") or {}
+        view.update(rtmp_url=ingest.get("rtmp_url"), rtmps_url=ingest.get("rtmps_url"), srt_url=ingest.get("srt_url"))
+    return view
 
 
 def checked_rule(fields: dict[str, Any]) -> SeriesRule | dict[str, str]:
@@ -76,16 +87,34 @@ async def create_series(request: web.Request) -> web.Response:
                                           request[SCOPE] or DEFAULT_ORG, template["simulated_recording_id"])
         if problem:
             problems["simulated_recording_id"] = problem
+    db = request.app[DB]
+    org_id = request[SCOPE] or DEFAULT_ORG
+    org = await asyncio.to_thread(db.org, org_id)
+    # The video platform: the body's, else the organization's default (settings.backend), else our own engine.
+    backend = body.get("backend") or json.loads((org or {}).get("settings") or "{}").get("backend") or "builtin"
+    if backend != "builtin":
+        problems.update(capability_problems(request, backend, template))
+        if template.get("simulated_recording_id") is not None:
+            problems["simulated_recording_id"] = (f"a re-air is played by this server's own engine; a {backend} "
+                                                  "series airs what the encoder sends to the platform")
     if problems:
         return error(400, "invalid fields", problems)
     key = new_stream_key()
-    db = request.app[DB]
     row = await asyncio.to_thread(
-        db.create_series, org_id=request[SCOPE] or DEFAULT_ORG, title=body["title"].strip(), key_hash=hash_key(key),
-        template=json.dumps(template), **fields,
+        db.create_series, org_id=org_id, title=body["title"].strip(), key_hash=hash_key(key),
+        template=json.dumps(template), backend=backend, backend_ref=None, **fields,
     )
+    extras: dict[str, Any] = {"stream_key": key}
+    if backend != "builtin":  # one live stream at the platform, shared by every occurrence (as the key is)
+        try:
+            ref, extras = await create_series_remote(request, backend, row["id"], row["title"], template)
+        except BackendError as exc:  # nothing half-made stays behind
+            await asyncio.to_thread(db.delete_series, row["id"])
+            return platform_error(exc)
+        await asyncio.to_thread(db.update_series, row["id"], backend_ref=ref)
+        row["backend_ref"] = ref
     await asyncio.to_thread(materialize, db, row, time.time(), request.app[CONFIG].schedule.materialize_weeks)
-    return web.json_response({**series_view(row), "stream_key": key}, status=201)
+    return web.json_response({**series_view(row), **extras}, status=201)
 
 
 def _known_zone(name: str) -> bool:
@@ -174,7 +203,7 @@ async def update_series(request: web.Request) -> web.Response:
     await asyncio.to_thread(_drop_future_occurrences, db, row, from_date)
     new = await asyncio.to_thread(
         db.create_series, org_id=row["org_id"], title=body.get("title", row["title"]), key_hash=row["key_hash"],
-        template=row["template"], **fields,
+        template=row["template"], backend=row.get("backend"), backend_ref=row.get("backend_ref"), **fields,
     )
     await asyncio.to_thread(materialize, db, new, time.time(), request.app[CONFIG].schedule.materialize_weeks)
     return web.json_response(series_view(new))
@@ -203,6 +232,11 @@ async def delete_series(request: web.Request) -> web.Response:
         return error(400, "invalid query", {"from": str(exc)})
     await asyncio.to_thread(db.update_series, row["id"], until_date=from_date.isoformat())
     await asyncio.to_thread(_drop_future_occurrences, db, row, from_date)
+    if is_cloud(row):  # the platform's live stream goes once nothing is left to air on it
+        try:
+            await delete_remote(request, {**row, "until_date": from_date.isoformat()})
+        except (BackendError, Unsupported) as exc:
+            log.warning("series %s: its %s live stream was not removed: %s", row["id"], backend_name(row), exc)
     return web.Response(status=204)
 
 

@@ -46,7 +46,7 @@ def apply_events(db: Database, backend: str, events: list[LifecycleEvent], publi
 def _apply(db: Database, backend: str, event: LifecycleEvent, publish: Publish) -> Outcome:
     if event.kind == "simulcast" and event.target is not None:
         return _simulcast(db, backend, event, event.target, publish)
-    stream = db.stream_by_remote(backend, event.remote_id)
+    stream = db.stream_by_remote(backend, event.remote_id, event.kind, event.at)
     if stream is None:
         log.info("%s notification %s for %s: no stream of ours", backend, event.kind, event.remote_id)
         return Outcome(event.event_id, None, "unknown stream")
