@@ -142,6 +142,10 @@ def test_series_refuses_what_the_platform_cannot_do(env: Env) -> None:
     status, refused = server.api("POST", "/api/series",
                                  series_body("Re-aired", "mux", simulated_recording_id="rec_none"))
     assert status == 400 and "re-air" in refused["details"]["simulated_recording_id"]
+    status, single = server.api("POST", "/api/streams", {"title": "One service on Mux", "backend": "mux"})
+    assert status == 201
+    status, refused = server.api("PATCH", f"/api/streams/{single['id']}", {"simulated_recording_id": "rec_none"})
+    assert status == 400 and "re-air" in refused["details"]["simulated_recording_id"]
     status, listed = server.api("GET", "/api/series")
     assert status == 200 and not [s for s in listed["series"] if s["title"] in ("Rewindable", "Re-aired")]
 

@@ -81,6 +81,12 @@ def capability_problems(request: web.Request, backend: str, fields: dict[str, An
     except Unsupported as exc:
         return {"backend": str(exc)}
     problems: dict[str, str] = {}
+    reair = fields["simulated_recording_id"] if "simulated_recording_id" in fields else \
+        (row or {}).get("simulated_recording_id")
+    if backend != "builtin" and reair is not None:
+        problems["backend" if "backend" in fields and "simulated_recording_id" not in fields
+                 else "simulated_recording_id"] = (f"a re-air is played by this server's own engine; a {backend} "
+                                                   "stream airs what the encoder sends to the platform")
     latency = latency_of(fields, row)
     if latency not in caps.latency_modes:
         problems["latency"] = (f"{backend} has no {latency} latency mode; it offers {' or '.join(caps.latency_modes)}"

@@ -94,9 +94,6 @@ async def create_series(request: web.Request) -> web.Response:
     backend = body.get("backend") or json.loads((org or {}).get("settings") or "{}").get("backend") or "builtin"
     if backend != "builtin":
         problems.update(capability_problems(request, backend, template))
-        if template.get("simulated_recording_id") is not None:
-            problems["simulated_recording_id"] = (f"a re-air is played by this server's own engine; a {backend} "
-                                                  "series airs what the encoder sends to the platform")
     if problems:
         return error(400, "invalid fields", problems)
     key = new_stream_key()
