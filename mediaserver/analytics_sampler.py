@@ -1,5 +1,6 @@
 """The analytics background task: every `sample_seconds`, record how many watch each live stream (the room's
-viewers and the HLS-only ones) and save the HLS sessions that went idle."""
+viewers and the HLS-only ones; for a Mux/IVS stream, the platform's own count when it is larger) and save the
+HLS sessions that went idle."""
 from __future__ import annotations
 
 import asyncio
@@ -14,6 +15,7 @@ from mediaserver.chat.protocol import device_and_browser
 from mediaserver.chat.room import Room
 from mediaserver.db import Database
 from mediaserver.hls_viewers import HlsViewerTracker
+from mediaserver.platform_viewers import PlatformViewers
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +46,28 @@ def current_viewers(chat: ChatHub, tracker: HlsViewerTracker, stream_id: str, no
 
 class AnalyticsSampler:
     def __init__(self, store: AnalyticsStore, tracker: HlsViewerTracker, db: Database, chat: ChatHub,
-                 interval: float = 15.0) -> None:
+                 interval: float = 15.0, platform: PlatformViewers | None = None) -> None:
         self.store, self.tracker, self.db, self.chat, self.interval = store, tracker, db, chat, interval
+        self.platform = platform  # Mux/IVS streams: the platform's own count (its CDN's viewers)
         self._task: asyncio.Task[None] | None = None
 
     async def tick(self) -> None:
         rows = await asyncio.to_thread(self.db.query_streams, f"status IN {ON_AIR!r}", [], "id", 10_000, 0)
         now = time.time()
+        platform = await self._platform_counts(rows)
         for row in rows:
-            self.store.sample(row["id"], now, current_viewers(self.chat, self.tracker, row["id"], now))
+            own = current_viewers(self.chat, self.tracker, row["id"], now)
+            # Viewers on our page are in both counts: the larger is the better floor, never the sum.
+            self.store.sample(row["id"], now, max(own, platform.get(row["id"]) or 0))
         self.store.hls_sessions(self.tracker.sweep(now))
+
+    async def _platform_counts(self, rows: list[dict[str, Any]]) -> dict[str, int | None]:
+        if self.platform is None:
+            return {}
+        cloud = [row for row in rows if self.platform.covers(row)]
+        self.platform.forget_except({row["id"] for row in cloud})
+        counts = await asyncio.gather(*(self.platform.poll(row) for row in cloud))
+        return {row["id"]: count for row, count in zip(cloud, counts)}
 
     async def start(self) -> None:
         async def run() -> None:

@@ -228,6 +228,17 @@ class MuxConfig:
     stream_host: str = "https://stream.mux.com"
     # Seconds Mux waits for the encoder to come back before it ends the broadcast.
     reconnect_window: float = 60.0
+    # Analytics (mediaserver/platform_viewers.py): ask Mux Data's current-concurrent-viewers for a live Mux stream
+    # (the access token needs Mux Data read), filtered by this dimension: video_series or video_id (our stream id,
+    # as our player's mux-embed metadata sets it; video_series is a documented Monitoring dimension), or
+    # live_stream_id / playback_id (Mux's ids, which Mux Player reports; check your Mux account accepts them).
+    data_viewers: bool = True
+    data_filter: str = "video_series"
+    # The Mux Data environment key our watch and embed pages give mux-embed (MUX_DATA_ENV_KEY); empty: no beacon.
+    data_env_key: str = ""
+    # Where mux-embed sends its beacons; empty: Mux's own (https://<env key>.litix.io). A custom collection
+    # domain (e.g. "data.example.org") is reached over https; "localhost:PORT" over http (tests).
+    data_beacon_domain: str = ""
 
     def env(self, name: str) -> str:
         """A credential: the environment's MUX_NAME, else this file's value."""
@@ -312,9 +323,22 @@ class IvsConfig:
     # (or $MEDIASERVER_IVS_NOTIFICATION_SECRET). Empty: IVS notifications are refused.
     notification_header: str = "X-Mediaserver-Secret"
     notification_secret: str = ""
+    # Analytics: read a live channel's ConcurrentViews from CloudWatch (needs cloudwatch:GetMetricData).
+    viewers_from_cloudwatch: bool = True
 
     def configured(self) -> bool:
         return self.enabled or bool(self.access_key_id)
+
+
+@dataclass
+class BackendsConfig:
+    # What this server does with streams on a cloud back-end (Mux, IVS). copy_recordings: copy each platform
+    # recording into our own store (mediaserver/cloud_recordings.py), so the sermon library, podcast, clips and
+    # chat replay work as for our own recordings; a failed copy is retried copy_attempts times in all,
+    # copy_retry_seconds apart (doubling), then recording.ready goes out anyway with the reason in `error`.
+    copy_recordings: bool = True
+    copy_attempts: int = 3
+    copy_retry_seconds: float = 10.0
 
 
 @dataclass
@@ -337,6 +361,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     mux: MuxConfig = field(default_factory=MuxConfig)
     ivs: IvsConfig = field(default_factory=IvsConfig)
+    backends: BackendsConfig = field(default_factory=BackendsConfig)
 
     @property
     def data_path(self) -> Path:
@@ -391,6 +416,9 @@ class Config:
         if not (0.1 <= self.analytics.sample_seconds <= 3600 and 1 <= self.analytics.hls_idle_seconds <= 3600):
             raise ConfigError(f"analytics.sample_seconds must be 0.1..3600 and analytics.hls_idle_seconds 1..3600, got "
                               f"{self.analytics.sample_seconds} and {self.analytics.hls_idle_seconds}")
+        if self.mux.data_filter not in ("live_stream_id", "playback_id", "video_id", "video_series"):
+            raise ConfigError("mux.data_filter must be live_stream_id, playback_id, video_id or video_series, got "
+                              f"{self.mux.data_filter!r}")
         if self.whip.max_sessions < 0 or self.whip.keyframe_interval < 0:
             raise ConfigError("whip.max_sessions and whip.keyframe_interval must be >= 0")
         if not (0 < self.console.session_hours <= 24 * 30 and 0 < self.console.idle_minutes):

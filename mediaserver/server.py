@@ -28,13 +28,15 @@ from mediaserver.sessions import StreamManager
 from mediaserver.srt_routes import SrtRouting, start_srt
 from storage.tiered import TieredStore
 from mediaserver.recording_offload import RecordingOffloader, build_store
+from mediaserver.cloud_recordings import CloudRecordingCopier
 from web.app import build_app
 from mediaserver.chat.hub import ChatHub
 from mediaserver.chat.protocol import ChatLimits
 from mediaserver.analytics_sampler import AnalyticsSampler
 from mediaserver.analytics_store import AnalyticsStore
+from mediaserver.platform_viewers import build_platform_viewers
 from mediaserver.hls_viewers import HlsViewerTracker
-from web import analytics_api
+from web import analytics_api, backends_api
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class RunningServer:
     analytics: AnalyticsSampler | None = None
     cluster: Cluster | None = None  # [cluster] redis_url set: chat and events shared over Redis
     offloader: RecordingOffloader | None = None  # storage.backend = "s3"
+    copier: CloudRecordingCopier | None = None  # local copies of Mux/IVS recordings
 
     @property
     def rtmp_port(self) -> int:
@@ -97,6 +100,8 @@ class RunningServer:
         if self.srt is not None:
             await self.srt.stop()
         await self.manager.shutdown()
+        if self.copier is not None:
+            await self.copier.stop()  # a copy under way resumes at the next start
         if self.offloader is not None:
             await self.offloader.stop()  # recordings the shutdown just finished go to S3 too
         await self.webhook_bridge.stop()
@@ -141,9 +146,13 @@ async def start_server(config: Config, *, origin_socket: str | None = None) -> R
         await cluster.share_chat(chat, preferred_owner=origin_socket is not None
                                  or bool(config.cluster.worker_secret_file))
     app = build_app(config, db, store, manager, token, webhook_store, chat)
+    copier = CloudRecordingCopier(config, db, store, bus, app[backends_api.BACKENDS])
+    await copier.start()  # copies an earlier run left unfinished go first
     hls_viewers = HlsViewerTracker(config.analytics.hls_idle_seconds)
-    analytics_api.install(app, analytics_store, hls_viewers)
-    analytics = AnalyticsSampler(analytics_store, hls_viewers, db, chat, config.analytics.sample_seconds)
+    platform_viewers = build_platform_viewers(config)  # Mux/IVS: the platforms' own viewer counts
+    analytics_api.install(app, analytics_store, hls_viewers, platform_viewers)
+    analytics = AnalyticsSampler(analytics_store, hls_viewers, db, chat, config.analytics.sample_seconds,
+                                 platform_viewers)
     await analytics.start()
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -194,7 +203,7 @@ async def start_server(config: Config, *, origin_socket: str | None = None) -> R
     await retention.start()
     return RunningServer(config, db, manager, runner, rtmp, http_port, scheduler, chat, webhook_sender, webhook_bridge,
                          retention, https_port, srt, analytics=analytics, offloader=offloader,
-                         cluster=cluster)
+                         cluster=cluster, copier=copier)
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:

@@ -163,16 +163,20 @@ class SimulcastStore:
                 f"{self._where(owner)} and id = ?", [owner[1], target_id]))
         return rows[0] if rows else None
 
-    def copy_defaults(self, org_id: str, stream_id: str) -> int:
-        """Give a new stream its organization's enabled default targets (once: not if it has targets)."""
+    def copy_defaults(self, org_id: str, stream_id: str, *,
+                      source_only: bool = False) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Give a new stream its organization's enabled default targets (once: not if it has targets); returns
+        (default, copy) pairs. source_only: the copies push the source whatever the default asked (a platform
+        pushes the stream as it receives it)."""
+        copied: list[tuple[dict[str, Any], dict[str, Any]]] = []
         with self._database._lock:
             if self.targets(("stream", stream_id)):
-                return 0
-            defaults = [r for r in self.targets(("org", org_id)) if r["enabled"]]
-            for row in defaults:
-                self.add(("stream", stream_id), row["name"], row["kind"], row["url"], row["key_sealed"],
-                         bool(row["tls_verify"]), row.get("rendition") or SOURCE)
-        return len(defaults)
+                return copied
+            for row in [r for r in self.targets(("org", org_id)) if r["enabled"]]:
+                rendition = SOURCE if source_only else row.get("rendition") or SOURCE
+                copied.append((row, self.add(("stream", stream_id), row["name"], row["kind"], row["url"],
+                                             row["key_sealed"], bool(row["tls_verify"]), rendition)))
+        return copied
 
     def update(self, target_id: str, **fields: Any) -> None:
         with self._database._lock:

@@ -32,6 +32,8 @@ def small_config(data_dir: Path, **overrides: Any) -> Config:
     config.rtmp.handshake_timeout = overrides.pop("handshake_timeout", 3.0)
     config.storage.reserve_mb = overrides.pop("reserve_mb", 0.0)
     config.transcode.preset = "ultrafast"
+    # A cloud recording's copy (mediaserver/cloud_recordings.py) retries soon: most stand-ins serve no media.
+    config.backends.copy_retry_seconds = 0.2
     # SRT listeners (ffmpeg processes on fixed UDP ports) only where a test asks: srt=(first_port, ports).
     srt = overrides.pop("srt", None)
     config.srt.enabled = srt is not None

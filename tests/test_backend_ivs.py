@@ -29,7 +29,7 @@ from mediaserver.backends.ivs import IvsBackend
 from mediaserver.config import IvsConfig
 from mediaserver.webhooks import verify
 from tests.ivs_fixture import ACCESS, free_port, imported_public_keys, ivs_client, moto_ivs, recording_end, stopped_channels, stream_state
-from tests.server_fixture import ServerHandle, run_server, small_config
+from tests.server_fixture import ADMIN_TOKEN, ServerHandle, run_server, small_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -440,3 +440,125 @@ def test_an_ivs_stream_is_its_orgs_alone_and_its_key_is_not_stored(server: Serve
     assert len(stored) > 10_000
     for secret in (created["stream_key"], rotated["stream_key"], SECRET):
         assert secret.encode() not in stored
+
+
+# -- public <-> private after creation: the channel's `authorized` flag at IVS ---------------------------------
+
+def watch_config(server: ServerHandle, stream_id: str, token: str | None = None) -> dict[str, Any]:
+    """The player configuration a watch page embeds (a signed-in volunteer's page when token is given)."""
+    request = urllib.request.Request(f"{server.http}/watch/{stream_id}",
+                                     headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        text = response.read().decode()
+    marker = '<script id="player-config" type="application/json">'
+    start = text.index(marker) + len(marker)
+    return dict(json.loads(text[start:text.index("</script>", start)]))
+
+
+def signed_claims(url: str, channel: dict[str, Any]) -> dict[str, Any]:
+    """url is the channel's playback URL with a token IVS's edge would accept: ES384, verified with a public
+    key IVS holds (read from the stand-in, not from our server), naming this channel."""
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == channel["playbackUrl"], url
+    token = parse_qs(parts.query)["token"][0]
+    for pem in imported_public_keys().values():
+        try:
+            claims: dict[str, Any] = jwt.decode(token, pem, algorithms=["ES384"])
+        except jwt.InvalidSignatureError:
+            continue
+        assert claims["aws:channel-arn"] == channel["arn"] and claims["exp"] > time.time()
+        return claims
+    raise AssertionError("no key pair imported at IVS verifies the token")
+
+
+def test_an_ivs_stream_turns_private_and_public_again(server: ServerHandle, endpoint: str) -> None:
+    aws = ivs_client(endpoint)
+    status, created = server.api("POST", "/api/streams", {"title": "Open, then members only", "backend": "ivs"})
+    assert status == 201, created
+    sid = created["id"]
+    [summary] = [c for c in aws.list_channels()["channels"] if c["name"] == f"mediaserver-{sid}"]
+    channel = aws.get_channel(arn=summary["arn"])["channel"]
+    public_url = channel["playbackUrl"]
+    assert channel["authorized"] is False and created["playback_url"] == public_url
+    assert watch_config(server, sid)["playback_url"] == public_url
+    # A past broadcast's recording (S3 objects, nothing at IVS) follows the stream too.
+    prefix = f"ivs/v1/123456789012/{channel['arn'].rsplit('/', 1)[1]}/2026/12/2/9/0/priv"
+    assert post_hook(server, stream_state(channel["arn"], "Stream Start"))[0] == 200
+    assert post_hook(server, stream_state(channel["arn"], "Stream End"))[0] == 200
+    assert post_hook(server, recording_end(channel["arn"], prefix))[0] == 200
+    recording_url = f"https://recordings.example.org/{prefix}/media/hls/master.m3u8"
+    assert server.api("GET", f"/api/streams/{sid}")[1]["recording"]["playback_url"] == recording_url
+
+    status, view = server.api("PATCH", f"/api/streams/{sid}", {"visibility": "PRIVATE"})
+    assert status == 200, view
+    channel = aws.get_channel(arn=channel["arn"])["channel"]
+    assert channel["authorized"] is True          # IVS's edge now refuses the bare URL
+    signed_claims(view["playback_url"], channel)
+    assert public_url != view["playback_url"]
+    # The recording: its bare bucket URL is handed out nowhere any more (IVS can't sign it: the view says why,
+    # unless this server plays its own copy of it instead).
+    assert recording_url not in json.dumps(view)
+    assert view["recording"]["playback_url"] or "CloudFront" in view["recording"]["error"]
+    # Pages: the broadcast is over, so they play the recording: a stranger's watch page names no URL, a
+    # signed-in volunteer's never the bare recording or the bare channel.
+    assert watch_config(server, sid)["playback_url"] == ""
+    assert watch_config(server, sid, ADMIN_TOKEN)["playback_url"] not in (recording_url, public_url)
+    status, grant = server.api("POST", f"/api/streams/{sid}/playback-tokens", {"ttl": 600})
+    assert status == 201 and signed_claims(grant["playback_url"], channel)["aws:channel-arn"] == channel["arn"]
+
+    status, view = server.api("PATCH", f"/api/streams/{sid}", {"visibility": "PUBLIC"})
+    assert status == 200, view
+    assert aws.get_channel(arn=channel["arn"])["channel"]["authorized"] is False
+    assert view["playback_url"] == public_url and "token" not in view["playback_url"]
+    assert view["recording"]["playback_url"] == recording_url
+    assert watch_config(server, sid)["playback_url"] == recording_url     # the broadcast is over: its recording
+
+
+def test_a_password_makes_an_ivs_stream_private_too(server: ServerHandle, endpoint: str) -> None:
+    aws = ivs_client(endpoint)
+    status, created = server.api("POST", "/api/streams", {"title": "Family service", "backend": "ivs"})
+    assert status == 201, created
+    [summary] = [c for c in aws.list_channels()["channels"] if c["name"] == f"mediaserver-{created['id']}"]
+    status, view = server.api("PATCH", f"/api/streams/{created['id']}", {"password": "grace-and-peace"})
+    assert status == 200, view
+    channel = aws.get_channel(arn=summary["arn"])["channel"]
+    assert channel["authorized"] is True
+    signed_claims(view["playback_url"], channel)
+    # Not broadcast yet, so the pages show the live channel: signed, never the bare URL (a public stream with a
+    # password opens its page to anyone, as on the built-in engine; the platform URL is signed all the same).
+    for token in (None, ADMIN_TOKEN):
+        signed_claims(watch_config(server, created["id"], token)["playback_url"], channel)
+    status, view = server.api("PATCH", f"/api/streams/{created['id']}", {"password": None})
+    assert status == 200, view
+    assert aws.get_channel(arn=summary["arn"])["channel"]["authorized"] is False
+    assert view["playback_url"] == channel["playbackUrl"]
+
+
+def test_set_private_imports_the_playback_key_before_authorizing(endpoint: str, tmp_path: Path) -> None:
+    """Straight at the back-end: a channel never turns authorized without a key pair IVS can verify with."""
+    aws = ivs_client(endpoint)
+    fresh = tmp_path / "fresh.pem"
+    key = ec.generate_private_key(ec.SECP384R1())
+    fresh.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    ours = backend(endpoint, fresh)
+    remote, _ingest = asyncio.run(ours.create(spec("st_flip")))
+    assert pem not in imported_public_keys().values()
+    private = asyncio.run(ours.set_private(remote, True))
+    assert pem in imported_public_keys().values()
+    assert aws.get_channel(arn=remote.remote_id)["channel"]["authorized"] is True
+    assert private.remote_id == remote.remote_id and private.extra["authorized"] is True
+    # Without a playback key at all: refused with the reason, the channel left as it was.
+    keyless = backend(endpoint)
+    with pytest.raises(Unsupported, match="playback_private_key_file"):
+        asyncio.run(keyless.set_private(asyncio.run(keyless.create(spec("st_keyless")))[0], True))
+    [channel] = [c for c in aws.list_channels()["channels"] if c["name"] == "mediaserver-st_keyless"]
+    assert channel["authorized"] is False
+    asset = {"id": "p", "playlist": "p/media/hls/master.m3u8"}
+    marked = asyncio.run(ours.set_asset_private(asset, True))
+    with pytest.raises(Unsupported):
+        ours.recording_playback_url(remote, marked, private=False, ttl_seconds=60)
+    assert ours.recording_playback_url(remote, asyncio.run(ours.set_asset_private(marked, False)), private=False,
+                                       ttl_seconds=60).endswith("/p/media/hls/master.m3u8")

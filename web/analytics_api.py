@@ -14,6 +14,7 @@ from mediaserver.analytics import ORG_PERIODS, org_csv, org_period, org_report, 
 from mediaserver.analytics_sampler import ON_AIR, current_viewers, room_rows
 from mediaserver.analytics_store import AnalyticsStore, StreamData
 from mediaserver.hls_viewers import HlsViewerTracker
+from mediaserver.platform_viewers import PlatformViewers
 from web.api import find_stream
 from web.auth import error
 from web.keys import CHAT
@@ -22,12 +23,17 @@ from web.viewer_counting import HLS_VIEWERS
 from web.viewer_counting import install as install_counting
 
 ANALYTICS = web.AppKey("analytics_store", AnalyticsStore)
+PLATFORM_VIEWERS = web.AppKey("platform_viewers", PlatformViewers)
 FORMATS = ("json", "csv")
 
 
-def install(app: web.Application, store: AnalyticsStore, tracker: HlsViewerTracker) -> None:
-    """Before the app starts: where the reports read, and the tracker web/media.py feeds."""
+def install(app: web.Application, store: AnalyticsStore, tracker: HlsViewerTracker,
+            platform: PlatformViewers | None = None) -> None:
+    """Before the app starts: where the reports read, the tracker web/media.py feeds, and (Mux/IVS streams)
+    the platforms' own viewer counts the sampler keeps."""
     app[ANALYTICS] = store
+    if platform is not None:
+        app[PLATFORM_VIEWERS] = platform
     install_counting(app, tracker)
 
 
@@ -55,8 +61,17 @@ def _live(request: web.Request, stream: dict[str, Any], now: float) -> dict[str,
     tracker, chat = request.app[HLS_VIEWERS], request.app[CHAT]
     room = chat.rooms.get(stream["id"])
     live = stream.get("status") in ON_AIR
-    return {"current_viewers": current_viewers(chat, tracker, stream["id"], now) if live else 0,
+    own = current_viewers(chat, tracker, stream["id"], now) if live else 0
+    return {"current_viewers": max(own, _platform_figure(request, stream) or 0),
             "open_chat": room_rows(room, now), "open_hls": tracker.open_rows(stream["id"])}
+
+
+def _platform_figure(request: web.Request, stream: dict[str, Any]) -> int | None:
+    """A cloud stream on air: its platform's latest viewer count, as the sampler last asked (None: unknown)."""
+    platform = request.app.get(PLATFORM_VIEWERS)
+    if platform is None or stream.get("status") not in ON_AIR or not platform.covers(stream):
+        return None
+    return platform.latest(stream["id"])
 
 
 async def stream_analytics(request: web.Request) -> web.Response:
@@ -69,7 +84,9 @@ async def stream_analytics(request: web.Request) -> web.Response:
     if fmt == "csv":
         return _csv(stream_csv(data), f"analytics-{stream['id']}.csv")
     now = time.time()
-    return web.json_response(stream_report(data, now=now, **_live(request, stream, now)))
+    report = stream_report(data, now=now, **_live(request, stream, now))
+    report["platform_viewers"] = _platform_figure(request, stream)
+    return web.json_response(report)
 
 
 async def org_analytics(request: web.Request) -> web.Response:

@@ -25,6 +25,7 @@ from web.origin_proxy import forwarded_by_worker
 from web.access_setup import install_access
 from web import internal_api
 from web import backends_api
+from web import platforms_api
 from mediaserver.backends.registry import build_registry
 from web.keys import MANAGER, SIGNER, STORE
 
@@ -45,6 +46,7 @@ def build_app(config: Config, db: Database, store: LocalStore, manager: StreamMa
     orgs_api.add_routes(app)
     webhooks_api.add_routes(app)
     backends_api.install(app, build_registry(config, app[SIGNER]))  # Mux/IVS streams and their webhooks in
+    platforms_api.add_routes(app)  # GET /api/backends: the platforms configured here, for the console
     chat_ws.add_routes(app)
     internal_api.install(app, config.cluster.worker_secret_file)  # remote web workers' admission calls
     live_storyboard.add_routes(app)  # before media's catch-all under /hls/{stream}/{broadcast}/

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict
 from datetime import date
 from typing import Any, Awaitable, Callable
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -23,8 +24,9 @@ from mediaserver.backends.lifecycle import apply_events, end_stream
 from mediaserver.backends.registry import BackendRegistry
 from mediaserver.db import STREAM_COLUMNS, Database
 from mediaserver.secret_box import SecretBox
+from mediaserver.retention import plays_as_mp4
 from web.auth import error
-from web.keys import CONFIG, DB, MANAGER
+from web.keys import CONFIG, DB, MANAGER, SIGNER
 
 log = logging.getLogger(__name__)
 
@@ -253,12 +255,30 @@ async def page_playback(request: web.Request, row: dict[str, Any]) -> str:
         if row["status"] in ("ENDED", "FAILED"):
             recording = await asyncio.to_thread(request.app[DB].latest_recording, row["id"])
             if recording is not None and recording.get("remote_asset"):
-                return backend.recording_playback_url(remote, json.loads(recording["remote_asset"]),
-                                                      private=is_private(row), ttl_seconds=PLAYBACK_TTL)
+                try:
+                    return backend.recording_playback_url(remote, json.loads(recording["remote_asset"]),
+                                                          private=is_private(row), ttl_seconds=PLAYBACK_TTL)
+                except (BackendError, Unsupported):
+                    if not recording.get("playlist_key"):
+                        raise
+                    # The platform can't play it (e.g. a private IVS recording): our own copy can
+                    # (mediaserver/cloud_recordings.py), under our access rules; the page was allowed, so a
+                    # private stream's viewer gets one of our short-lived playback tokens, as ours do.
+                    return local_copy_url(request, row, recording)
         return backend.playback_url(remote, private=is_private(row), ttl_seconds=PLAYBACK_TTL)
     except (BackendError, Unsupported) as exc:
         log.warning("stream %s: no playback from %s: %s", row["id"], backend_name(row), exc)
         return ""
+
+
+def local_copy_url(request: web.Request, row: dict[str, Any], recording: dict[str, Any]) -> str:
+    """Where a watch page plays the local copy of a cloud recording (web/media.py serves it)."""
+    name = "recording.mp4" if plays_as_mp4(recording) else "master.m3u8"
+    url = f"/hls/{row['id']}/{recording['broadcast_id']}/{name}"
+    if is_private(row):
+        token, _expires = request.app[SIGNER].issue(row["id"], PLAYBACK_TTL)
+        url += f"?token={quote(token, safe='')}"
+    return url
 
 
 def cloud_view(request: web.Request, row: dict[str, Any], view: dict[str, Any],
@@ -285,10 +305,20 @@ def cloud_view(request: web.Request, row: dict[str, Any], view: dict[str, Any],
         view["error"] = str(exc)
     if recording is not None and recording.get("remote_asset"):
         asset = json.loads(recording["remote_asset"])
+        copied = bool(recording.get("playlist_key")) and view.get("recording") is not None
         try:
             url = backend.recording_playback_url(remote, asset, private=is_private(row), ttl_seconds=PLAYBACK_TTL)
         except (BackendError, Unsupported) as exc:
-            url, recording = "", {**recording, "error": str(exc)}
+            if not copied:
+                url, recording = "", {**recording, "error": str(exc)}
+            else:
+                url = ""  # the platform can't play it: our copy's URLs (built as for ours) stay
+        if copied:
+            # The local copy (mediaserver/cloud_recordings.py): its MP4, pictures and chat replay as ours; the
+            # platform plays the HLS where it can (its CDN).
+            if url:
+                view["recording"].update(playback_url=url, playback_type="hls")
+            return
         view["recording"] = {"id": recording["id"], "status": recording["status"], "playback_url": url,
                              "playback_type": "hls", "mp4_url": None, "duration": recording["duration"],
                              "size": 0, "hls_size": 0, "error": recording["error"], "segments_deleted_at": None}

@@ -637,13 +637,19 @@ _SECONDS = {"type": "number", "minimum": 0}
 _COUNT = {"type": "integer", "minimum": 0}
 SCHEMAS["StreamAnalytics"] = {
     "type": "object",
-    "required": ["stream_id", "title", "status", "peak_viewers", "current_viewers", "unique_viewers",
-                 "total_watch_seconds", "average_watch_seconds", "viewers", "devices", "browsers", "players", "chat",
+    "required": ["stream_id", "title", "status", "peak_viewers", "current_viewers", "platform_viewers",
+                 "unique_viewers", "total_watch_seconds", "average_watch_seconds", "viewers", "devices", "browsers", "players", "chat",
                  "messages_total", "reactions_total", "prayer_requests", "questions"],
     "properties": {
         "stream_id": {"type": "string"}, "title": {"type": "string"}, "status": STATUS,
         "peak_viewers": {**_COUNT, "description": "the highest concurrent viewer count sampled"},
-        "current_viewers": {**_COUNT, "description": "watching now (0 when off air)"},
+        "current_viewers": {**_COUNT, "description": "watching now (0 when off air); for a Mux or IVS stream, the "
+                                                    "larger of our own count and the platform's"},
+        "platform_viewers": {"type": ["integer", "null"], "minimum": 0,
+                             "description": "a Mux or IVS stream on air: the platform's own count of viewers now "
+                                            "(Mux Data current-concurrent-viewers, IVS ConcurrentViews), as last "
+                                            "asked; null when not on a cloud back-end, off air or unknown (the "
+                                            "platform did not answer: our own count stands)"},
         "unique_viewers": {**_COUNT, "description": "distinct viewers: a browser of the watch page, a member, or "
                                                     "another player (address + User-Agent + token), each once"},
         "total_watch_seconds": _SECONDS,
@@ -1164,6 +1170,48 @@ DOCUMENT["paths"]["/hooks/ivs"] = {
                  "404": _json("Error", "IVS is not configured on this server"),
                  "413": _json("Error", "too large"),
                  "500": ERRORS["500"]}},
+}
+
+# -- the platforms configured on this server, for the console's "Video platform" choice (web/platforms_api.py) --
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+SCHEMAS["Backend"] = {
+    "type": "object", "additionalProperties": False,
+    "required": ["name", "label", "summary", "latency_modes", "dvr_window", "recording", "srt_ingest", "rtmps_ingest",
+                 "simulcast", "signed_playback", "lacks", "notes"],
+    "properties": {
+        "name": {"type": "string", "enum": ["builtin", "mux", "ivs"]},
+        "label": {"type": "string", "examples": ["AWS IVS"]},
+        "summary": {"type": "string", "description": "the label and what it lacks, e.g. \"AWS IVS — no DVR window, "
+                                                      "no simulcast\""},
+        "latency_modes": {"type": "array", "items": {"type": "string", "enum": ["standard", "low", "realtime"]}},
+        "dvr_window": {"type": "boolean", "description": "viewers can rewind a live stream"},
+        "recording": {"type": "boolean"}, "srt_ingest": {"type": "boolean"}, "rtmps_ingest": {"type": "boolean"},
+        "simulcast": {"type": "boolean", "description": "the platform pushes to other RTMP targets itself"},
+        "signed_playback": {"type": "string", "description": "how a private stream's playback is signed"},
+        "lacks": {**_STRINGS, "description": "what it can't do, in plain words (e.g. \"no DVR window\")"},
+        "notes": {**_STRINGS, "description": "what a church should know about it"},
+    },
+}
+SCHEMAS["BackendList"] = {
+    "type": "object", "additionalProperties": False,
+    "required": ["backends", "org_id", "default", "default_available"],
+    "properties": {
+        "backends": {"type": "array", "items": _ref("Backend"), "minItems": 1,
+                     "description": "builtin always, then mux and ivs when their credentials are configured"},
+        "org_id": {"type": "string"},
+        "default": {"type": "string", "enum": ["builtin", "mux", "ivs"],
+                    "description": "the organization's settings.backend (new streams' platform), else builtin"},
+        "default_available": {"type": "boolean",
+                              "description": "false when the default's platform is no longer configured here"},
+    },
+}
+DOCUMENT["paths"]["/api/backends"] = {
+    "get": {"summary": "The video platforms this server can put a stream on, what each can't do, and the "
+                       "organization's default (no credentials)",
+            "parameters": [{"name": "org", "in": "query", "required": False, "schema": {"type": "string"},
+                            "description": "an organization (id or slug) the caller manages; default: the "
+                                           "caller's own (the server admin: the default organization)"}],
+            "responses": {"200": _json("BackendList", "the configured platforms"), **ERRORS}},
 }
 
 _registry: Registry = Registry().with_resource("urn:mediaserver:api", Resource.from_contents(

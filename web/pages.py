@@ -92,6 +92,10 @@ async def player_page(request: web.Request, template_name: str, *, chat: bool) -
         }
         if recording is not None and not request.app[MANAGER].previewing(row["id"], recording["broadcast_id"]):
             config.update(recording_extras(row["id"], recording, caller.playback_token))
+        mux = request.app[CONFIG].mux
+        if cloud and row.get("backend") == "mux" and mux.env("data_env_key"):
+            # web/static/mux_data.js: mux-embed reports this player to Mux Data (platform viewer counts).
+            config["mux_data"] = {"env_key": mux.env("data_env_key"), "beacon_domain": mux.data_beacon_domain}
     else:
         # Nothing about a private stream but that it exists and whether a password opens it.
         config = {

@@ -26,7 +26,7 @@ from web.auth import SCOPE, error, manages
 from web.backends_api import (backend_name, capability_problems, create_series_remote, delete_remote, is_cloud,
                               platform_error, remote_of)
 from web.guard import ACCESS
-from web.keys import CONFIG, DB, STORE
+from web.keys import CONFIG, DB, MANAGER, STORE
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,17 @@ async def create_series(request: web.Request) -> web.Response:
             return platform_error(exc)
         await asyncio.to_thread(db.update_series, row["id"], backend_ref=ref)
         row["backend_ref"] = ref
-    await asyncio.to_thread(materialize, db, row, time.time(), request.app[CONFIG].schedule.materialize_weeks)
+    await materialize_now(request, row)
     return web.json_response({**series_view(row), **extras}, status=201)
+
+
+async def materialize_now(request: web.Request, row: dict[str, Any]) -> None:
+    """The series' coming services, made now and announced as the scheduler announces the ones it makes
+    (stream.created: webhooks out, and the organization's default simulcast targets)."""
+    created = await asyncio.to_thread(materialize, request.app[DB], row, time.time(),
+                                      request.app[CONFIG].schedule.materialize_weeks)
+    for stream_id in created:
+        request.app[MANAGER].bus_publish("stream.created", stream_id, {"series_id": row["id"]})
 
 
 def _known_zone(name: str) -> bool:
@@ -202,7 +211,7 @@ async def update_series(request: web.Request) -> web.Response:
         db.create_series, org_id=row["org_id"], title=body.get("title", row["title"]), key_hash=row["key_hash"],
         template=row["template"], backend=row.get("backend"), backend_ref=row.get("backend_ref"), **fields,
     )
-    await asyncio.to_thread(materialize, db, new, time.time(), request.app[CONFIG].schedule.materialize_weeks)
+    await materialize_now(request, new)
     return web.json_response(series_view(new))
 
 

@@ -6,11 +6,14 @@ A target's stream key is taken once, sealed (mediaserver/secret_box.py) and neve
 
 A stream on a cloud back-end (Mux) never passes its video through this server: its targets are the platform's
 own (made and removed through the back-end, the platform's target id and last status in the row's `remote`
-JSON, updated from the platform's notifications by mediaserver/backends/lifecycle.py); no pusher here starts."""
+JSON, updated from the platform's notifications by mediaserver/backends/lifecycle.py); no pusher here starts.
+An organization's defaults reach such a stream the same way (made at the platform; FAILED with the platform's
+reason where it can't push, as on IVS)."""
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from aiohttp import web
@@ -22,7 +25,7 @@ from mediaserver.sessions import ladder_for
 from mediaserver.simulcast import SOURCE, PushState, SimulcastStore, TargetError, check_rendition, push_url, target_url
 from mediaserver.simulcast_push import PushTarget, SimulcastHub
 from web.api import find_stream, iso, read_json
-from web.backends_api import BACKENDS, backend_name, is_cloud, platform_error, remote_of
+from web.backends_api import BACKENDS, backend_name, is_cloud, platform_error, remote_of, shares_remote
 from web.orgs_api import find_org
 from web.auth import error
 from web.keys import CONFIG, DB, MANAGER
@@ -54,7 +57,7 @@ def _state(row: dict[str, Any], hub: SimulcastHub) -> PushState | None:
         return hub.states.get(row["id"])
     remote = json.loads(row["remote"])
     return PushState(status=remote.get("status") or "PENDING", error=remote.get("error"),
-                     since=float(remote.get("since") or row["created_at"]))
+                     since=float(remote.get("since") or row["created_at"]), detail=remote.get("detail"))
 
 
 async def _cloud(request: web.Request, row: dict[str, Any] | None) -> StreamBackend | None:
@@ -67,11 +70,11 @@ async def _cloud(request: web.Request, row: dict[str, Any] | None) -> StreamBack
     return request.app[BACKENDS].get(backend_name(stream))
 
 
-async def _remote_add(request: web.Request, backend: StreamBackend, row: dict[str, Any]) -> str:
+async def _remote_add(app: web.Application, backend: StreamBackend, row: dict[str, Any]) -> str:
     """Create row's target at the platform; the row keeps the platform's id (status PENDING until told)."""
-    stream = await asyncio.to_thread(request.app[DB].stream, row["stream_id"])
+    stream = await asyncio.to_thread(app[DB].stream, row["stream_id"])
     assert stream is not None
-    key = request.app[SECRET_BOX].open(row["key_sealed"])
+    key = app[SECRET_BOX].open(row["key_sealed"])
     target_id = await backend.add_simulcast_target(remote_of(stream), row["url"], key, row["id"])
     return json.dumps({"backend": backend.name, "id": target_id, "status": "PENDING", "error": None,
                        "since": row["created_at"]})
@@ -152,7 +155,7 @@ async def add_target(request: web.Request) -> web.Response:
     hub = request.app[SIMULCAST_HUB]
     if backend is not None:
         try:
-            row["remote"] = await _remote_add(request, backend, row)
+            row["remote"] = await _remote_add(request.app, backend, row)
         except BackendError as exc:  # refused there (Unsupported too): not kept here either
             await asyncio.to_thread(store.delete, row["id"])
             return error(409, str(exc), None) if isinstance(exc, Unsupported) else platform_error(exc)
@@ -214,7 +217,7 @@ async def _update_remote(request: web.Request, backend: StreamBackend, row: dict
         return _source_only(backend)
     try:
         if "enabled" in fields and fields["enabled"] != row["enabled"]:
-            fields["remote"] = await (_remote_add(request, backend, row) if fields["enabled"]
+            fields["remote"] = await (_remote_add(request.app, backend, row) if fields["enabled"]
                                       else _remote_remove(request, backend, row))
     except BackendError as exc:
         return error(409, str(exc), None) if isinstance(exc, Unsupported) else platform_error(exc)
@@ -240,6 +243,60 @@ async def delete_target(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def copy_defaults(app: web.Application, stream_id: str) -> None:
+    """A new stream gets its organization's default targets. On a cloud back-end each copy is made at the
+    platform, the way a target added by hand is (the platform's live stream exists by now: web/api.py makes it
+    before stream.created); a copy the platform can't make (IVS has no simulcast) stays FAILED with the
+    platform's reason, so the console shows why instead of a target that silently never pushes."""
+    stream = await asyncio.to_thread(app[DB].stream, stream_id)
+    if stream is None:
+        return
+    store = app[SIMULCAST_STORE]
+    if not is_cloud(stream):
+        await asyncio.to_thread(store.copy_defaults, stream["org_id"], stream_id)
+        return
+    name = backend_name(stream)
+    async with app[_CLOUD_COPY_LOCK]:  # the services of a series come together; they share one live stream
+        if await asyncio.to_thread(_series_live_stream_has_targets, app[DB], store, stream):
+            return  # made once at the platform, for the series' live stream: its first service lists them
+        copied = await asyncio.to_thread(store.copy_defaults, stream["org_id"], stream_id, source_only=True)
+        await _make_copies_at_platform(app, stream, name, copied)
+
+
+def _series_live_stream_has_targets(db: Any, store: SimulcastStore, stream: dict[str, Any]) -> bool:
+    """A service of a Mux/IVS series whose shared live stream got the defaults already (through another service):
+    copying them again would have the platform push to YouTube twice."""
+    if not shares_remote(db, stream):
+        return False
+    return any(store.targets(("stream", other["id"]))
+               for other in db.streams_by_remote(backend_name(stream), remote_of(stream).remote_id)
+               if other["id"] != stream["id"])
+
+
+async def _make_copies_at_platform(app: web.Application, stream: dict[str, Any], name: str,
+                                   copied: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    stream_id = stream["id"]
+    store = app[SIMULCAST_STORE]
+    for default, row in copied:
+        detail = None
+        if (default.get("rendition") or SOURCE) != SOURCE:
+            detail = f"{name} pushes the stream as it receives it, not the {default['rendition']} the default asks"
+        try:
+            backend = app[BACKENDS].get(name)
+            if not stream.get("backend_ref"):
+                raise BackendError(f"the stream had no live stream at {name} yet: pause and resume this target "
+                                   "to make it there")
+            remote = json.loads(await _remote_add(app, backend, row))
+        except BackendError as exc:  # Unsupported too: kept, FAILED with the reason
+            remote = {"backend": name, "id": None, "status": "FAILED", "error": str(exc), "since": time.time()}
+        remote["detail"] = detail
+        await asyncio.to_thread(store.update, row["id"], remote=json.dumps(remote))
+        if remote["status"] == "FAILED":  # announced as a push's failure is (console, simulcast.status webhook)
+            app[MANAGER].bus.publish(Event("simulcast.status", stream_id, {
+                "target_id": row["id"], "name": row["name"], "status": "FAILED", "error": remote["error"],
+                "detail": detail}))
+
+
 def add_routes(app: web.Application) -> None:
     store = SimulcastStore(app[DB])
     box = SecretBox.from_data_dir(app[CONFIG].data_path)
@@ -259,12 +316,11 @@ def add_routes(app: web.Application) -> None:
     hub = SimulcastHub(load_targets, emit,
                        allow_private_networks=app[CONFIG].simulcast.allow_private_networks)
     app[SIMULCAST_STORE], app[SECRET_BOX], app[SIMULCAST_HUB] = store, box, hub
+    app[_CLOUD_COPY_LOCK] = asyncio.Lock()
 
     async def on_event(event: Event) -> None:
         if event.name == "stream.created":
-            row = await asyncio.to_thread(app[DB].stream, event.stream_id)
-            if row is not None and not is_cloud(row):  # defaults are not made at a platform (yet)
-                await asyncio.to_thread(store.copy_defaults, row["org_id"], event.stream_id)
+            await copy_defaults(app, event.stream_id)
         elif event.name == "stream.live":
             await hub.stream_live(event.stream_id)
         elif event.name in _END_EVENTS:
@@ -293,3 +349,4 @@ def add_routes(app: web.Application) -> None:
 
 
 _UNSUBSCRIBE: web.AppKey[Any] = web.AppKey("simulcast_unsubscribe")
+_CLOUD_COPY_LOCK = web.AppKey("simulcast_cloud_copy_lock", asyncio.Lock)

@@ -366,6 +366,23 @@ class IvsBackend:
             if self._code(exc) != "ChannelNotBroadcasting":
                 raise
 
+    async def set_private(self, remote: RemoteStream, private: bool) -> RemoteStream:
+        """Public <-> private after creation: the channel's `authorized` flag. IVS keeps the playback URL; once
+        authorized its edge refuses that URL without a token signed by an imported key pair, so the pair is
+        imported first (a channel never turns authorized with no key to verify its viewers' tokens)."""
+        if private:
+            await self.ensure_key_pair()
+        channel = (await self._call("update_channel", arn=remote.remote_id, authorized=private))["channel"]
+        if bool(channel.get("authorized")) != private:
+            raise BackendError(f"IVS update_channel: the channel is still authorized={channel.get('authorized')}")
+        return RemoteStream(remote.backend, remote.remote_id, channel.get("playbackUrl") or remote.playback_id,
+                            {**remote.extra, "authorized": private})
+
+    async def set_asset_private(self, asset: Mapping[str, Any], private: bool) -> dict[str, Any]:
+        """An IVS recording is S3 objects, nothing at IVS: the flag is kept on the asset, and
+        recording_playback_url refuses a private one (no unsigned bucket URL for it)."""
+        return {**asset, "private": private}
+
     async def add_simulcast_target(self, remote: RemoteStream, url: str, key: str, passthrough: str) -> str:
         raise Unsupported(NO_SIMULCAST)
 
@@ -382,7 +399,7 @@ class IvsBackend:
 
     def recording_playback_url(self, remote: RemoteStream, asset: Mapping[str, Any], *, private: bool,
                                ttl_seconds: int) -> str:
-        if private:
+        if private or asset.get("private"):     # a recording made private stays so whatever the caller says
             raise Unsupported("IVS playback authorization covers live channels only; a private IVS recording "
                               "needs its bucket behind CloudFront signed URLs, which this server doesn't make")
         if not self.config.recording_base_url:

@@ -18,6 +18,8 @@ from mediaserver.db import Database
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, str, dict[str, Any]], None]
+# A cloud recording waits for its local copy (mediaserver/cloud_recordings.py), which announces recording.ready.
+COPY_EVENT = "recording.copy"
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ def end_stream(db: Database, stream_id: str, status: str, at: float, error: str 
 
 
 def _recording_ready(db: Database, stream_id: str, asset: dict[str, Any], publish: Publish) -> bool:
-    """The platform's asset of a broadcast, as the broadcast's recording (one row per asset)."""
+    """The platform's asset of a broadcast, as the broadcast's recording (one row per asset). It is PROCESSING
+    until the copier has made its local copy (or given up); the copier then announces recording.ready."""
     asset_id = str(asset.get("id") or "")
     for row in db.recordings_where("stream_id = ?", [stream_id]):
         if row.get("remote_asset") and json.loads(row["remote_asset"]).get("id") == asset_id:
@@ -100,9 +103,9 @@ def _recording_ready(db: Database, stream_id: str, asset: dict[str, Any], publis
     recording = db.add_recording(
         stream_id=stream_id, broadcast_id=broadcast["id"] if broadcast else None,
         duration=float(asset.get("duration") or 0.0), size=0, mp4_size=None, playlist_key=None, mp4_key=None,
-        status="READY", error=None, remote_asset=json.dumps(asset))
-    publish("recording.ready", stream_id, {"recording": recording["id"],
-                                           "broadcast": broadcast["id"] if broadcast else None})
+        status="PROCESSING", error=None, remote_asset=json.dumps(asset))
+    publish(COPY_EVENT, stream_id, {"recording": recording["id"],
+                                    "broadcast": broadcast["id"] if broadcast else None})
     return True
 
 

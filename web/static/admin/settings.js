@@ -86,6 +86,30 @@
       recordingLabel, autoPublishLabel,
       saveRow("Save streaming"))));
 
+    // -- video platform: where new streams run (builtin, Mux, AWS IVS), from what this server has configured ------
+    const configured = await C.api("GET", `/api/backends?org=${encodeURIComponent(org.id)}`).catch(() => null);
+    if (configured && configured.backends.length > 1) {
+      const platform = el("select", {}, configured.backends.map((b) => el("option", { value: b.name }, b.summary)));
+      platform.value = configured.default_available ? configured.default : "builtin";
+      const notes = el("ul", { class: "hint platform-notes", id: "org-backend-notes" });
+      const showNotes = () => {
+        const chosen = configured.backends.find((b) => b.name === platform.value);
+        notes.replaceChildren(...(chosen ? chosen.notes : []).map((n) => el("li", {}, n)));
+      };
+      platform.addEventListener("change", showNotes);
+      showNotes();
+      main.append(section("set-platform", "Video platform",
+        "Where new streams and series run unless one says otherwise. Streams already made stay where they are.",
+        configured.default_available ? null : el("p", { class: "notice", role: "alert" },
+          `Your default, ${configured.default}, is no longer configured on this server: choose another.`),
+        el("form", { on: { submit: (e) => {
+          e.preventDefault();
+          patch({ settings: { backend: platform.value } }, "Video platform saved.");
+        } } },
+        field("org-backend", "New streams run on", platform), notes,
+        saveRow("Save video platform"))));
+    }
+
     // -- quality ladder ---------------------------------------------------------------------------------
     const rungs = el("tbody", {});
     let rungSerial = 0;

@@ -26,9 +26,10 @@
     dl.append(el("dt", {}, label), el("dd", { "data-fact": key }, value));
   }
 
-  function renderHealth(box, stream) {
+  function renderHealth(box, stream, platform) {
     const ingest = stream.ingest;
-    const v = verdict(ingest);
+    const v = platform && !ingest ? { cls: "offline", text: UI.LIVE.includes(stream.status) ? `On air through ${platform}`
+      : `Waiting for ${platform}` } : verdict(ingest);
     box.className = `panel health ${v.cls}`;
     box.dataset.state = v.cls;
     const status = box.querySelector(".health-state");
@@ -40,6 +41,8 @@
     dl.replaceChildren();
     if (!ingest) {
       box.querySelector(".health-hint").textContent = stream.error ? `Last error: ${stream.error}`
+        : platform ? `The encoder connects to ${platform}, which tells this server when the stream goes live and ends; ` +
+          `its encoder numbers are in ${platform}'s own dashboard.`
         : "Start streaming in OBS with the settings below; the numbers appear within a few seconds.";
       return;
     }
@@ -72,9 +75,10 @@
   }
 
   // hls.js on the stream's master playlist: the session cookie authorizes private streams, so no token in the URL.
-  function preview(video, streamId) {
+  // A cloud stream (Mux, IVS) plays from its platform: playback_url, signed there when private.
+  function preview(video, streamId, cloudSource) {
     let hls = null;
-    const source = `/hls/${encodeURIComponent(streamId)}/master.m3u8`;
+    const source = cloudSource || `/hls/${encodeURIComponent(streamId)}/master.m3u8`;
     return {
       get playing() { return hls !== null || video.src !== ""; },
       start() {
@@ -96,12 +100,16 @@
     };
   }
 
-  function obsSettings(stream, ladder, key, ownLadder) {
+  function obsSettings(stream, ladder, key, ownLadder, platform) {
     const top = [...ladder].sort((a, b) => b.height - a.height)[0] || SERVER_LADDER[0];
     const width = Math.round((top.height * 16) / 9 / 2) * 2;
+    const cloud = stream.backend && stream.backend !== "builtin";
     const box = el("section", { class: "panel obs", id: "obs-settings", "aria-labelledby": "obs-heading" },
       el("h2", { id: "obs-heading" }, "OBS settings"),
       el("p", { class: "hint" }, "In OBS: Settings → Stream, then Settings → Output (Output Mode: Advanced)."),
+      cloud ? el("p", { class: "notice", id: "obs-platform-note" },
+        `This stream runs on ${platform}: the server and stream key below are ${platform}'s. OBS sends straight to ` +
+        `${platform}, not to this server; ${platform} makes the qualities viewers get.`) : null,
       UI.copyRow("Service", "Custom…", "obs-service"),
       UI.copyRow("Server", stream.rtmp_url, "obs-server"),
       stream.rtmps_url ? UI.copyRow("Server (RTMPS, encrypted)", stream.rtmps_url, "obs-rtmps") : null,
@@ -114,7 +122,7 @@
       UI.copyRow("Bitrate", `${Math.round((top.video_bitrate * 1.2) / 1000)} Kbps`, "obs-bitrate"),
       UI.copyRow("Output resolution", `${width}x${top.height}`, "obs-resolution"),
       UI.copyRow("Audio", "AAC, 128 Kbps, 48 kHz", "obs-audio"),
-      el("p", { class: "hint" }, `${ownLadder ? "Your organization's" : "The server's default"} ladder tops out at ` +
+      cloud ? null : el("p", { class: "hint" }, `${ownLadder ? "Your organization's" : "The server's default"} ladder tops out at ` +
         `${top.name}, ${kbps(top.video_bitrate)}: send at least that, ` +
         "with a 2 s keyframe interval, so viewers get your picture untouched."));
     return box;
@@ -129,6 +137,13 @@
     const serverLadder = (org && org.server_defaults && org.server_defaults.ladder) || SERVER_LADDER;
     const ladder = ownLadder ? org.settings.default_ladder : serverLadder;
     let key = UI.freshKeys.get(stream.id) || null;
+    // Which platform carries it: named by the server (GET /api/backends); a badge when there is a choice to see.
+    const configured = await UI.platforms().catch(() => null);
+    const known = configured && configured.backends.find((b) => b.name === stream.backend);
+    const platform = known ? (known.name === "builtin" ? "this server" : known.label) : stream.backend;
+    const cloud = stream.backend && stream.backend !== "builtin";
+    const platformBadge = cloud || (configured && configured.backends.length > 1)
+      ? el("span", { class: `badge platform ${stream.backend}`, id: "stream-platform" }, `Runs on ${platform}`) : null;
 
     const badge = el("span", { id: "stream-status" });
     const actions = el("div", { class: "row", id: "stream-actions" });
@@ -142,14 +157,14 @@
     const video = el("video", { id: "preview", muted: true, autoplay: true, playsinline: true, controls: true,
       "aria-label": "Preview of the broadcast" });
     video.muted = true;
-    const player = preview(video, stream.id);
+    const player = preview(video, stream.id, cloud ? stream.playback_url : null);
     C.onLeave(() => player.stop());
     const previewNote = el("p", { class: "hint", id: "preview-note" });
-    let obs = obsSettings(stream, ladder, key, ownLadder);
+    let obs = obsSettings(stream, ladder, key, ownLadder, platform);
 
     main.append(
       el("p", {}, el("a", { href: "#/streams" }, "← Streams")),
-      el("div", { class: "row page-head" }, el("h1", { id: "stream-title" }, stream.title), badge),
+      el("div", { class: "row page-head" }, el("h1", { id: "stream-title" }, stream.title), platformBadge, badge),
       actions, keySlot,
       el("div", { class: "grid golive-grid" },
         health,
@@ -177,7 +192,7 @@
             key = answer.stream_key;
             UI.freshKeys.set(stream.id, key);
             keySlot.replaceChildren(UI.keyNotice(key, answer));
-            const fresh = obsSettings(stream, ladder, key, ownLadder);
+            const fresh = obsSettings(stream, ladder, key, ownLadder, platform);
             obs.replaceWith(fresh);
             obs = fresh;
           }
@@ -189,11 +204,12 @@
       badge.replaceChildren(UI.statusBadge(stream.status));
       const live = UI.LIVE.includes(stream.status);
       const buttons = [];
-      if (stream.status === "SCHEDULED") {
+      // A cloud stream's encoder goes straight to its platform, which puts it live: no opening, no preview to put live.
+      if (stream.status === "SCHEDULED" && !cloud) {
         buttons.push(el("button", { type: "button", id: "start-stream", on: { click: () => act("start", undefined, "Open for the encoder") } },
           "Open for the encoder"));
       }
-      if (live && !stream.auto_publish) {
+      if (live && !stream.auto_publish && !cloud) {
         buttons.push(el("button", { type: "button", class: "primary", id: "go-live",
           on: { click: () => act("go-live", undefined, "You are live") } }, "Go live"));
       }
@@ -213,7 +229,7 @@
       buttons.push(el("a", { class: "button", href: stream.watch_url, target: "_blank", rel: "noopener" }, "Open the watch page"));
       // Keep an open confirmation (the volunteer is answering it) instead of redrawing under their finger.
       if (!actions.querySelector(".confirm")) actions.replaceChildren(...buttons);
-      renderHealth(health, stream);
+      renderHealth(health, stream, cloud ? platform : null);
       if (stream.status === "LIVE") {
         player.start();
         previewNote.textContent = stream.auto_publish ? "On air." : "Preview: viewers see it once you press Go live.";

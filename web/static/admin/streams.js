@@ -121,8 +121,74 @@
     return rrule;
   }
 
+  // -- the video platform (builtin / Mux / AWS IVS): GET /api/backends says which are configured here ------------
+  function platforms() {
+    const org = C.org();
+    return C.api("GET", `/api/backends${org ? `?org=${encodeURIComponent(org.id)}` : ""}`);
+  }
+
+  // The "Video platform" select, filled in once the server answers and shown only when there is a choice (more
+  // than one platform configured). current: the stream's platform (editing), else the organization's default
+  // is preselected and, untouched, left for the server to apply. onPick(platform) follows each choice.
+  function platformField(p, current, onPick) {
+    const slot = el("div", { class: "platform-field", id: `${p}-platform`, hidden: true });
+    platforms().then((answer) => {
+      if (!answer || answer.backends.length < 2) return;
+      const select = el("select", { id: `${p}-backend`, name: "backend" }, answer.backends.map((b) =>
+        el("option", { value: b.name }, b.name === answer.default ? `${b.summary} (your default)` : b.summary)));
+      select.value = current || answer.default;
+      select.dataset.untouched = "1";
+      const notes = el("ul", { class: "hint platform-notes", id: `${p}-backend-notes` });
+      const pick = (follow) => {
+        const chosen = answer.backends.find((b) => b.name === select.value);
+        notes.replaceChildren(...(chosen ? chosen.notes : []).map((n) => el("li", {}, n)));
+        if (chosen && onPick && follow) onPick(chosen);
+      };
+      select.addEventListener("change", () => { delete select.dataset.untouched; pick(true); });
+      slot.replaceChildren(el("label", { for: `${p}-backend` }, "Video platform"), select,
+        el("p", { class: "field-error", "data-error-for": "backend", role: "alert", hidden: true }), notes);
+      slot.hidden = false;
+      pick(!current);  // a new stream starts as its platform allows; an edited one stays as it is
+    }).catch(() => { /* no choice shown: the server applies the organization's default */ });
+    return slot;
+  }
+
+  // A 400's details ({field: reason}) next to the fields they name; reasons without a place go to the form's foot.
+  function showFieldErrors(form, details) {
+    for (const box of form.querySelectorAll(".field-error")) { box.hidden = true; box.textContent = ""; }
+    if (!details || typeof details !== "object") return;
+    const rest = [];
+    for (const [name, reason] of Object.entries(details)) {
+      const slot = form.querySelector(`[data-error-for="${name === "latency" ? "low_latency" : name}"]`) ||
+        (rest.push(reason), null);
+      if (slot) { slot.textContent = reason; slot.hidden = false; }
+    }
+    const foot = form.querySelector('[data-error-for="*"]');
+    if (foot && rest.length) { foot.textContent = rest.join(" "); foot.hidden = false; }
+  }
+
+  // C.attempt, plus the refusal's reasons shown beside the fields.
+  async function submitForm(form, action, done) {
+    showFieldErrors(form, null);
+    try {
+      const result = await action();
+      C.toast(done, "ok");
+      return result;
+    } catch (error) {
+      const details = error.details;
+      showFieldErrors(form, details);
+      C.toast(details && typeof details === "object" ? `${error.message}: ${Object.values(details).join(" ")}`
+        : details ? `${error.message}: ${details}` : error.message, "error");
+      return undefined;
+    }
+  }
+
+  function errorSlot(name) {
+    return el("p", { class: "field-error", "data-error-for": name, role: "alert", hidden: true });
+  }
+
   window.StreamsUI = { zonedToUtc, utcToZoned, todayIn, zoneSelect, orgZone, confirmInline, copyRow, keyNotice,
-    statusBadge, rruleWords, freshKeys, LIVE };
+    statusBadge, rruleWords, freshKeys, LIVE, platforms };
 
   // -- the stream form (create and edit) ------------------------------------------------------------------------
   const FLAG_LABELS = [["chat_enabled", "Live chat"], ["reactions_enabled", "Reactions"], ["dvr_enabled", "Rewind (DVR)"],
@@ -153,10 +219,18 @@
             el("option", { value: "PUBLIC" }, "Everyone (public)"),
             el("option", { value: "MEMBERS_ONLY" }, "Members only"),
             el("option", { value: "PRIVATE" }, "Private (link with a token)")))),
+      platformField(p, stream ? stream.backend : null, (chosen) => {
+        // A platform without a DVR window: rewind goes off (ticking it again asks, and the server says why not).
+        const dvr = form.querySelector(`#${p}-dvr_enabled`);
+        if (dvr) dvr.dataset.platformOff = chosen.dvr_window ? "" : "1";
+        if (!chosen.dvr_window && dvr) dvr.checked = false;
+      }),
       el("fieldset", { class: "flags" }, el("legend", {}, "Options"),
         FLAG_LABELS.map(([name, label]) => el("label", { class: "inline", for: `${p}-${name}` },
           el("input", { type: "checkbox", id: `${p}-${name}`, name, checked: stream ? stream[name] : !OFF_FOR_NEW.has(name) }),
-          label))),
+          label)),
+        FLAG_LABELS.map(([name]) => errorSlot(name))),
+      errorSlot("*"),
       el("div", { class: "row actions" },
         el("button", { type: "submit", class: "primary" }, editing ? "Save changes" : "Create stream"),
         el("button", { type: "button", on: { click: () => form.remove() } }, "Close")));
@@ -174,7 +248,7 @@
             low_latency: settings.latency_mode ? settings.latency_mode === "LOW" : undefined };
           for (const [name, value] of Object.entries(defaults)) {
             const box = form.querySelector(`#${p}-${name}`);
-            if (value !== undefined && box.dataset.untouched) box.checked = Boolean(value);
+            if (value !== undefined && box.dataset.untouched && !box.dataset.platformOff) box.checked = Boolean(value);
           }
         }).catch(() => { /* the server's defaults (all on) stand */ });
       }
@@ -201,7 +275,9 @@
         const box = form.querySelector(`#${p}-${name}`);
         if (editing || !box.dataset.untouched) body[name] = box.checked;
       }
-      const saved = await C.attempt(() => editing ? C.api("PATCH", `/api/streams/${stream.id}`, body)
+      const platform = form.querySelector(`#${p}-backend`);
+      if (platform && (editing ? platform.value !== stream.backend : !platform.dataset.untouched)) body.backend = platform.value;
+      const saved = await submitForm(form, () => editing ? C.api("PATCH", `/api/streams/${stream.id}`, body)
         : C.api("POST", "/api/streams", body), editing ? "Saved" : "Stream created");
       if (saved) onSaved(saved, form);
     });
@@ -231,7 +307,9 @@
         el("div", {}, el("label", { for: "series-zone" }, "Time zone"), zoneSelect("series-zone", zone)),
         el("div", {}, el("label", { for: "series-dtstart" }, "First day (optional)"),
           el("input", { id: "series-dtstart", type: "date" }))),
+      platformField("series", null, null),
       el("p", { class: "hint" }, "Repeat rule: ", preview),
+      errorSlot("*"),
       el("div", { class: "row actions" },
         el("button", { type: "submit", class: "primary" }, "Schedule series"),
         el("button", { type: "button", on: { click: () => form.remove() } }, "Close")));
@@ -258,7 +336,9 @@
       };
       const first = form.querySelector("#series-dtstart").value;
       if (first) body.dtstart = first;
-      const saved = await C.attempt(() => C.api("POST", "/api/series", body), "Series scheduled");
+      const platform = form.querySelector("#series-backend");
+      if (platform && !platform.dataset.untouched) body.backend = platform.value;
+      const saved = await submitForm(form, () => C.api("POST", "/api/series", body), "Series scheduled");
       if (saved) onSaved(saved, form);
     });
     return form;
@@ -271,12 +351,21 @@
     return stream.scheduled_start ? C.when(stream.scheduled_start, stream.timezone) : "not scheduled";
   }
 
+  // Moving a stream to another platform makes its live stream there: the answer carries the new key, shown once.
+  function edited(saved, form) {
+    if (!saved.stream_key) { form.remove(); return; }
+    freshKeys.set(saved.id, saved.stream_key);
+    form.replaceWith(el("div", { class: "panel", id: "moved" },
+      el("p", {}, el("strong", {}, saved.title), " now runs on a new platform: OBS needs this server and key."),
+      keyNotice(saved.stream_key, saved)));
+  }
+
   function streamRow(stream, reload, showForm) {
     const actions = el("div", { class: "row" },
       el("a", { class: "button primary", href: `#/stream/${encodeURIComponent(stream.id)}` },
         LIVE.includes(stream.status) ? "Go-live panel" : "Open"),
       el("button", { type: "button", "aria-label": `Edit ${stream.title}`,
-        on: { click: () => showForm(streamForm(stream, (saved, form) => { form.remove(); reload(); })) } }, "Edit"));
+        on: { click: () => showForm(streamForm(stream, (saved, form) => { edited(saved, form); reload(); })) } }, "Edit"));
     if (["SCHEDULED", "STARTING"].includes(stream.status)) {
       const cancel = el("button", { type: "button", class: "danger", "aria-label": `Cancel ${stream.title}` }, "Cancel");
       cancel.addEventListener("click", () => confirmInline(cancel, `Cancel “${stream.title}”? Its stream key stops working.`, "Cancel the stream",
@@ -321,7 +410,7 @@
       const panel = el("div", { class: "panel", id: "series-created" },
         el("p", {}, "Scheduled ", el("strong", {}, series.title), ": ", rruleWords(series.rrule), ` at ${series.start_time} (${series.timezone}). `,
           "Every service in the series uses this key."),
-        keyNotice(series.stream_key, { rtmp_url: "", srt_url: null }));
+        keyNotice(series.stream_key, { rtmp_url: series.rtmp_url || series.rtmps_url || "", srt_url: series.srt_url || null }));
       form.replaceWith(panel);
       loadSeries();
       load();
