@@ -195,3 +195,36 @@ def test_a_builtin_series_services_get_the_defaults(env: Env) -> None:
     for service in _services(server, created["id"]):
         copied = wait_for(lambda: targets(server, service), "the defaults copied")
         assert sorted(copied) == ["Church YouTube", "Facebook"]
+
+
+def test_a_stream_moved_to_mux_takes_its_targets_and_back_again(env: Env) -> None:
+    """A built-in stream's own targets follow it onto Mux (made there, as source) and back (pushed by us again);
+    onto IVS they show why they can't push."""
+    server, standin = env.server, env.standin
+    status, created = server.api("POST", "/api/streams", {"title": "Moving house"})
+    assert status == 201 and created["backend"] == "builtin"
+    here = wait_for(lambda: targets(server, created["id"]), "the defaults copied")
+    assert here["Facebook"]["rendition"] == "360p"
+    status, moved = server.api("PATCH", f"/api/streams/{created['id']}", {"backend": "mux"})
+    assert status == 200, moved
+    [remote] = [sid for sid, s in standin.streams.items() if s.data.get("passthrough") == created["id"]]
+    wait_for(lambda: len(standin.streams[remote].simulcast_targets) == 2, "the targets made at Mux")
+    at_mux = {t["passthrough"]: t for t in standin.streams[remote].simulcast_targets.values()}
+    assert (at_mux[here["Church YouTube"]["id"]]["url"], at_mux[here["Church YouTube"]["id"]]["stream_key"]) == \
+        ("rtmp://a.rtmp.youtube.com/live2", YOUTUBE_KEY)
+    assert at_mux[here["Facebook"]["id"]]["stream_key"] == FACEBOOK_KEY
+    on_mux = targets(server, created["id"])
+    assert on_mux["Facebook"]["rendition"] == "source" and "360p" in on_mux["Facebook"]["detail"]
+    assert {t["status"] for t in on_mux.values()} == {"PENDING"}
+    # Back to this server: Mux's live stream (and its targets) is gone; ours push again at the next broadcast.
+    status, _ = server.api("PATCH", f"/api/streams/{created['id']}", {"backend": "builtin"})
+    assert status == 200 and remote not in standin.streams
+    wait_for(lambda: all(json.loads(r[0] or "null") is None for r in stored_remotes(server, created["id"])),
+             "the platform side dropped")
+    # Onto IVS: kept, and FAILED with IVS's reason.
+    status, _ = server.api("PATCH", f"/api/streams/{created['id']}", {"backend": "ivs"})
+    assert status == 200
+    on_ivs = wait_for(lambda: {n: t for n, t in targets(server, created["id"]).items() if t["status"] == "FAILED"}
+                      if len([t for t in targets(server, created["id"]).values() if t["status"] == "FAILED"]) == 2
+                      else {}, "the targets FAILED on IVS")
+    assert all("IVS" in t["error"] for t in on_ivs.values())

@@ -410,6 +410,7 @@ async def update_stream(request: web.Request) -> web.Response:
             await backends_api.delete_remote(request, row)
         except BackendError as exc:
             log.warning("stream %s: the old %s live stream was not removed: %s", row["id"], old_backend, exc)
+        request.app[MANAGER].bus_publish(backends_api.BACKEND_CHANGED, row["id"], {"from": old_backend})
     if updated is not None:
         request.app[CHAT].apply_stream(updated)  # an open room follows chat_enabled / reactions_enabled at once
     return await respond_stream(request, row["id"], **extras)

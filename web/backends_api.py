@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 BACKENDS = web.AppKey("stream_backends", BackendRegistry)
 BOX = web.AppKey("backend_secret_box", SecretBox)
 PLAYBACK_TTL = 6 * 3600
+BACKEND_CHANGED = "stream.backend_changed"  # internal (not a webhook out): the stream's simulcast targets follow
 MAX_NOTIFICATION = 256 * 1024
 
 

@@ -25,7 +25,7 @@ from mediaserver.sessions import ladder_for
 from mediaserver.simulcast import SOURCE, PushState, SimulcastStore, TargetError, check_rendition, push_url, target_url
 from mediaserver.simulcast_push import PushTarget, SimulcastHub
 from web.api import find_stream, iso, read_json
-from web.backends_api import BACKENDS, backend_name, is_cloud, platform_error, remote_of, shares_remote
+from web.backends_api import BACKEND_CHANGED, BACKENDS, backend_name, is_cloud, platform_error, remote_of, shares_remote
 from web.orgs_api import find_org
 from web.auth import error
 from web.keys import CONFIG, DB, MANAGER
@@ -263,6 +263,30 @@ async def copy_defaults(app: web.Application, stream_id: str) -> None:
         await _make_copies_at_platform(app, stream, name, copied)
 
 
+async def follow_backend(app: web.Application, stream_id: str) -> None:
+    """A stream moved to another platform: its own targets follow. Onto Mux each enabled one is made there (as
+    source: the platform pushes what it receives); onto IVS they show FAILED with IVS's reason; back onto this
+    server they lose their platform side (the old live stream, and its targets, are gone) and our pusher takes
+    them at the next broadcast. Disabled ones are made at the platform when enabled, as ever."""
+    stream = await asyncio.to_thread(app[DB].stream, stream_id)
+    if stream is None:
+        return
+    store = app[SIMULCAST_STORE]
+    rows = await asyncio.to_thread(store.targets, ("stream", stream_id))
+    for row in rows:
+        if row.get("remote"):
+            await asyncio.to_thread(store.update, row["id"], remote=None)
+    if not is_cloud(stream):
+        return
+    moved = []
+    for row in rows:
+        if row["enabled"]:
+            if (row.get("rendition") or SOURCE) != SOURCE:
+                await asyncio.to_thread(store.update, row["id"], rendition=SOURCE)
+            moved.append((row, {**row, "rendition": SOURCE, "remote": None}))
+    await _make_copies_at_platform(app, stream, backend_name(stream), moved)
+
+
 def _series_live_stream_has_targets(db: Any, store: SimulcastStore, stream: dict[str, Any]) -> bool:
     """A service of a Mux/IVS series whose shared live stream got the defaults already (through another service):
     copying them again would have the platform push to YouTube twice."""
@@ -280,7 +304,7 @@ async def _make_copies_at_platform(app: web.Application, stream: dict[str, Any],
     for default, row in copied:
         detail = None
         if (default.get("rendition") or SOURCE) != SOURCE:
-            detail = f"{name} pushes the stream as it receives it, not the {default['rendition']} the default asks"
+            detail = f"{name} pushes the stream as it receives it, not the {default['rendition']} asked for"
         try:
             backend = app[BACKENDS].get(name)
             if not stream.get("backend_ref"):
@@ -321,6 +345,8 @@ def add_routes(app: web.Application) -> None:
     async def on_event(event: Event) -> None:
         if event.name == "stream.created":
             await copy_defaults(app, event.stream_id)
+        elif event.name == BACKEND_CHANGED:
+            await follow_backend(app, event.stream_id)
         elif event.name == "stream.live":
             await hub.stream_live(event.stream_id)
         elif event.name in _END_EVENTS:
