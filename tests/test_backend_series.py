@@ -11,7 +11,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from tests.ivs_fixture import Ivs, stream_state
-from tests.test_backends import Env, Mux, env, until  # noqa: F401  (env: the module's server + stand-ins)
+from tests.waiting import until
+from tests.test_backends import Env, env  # noqa: F401  (env: the module's server + stand-ins)
 
 
 def series_body(title: str, backend: str, **extra: Any) -> dict[str, Any]:

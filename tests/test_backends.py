@@ -14,9 +14,7 @@ import base64
 import json
 import os
 import urllib.request
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -30,6 +28,8 @@ from tests.media_source import PublishError, publish, start_publisher
 from tests.ivs_fixture import Ivs, IvsStandIn
 from tests.mux_standin import MuxStandIn
 from tests.server_fixture import ADMIN_TOKEN, ServerHandle, run_server, small_config
+from tests.waiting import until
+from tests.webhook_receiver import WebhookReceiver
 
 MUX_TOKEN_ID, MUX_TOKEN_SECRET = "standin-token-id", "standin-token-secret-9f8e7d"
 MUX_WEBHOOK_SECRET = "standin-webhook-secret-1a2b3c"
@@ -37,41 +37,7 @@ MUX_SIGNING_KEY_ID = "standin-signing-key-id"
 HOOK_SECRET = "receiver-secret-0123456789"
 
 
-def until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Receiver:
-    """Our webhooks out land here (a real HTTP endpoint on loopback, in its own thread)."""
-
-    def __init__(self) -> None:
-        events: list[dict[str, Any]] = []
-        self.events = events
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                events.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http.server_address[1]}/hook"
-
-    def of(self, kind: str, stream_id: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["type"] == kind and e["data"].get("stream_id") == stream_id]
+Receiver = WebhookReceiver
 
 
 class Env:

@@ -26,7 +26,6 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import quote
@@ -47,21 +46,13 @@ from tests.media_source import numbered_picture
 from tests.mux_standin import MuxStandIn
 from mediaserver.config import Config
 from tests.server_fixture import ADMIN_TOKEN, ServerHandle, run_server, small_config
+from tests.waiting import until
+from tests.webhook_receiver import WebhookReceiver
 
 FPS, SECONDS, RATE = 30, 6.0, 48_000
 MUX_ID, MUX_SECRET, MUX_HOOK_SECRET, MUX_KEY_ID = "copy-token-id", "copy-token-secret", "copy-hook-secret", "copy-kid"
 HOOK_SECRET = "receiver-secret-0123456789"
 BUCKET = "church-recordings"
-
-
-def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- the source: a short real HLS, as a platform serves a recording ----------------------------------------
@@ -204,37 +195,9 @@ class MuxMedia:
         return web.Response(body=path.read_bytes())
 
 
-class Receiver:
-    """Our webhooks out land here, each with the time it arrived."""
-
-    def __init__(self) -> None:
-        events: list[tuple[float, dict[str, Any]]] = []
-        self.events = events
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                events.append((time.time(), body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http.server_address[1]}/hook"
-
-    def of(self, kind: str, stream_id: str) -> list[tuple[float, dict[str, Any]]]:
-        return [(at, e) for at, e in list(self.events) if e["type"] == kind and e["data"].get("stream_id") == stream_id]
-
-
 class Env:
     def __init__(self, server: ServerHandle, standin: MuxStandIn, media: MuxMedia, ivs: IvsStandIn,
-                 receiver: Receiver, source: Path, make_config: Callable[[Path], Config]) -> None:
+                 receiver: WebhookReceiver, source: Path, make_config: Callable[[Path], Config]) -> None:
         self.server, self.standin, self.media, self.ivs = server, standin, media, ivs
         self.receiver, self.source, self.make_config = receiver, source, make_config
         self.s3 = boto3.client("s3", endpoint_url=ivs.endpoint, **ACCESS)
@@ -270,7 +233,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         return config
 
     server = run_server(make_config(tmp_path_factory.mktemp("data")))
-    receiver = Receiver()
+    receiver = WebhookReceiver()
     subscribe(server, receiver)
     try:
         yield Env(server, standin, media, ivs, receiver, source, make_config)
@@ -281,7 +244,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         receiver.http.shutdown()
 
 
-def subscribe(server: ServerHandle, receiver: Receiver) -> None:
+def subscribe(server: ServerHandle, receiver: WebhookReceiver) -> None:
     status, _ = server.api("POST", "/api/webhooks", {"url": receiver.url, "secret": HOOK_SECRET, "events": ["*"]})
     assert status == 201
 
@@ -344,7 +307,7 @@ def mux_broadcast(env: Env, body: dict[str, Any], *, say_text: str | None = None
 def ready(env: Env, stream_id: str, server: ServerHandle | None = None) -> tuple[float, dict[str, Any]]:
     """Once recording.ready has reached the receiver: (when it arrived, the stream's API view)."""
     until(lambda: env.receiver.of("recording.ready", stream_id), 60, "recording.ready webhook")
-    arrived = env.receiver.of("recording.ready", stream_id)[0][0]
+    arrived = env.receiver.arrivals("recording.ready", stream_id)[0][0]
     status, view = (server or env.server).api("GET", f"/api/streams/{stream_id}")
     assert status == 200 and view["recording"]["status"] == "READY", view
     return arrived, view

@@ -31,6 +31,7 @@ from tests.chat_client import Client, connect, guest_session
 from tests.ivs_fixture import ACCESS, IvsStandIn, ivs_client, post_event, stream_state
 from tests.mux_standin import MuxStandIn
 from tests.server_fixture import ServerHandle, run_server, small_config
+from tests.waiting import until
 
 MUX_TOKEN_ID, MUX_TOKEN_SECRET = "standin-token-id", "standin-token-secret-77aa"
 MUX_WEBHOOK_SECRET = "standin-webhook-secret-5d6e"
@@ -42,16 +43,6 @@ def run_async(coro: Any) -> Any:
     """Run coro to its end on a loop of its own thread (Playwright's sync API keeps a loop in this one)."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, asyncio.wait_for(coro, 60)).result()
-
-
-def until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class MuxData:

@@ -18,6 +18,7 @@ import pytest
 from tests.ivs_fixture import IvsStandIn
 from tests.mux_standin import MuxStandIn
 from tests.server_fixture import ServerHandle, run_server, small_config
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -60,16 +61,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         ivs.stop()
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def targets(server: ServerHandle, stream_id: str) -> dict[str, dict[str, Any]]:
     status, body = server.api("GET", f"/api/streams/{stream_id}/simulcast-targets")
     assert status == 200, body
@@ -96,7 +87,7 @@ def test_a_new_mux_stream_gets_the_defaults_made_at_mux(env: Env) -> None:
     status, created = server.api("POST", "/api/streams", {"title": "Sunday on Mux", "backend": "mux"})
     assert status == 201, created
     [remote] = [sid for sid, s in standin.streams.items() if s.data.get("passthrough") == created["id"]]
-    copied = wait_for(settled(server, created["id"], 2), "the defaults copied and made at Mux")
+    copied = until(settled(server, created["id"], 2), what="the defaults copied and made at Mux")
     assert sorted(copied) == ["Church YouTube", "Facebook"]         # not the paused one
     # Mux's own state: both targets, with the platforms' ingest URLs and the defaults' keys; passthrough
     # names our copy.
@@ -124,7 +115,7 @@ def test_a_new_ivs_stream_shows_why_the_defaults_never_push(env: Env) -> None:
     server = env.server
     status, created = server.api("POST", "/api/streams", {"title": "Sunday on IVS", "backend": "ivs"})
     assert status == 201, created
-    copied = wait_for(settled(server, created["id"], 2), "the defaults copied to the IVS stream")
+    copied = until(settled(server, created["id"], 2), what="the defaults copied to the IVS stream")
     assert sorted(copied) == ["Church YouTube", "Facebook"]
     for target in copied.values():
         assert target["status"] == "FAILED" and "IVS can't simulcast" in (target["error"] or ""), target
@@ -144,7 +135,7 @@ def test_a_new_builtin_stream_still_gets_the_defaults_as_before(env: Env) -> Non
     server, standin = env.server, env.standin
     calls = len(standin.calls)
     created = server.create_stream("Sunday here")
-    copied = wait_for(lambda: targets(server, created["id"]), "the defaults copied")
+    copied = until(lambda: targets(server, created["id"]), what="the defaults copied")
     assert sorted(copied) == ["Church YouTube", "Facebook"]
     assert copied["Facebook"]["rendition"] == "360p"                  # this server pushes the rung asked for
     assert copied["Church YouTube"]["url"] == "rtmp://a.rtmp.youtube.com/live2"
@@ -178,7 +169,7 @@ def test_a_mux_series_gets_the_defaults_once_on_its_shared_live_stream(env: Env)
     [remote] = [sid for sid, s in standin.streams.items() if s.data.get("passthrough") == created["id"]]
     services = _services(server, created["id"])
     assert len(services) == 3
-    wait_for(lambda: len(standin.streams[remote].simulcast_targets) >= 2, "the defaults made at Mux")
+    until(lambda: len(standin.streams[remote].simulcast_targets) >= 2, what="the defaults made at Mux")
     time.sleep(1.0)  # every service's stream.created has been handled by now; none may add more
     at_mux = list(standin.streams[remote].simulcast_targets.values())
     assert sorted(t["url"] for t in at_mux) == ["rtmp://a.rtmp.youtube.com/live2",
@@ -193,7 +184,7 @@ def test_a_builtin_series_services_get_the_defaults(env: Env) -> None:
     server = env.server
     created = _series(server, "Daily prayer here", "builtin")
     for service in _services(server, created["id"]):
-        copied = wait_for(lambda: targets(server, service), "the defaults copied")
+        copied = until(lambda: targets(server, service), what="the defaults copied")
         assert sorted(copied) == ["Church YouTube", "Facebook"]
 
 
@@ -203,12 +194,12 @@ def test_a_stream_moved_to_mux_takes_its_targets_and_back_again(env: Env) -> Non
     server, standin = env.server, env.standin
     status, created = server.api("POST", "/api/streams", {"title": "Moving house"})
     assert status == 201 and created["backend"] == "builtin"
-    here = wait_for(lambda: targets(server, created["id"]), "the defaults copied")
+    here = until(lambda: targets(server, created["id"]), what="the defaults copied")
     assert here["Facebook"]["rendition"] == "360p"
     status, moved = server.api("PATCH", f"/api/streams/{created['id']}", {"backend": "mux"})
     assert status == 200, moved
     [remote] = [sid for sid, s in standin.streams.items() if s.data.get("passthrough") == created["id"]]
-    wait_for(lambda: len(standin.streams[remote].simulcast_targets) == 2, "the targets made at Mux")
+    until(lambda: len(standin.streams[remote].simulcast_targets) == 2, what="the targets made at Mux")
     at_mux = {t["passthrough"]: t for t in standin.streams[remote].simulcast_targets.values()}
     assert (at_mux[here["Church YouTube"]["id"]]["url"], at_mux[here["Church YouTube"]["id"]]["stream_key"]) == \
         ("rtmp://a.rtmp.youtube.com/live2", YOUTUBE_KEY)
@@ -219,12 +210,13 @@ def test_a_stream_moved_to_mux_takes_its_targets_and_back_again(env: Env) -> Non
     # Back to this server: Mux's live stream (and its targets) is gone; ours push again at the next broadcast.
     status, _ = server.api("PATCH", f"/api/streams/{created['id']}", {"backend": "builtin"})
     assert status == 200 and remote not in standin.streams
-    wait_for(lambda: all(json.loads(r[0] or "null") is None for r in stored_remotes(server, created["id"])),
-             "the platform side dropped")
+    until(lambda: all(json.loads(r[0] or "null") is None for r in stored_remotes(server, created["id"])),
+          what="the platform side dropped")
     # Onto IVS: kept, and FAILED with IVS's reason.
     status, _ = server.api("PATCH", f"/api/streams/{created['id']}", {"backend": "ivs"})
     assert status == 200
-    on_ivs = wait_for(lambda: {n: t for n, t in targets(server, created["id"]).items() if t["status"] == "FAILED"}
-                      if len([t for t in targets(server, created["id"]).values() if t["status"] == "FAILED"]) == 2
-                      else {}, "the targets FAILED on IVS")
+    def failed() -> dict[str, dict[str, Any]]:
+        found = {n: t for n, t in targets(server, created["id"]).items() if t["status"] == "FAILED"}
+        return found if len(found) == 2 else {}
+    on_ivs = until(failed, what="the targets FAILED on IVS")
     assert all("IVS" in t["error"] for t in on_ivs.values())

@@ -302,7 +302,9 @@ def test_drop_and_reconnect_inside_the_window_is_one_broadcast(tmp_path: Path) -
         assert playlist.discontinuities == 1
         assert abs(playlist.duration - 6.0) <= 1.2, playlist.duration
         frames, duration, _ = recorded_frames(server, body["recording"])
-        assert abs(frames - 6 * FPS) <= 6, frames
+        # Both pushes, less at most what SRT still had in flight when the first caller stopped (about its 500 ms
+        # latency: once, under a loaded CI, 18 frames); a broadcast split or a push lost would miss 90.
+        assert abs(frames - 6 * FPS) <= FPS * 0.7, frames
     finally:
         server.stop()
 
