@@ -125,8 +125,13 @@ def cmd_backends(args: argparse.Namespace, config: Config) -> int:
     from mediaserver.backends.registry import build_registry
     from mediaserver.playback_tokens import PlaybackSigner
 
+    from mediaserver.platform_viewers import build_platform_viewers
+
     registry = build_registry(config, PlaybackSigner(secrets.token_bytes(32)))
     results = asyncio.run(registry.check())
+    viewers = build_platform_viewers(config)  # analytics' viewer counts need their own permissions
+    for name, source in (viewers.sources.items() if viewers is not None else ()):
+        results.setdefault(name, []).extend(source.check())
     for name, problems in results.items():
         print(f"{name}: {'ok' if not problems else 'problems'}")
         for problem in problems:

@@ -90,6 +90,10 @@ class ViewerSource(Protocol):
         """Blocking: the platform's viewers of this stream now (None: the platform has no figure)."""
         ...
 
+    def check(self) -> list[str]:
+        """Blocking: what stops these credentials from reading viewer counts, in plain words (empty: fine)."""
+        ...
+
 
 class IvsViewers:
     """ConcurrentViews of the stream's IVS channel, from CloudWatch with the [ivs] credentials and region."""
@@ -127,6 +131,15 @@ class IvsViewers:
             raise ViewerCountError(f"CloudWatch can't be reached for IVS viewers: {exc}") from exc
         return ivs_newest(answer)
 
+    def check(self) -> list[str]:
+        """`mediaserver backends check`: can these credentials read ConcurrentViews (one empty query)?"""
+        try:
+            self.count("check", RemoteStream("ivs", f"arn:aws:ivs:{self.config.region}:0:channel/check"), time.time())
+        except ViewerCountError as exc:
+            return [f"viewer counts: {exc} (the credentials need cloudwatch:GetMetricData; "
+                    "[ivs] viewers_from_cloudwatch = false turns the counts off)"]
+        return []
+
 
 class MuxViewers:
     """Mux Data's current-concurrent-viewers (the Monitoring API, through mux-python) for the stream, filtered
@@ -157,6 +170,20 @@ class MuxViewers:
         except (HTTPError, OSError) as exc:
             raise ViewerCountError(f"Mux Data can't be reached at {self.config.base_url}: {exc}") from exc
         return mux_total(list(answer.data or []))
+
+    def check(self) -> list[str]:
+        """`mediaserver backends check`: can this access token read Mux Data's monitoring (a cheap call)?"""
+        from mux_python.rest import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            self._monitoring.list_monitoring_dimensions(_request_timeout=(5, 10))
+        except ApiException as exc:
+            return [f"viewer counts: Mux Data answered {exc.status}: {_mux_reason(exc)} (the access token needs "
+                    "Mux Data read; [mux] data_viewers = false turns the counts off)"]
+        except (HTTPError, OSError) as exc:
+            return [f"viewer counts: Mux Data can't be reached at {self.config.base_url}: {exc}"]
+        return []
 
 
 def _mux_reason(exc: Any) -> str:

@@ -330,8 +330,11 @@ def test_backends_check_names_the_problem(env: Env, tmp_path: Path, capsys: pyte
     from mediaserver.cli import main
 
     config = tmp_path / "config.toml"
+    # This stand-in serves no Mux Data: the viewer counts' question is turned off (tests/test_platform_viewers.py
+    # shows the check asking it).
     config.write_text(f'[server]\ndata_dir = "{tmp_path}"\n[mux]\ntoken_id = "{MUX_TOKEN_ID}"\n'
-                      f'token_secret = "wrong"\nwebhook_secret = "x"\nbase_url = "{env.standin.url}"\n')
+                      f'token_secret = "wrong"\nwebhook_secret = "x"\nbase_url = "{env.standin.url}"\n'
+                      'data_viewers = false\n')
     assert main(["backends", "check", "--config", str(config)]) == 1
     assert "Mux refused the access token (401)" in capsys.readouterr().out
     key = base64.b64encode(env.signing_key.private_bytes(

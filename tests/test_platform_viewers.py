@@ -57,17 +57,36 @@ class MuxData:
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/data/v1/monitoring/metrics/{metric}/breakdown", self.breakdown)
+        app.router.add_get("/data/v1/monitoring/dimensions", self.dimensions)
         app.router.add_post("/", self.beacon)   # mux-embed posts to the collection domain's root
 
     async def beacon(self, request: web.Request) -> web.Response:
         self.beacons.append(await request.text())
         return web.json_response({}, headers={"Access-Control-Allow-Origin": "*"})
 
-    async def breakdown(self, request: web.Request) -> web.Response:
+    @staticmethod
+    def refusal(request: web.Request) -> web.Response | None:
         expected = "Basic " + base64.b64encode(f"{MUX_TOKEN_ID}:{MUX_TOKEN_SECRET}".encode()).decode()
         if not hmac.compare_digest(request.headers.get("Authorization", ""), expected):
             return web.json_response({"error": {"type": "unauthorized", "messages": ["Unauthorized request"]}},
                                      status=401)
+        return None
+
+    async def dimensions(self, request: web.Request) -> web.Response:
+        """"List Monitoring Dimensions" (what `mediaserver backends check` asks)."""
+        refused = self.refusal(request)
+        if refused is not None:
+            return refused
+        if self.failing:
+            return web.json_response({"error": {"type": "internal_error", "messages": ["Monitoring is down"]}},
+                                     status=503)
+        return web.json_response({"data": [{"name": "video_series", "display_name": "Video Series"}],
+                                  "total_row_count": 1, "timeframe": [int(time.time()), int(time.time())]})
+
+    async def breakdown(self, request: web.Request) -> web.Response:
+        refused = self.refusal(request)
+        if refused is not None:
+            return refused
         filters = request.query.getall("filters[]", [])
         self.asked.append((request.match_info["metric"], request.query.get("dimension"), filters))
         if self.failing:
@@ -374,3 +393,26 @@ def strings(value: Any) -> set[str]:
     if isinstance(value, list):
         return set().union(*(strings(v) for v in value)) if value else set()
     return set()
+
+
+def test_backends_check_says_whether_viewer_counts_can_be_read(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """`mediaserver backends check` also asks Mux Data and CloudWatch, so a church learns before Sunday that the
+    token can't read viewer counts; turning the counts off ([mux] data_viewers) takes the question away."""
+    import argparse
+    import dataclasses
+
+    from mediaserver.cli import cmd_backends
+
+    config = env.server.server.config  # (no signing key here: the check names that too, whatever else)
+    cmd_backends(argparse.Namespace(), config)
+    out = capsys.readouterr().out
+    assert "viewer counts" not in out and "ivs: ok" in out  # CloudWatch and Mux Data both readable
+    env.data.failing = True
+    try:
+        assert cmd_backends(argparse.Namespace(), config) == 1
+        assert "viewer counts: Mux Data answered 503: Monitoring is down" in capsys.readouterr().out
+        off = dataclasses.replace(config, mux=dataclasses.replace(config.mux, data_viewers=False))
+        cmd_backends(argparse.Namespace(), off)
+        assert "viewer counts" not in capsys.readouterr().out
+    finally:
+        env.data.failing = False
