@@ -207,6 +207,36 @@ def test_moving_a_stream_to_mux_from_its_edit_form(cloud: Cloud, browser: Any) -
     page.context.close()
 
 
+def test_the_list_and_the_simulcast_panel_say_what_the_platform_does(cloud: Cloud, browser: Any) -> None:
+    """The streams list marks a cloud stream's platform; an IVS stream's simulcast panel says IVS can't push (no
+    form to add a target that could never go anywhere); a Mux stream's offers only the source, as Mux pushes it."""
+    token = cloud.org["token"]
+    made = {}
+    for backend in ("ivs", "mux", "builtin"):
+        status, made[backend] = cloud.server.api("POST", "/api/streams", {"title": f"Vespers {backend}",
+                                                                          "backend": backend}, token=token)
+        assert status == 201, made[backend]
+    page, errors = open_console(browser, cloud.server, cloud.org, "#/streams")
+    for backend, label in (("ivs", "AWS IVS"), ("mux", "Mux")):
+        expect(page.locator(f"tr[data-stream-id='{made[backend]['id']}'] .badge.platform")).to_have_text(label)
+    expect(page.locator(f"tr[data-stream-id='{made['builtin']['id']}']")).to_be_visible()
+    assert page.locator(f"tr[data-stream-id='{made['builtin']['id']}'] .badge.platform").count() == 0
+    page.goto(f"{cloud.server.http}/admin#/stream/{made['ivs']['id']}")
+    expect(page.locator("#simulcast-intro")).to_contain_text("AWS IVS can't send the service to other platforms")
+    expect(page.locator("#simulcast-form")).to_be_hidden()
+    page.goto(f"{cloud.server.http}/admin#/stream/{made['mux']['id']}")
+    expect(page.locator("#simulcast-intro")).to_contain_text("Mux sends the service to each target below itself")
+    expect(page.locator("#simulcast-form")).to_be_visible()
+    options = page.locator("#simulcast-rendition option")
+    expect(options).to_have_count(1)
+    assert options.first.get_attribute("value") == "source"
+    page.goto(f"{cloud.server.http}/admin#/stream/{made['builtin']['id']}")
+    expect(page.locator("#simulcast-form")).to_be_visible()
+    assert page.locator("#simulcast-rendition option").count() > 1  # our own pusher offers the ladder's rungs
+    assert errors == []
+    page.context.close()
+
+
 def test_an_impossible_choice_shows_the_apis_reason(cloud: Cloud, browser: Any) -> None:
     aws = ivs_client(cloud.ivs.endpoint)
     channels_before = len(aws.list_channels()["channels"])

@@ -172,7 +172,7 @@
           el("h2", { id: "preview-heading" }, "Preview"), video, previewNote,
           el("p", { class: "hint" }, "Viewers watch at ", el("a", { href: stream.watch_url, target: "_blank", rel: "noopener" }, stream.watch_url)))),
       obs);
-    if (window.SimulcastPanel) main.append(window.SimulcastPanel(stream.id, ladder));
+    if (window.SimulcastPanel) main.append(window.SimulcastPanel(stream.id, ladder, cloud ? known : null));
 
     const act = async (path, body, done) => {
       const answer = await C.attempt(() => C.api("POST", `/api/streams/${stream.id}/${path}`, body), done);
@@ -265,7 +265,9 @@
   const { el } = C;
   const KIND_NAMES = { youtube: "YouTube", facebook: "Facebook", rtmp: "RTMP server" };
 
-  window.SimulcastPanel = (streamId, ladder) => {
+  // platform: a Mux/IVS stream's back-end (GET /api/backends): it pushes the targets itself, as the encoder sends
+  // the stream (no quality choice), or can't push at all (IVS), which the panel says instead of offering a form.
+  window.SimulcastPanel = (streamId, ladder, platform) => {
     const base = `/api/streams/${encodeURIComponent(streamId)}/simulcast-targets`;
     const list = el("ul", { class: "simulcast-targets", id: "simulcast-list", "aria-live": "polite" });
     const kind = el("select", { id: "simulcast-kind", name: "kind" },
@@ -324,9 +326,17 @@
     });
     refresh().catch(() => {});
     C.every(2000, () => refresh().catch(() => {}));
+    let intro = "While the service is live, it is also sent to each target below: as it comes from the encoder, or one quality of the ladder (no extra encoding).";
+    if (platform && !platform.simulcast) {
+      intro = `${platform.label} can't send the service to other platforms: to reach YouTube or Facebook too, run this stream on another platform, or send to them from your encoder.`;
+      form.hidden = true;
+    } else if (platform) {
+      intro = `${platform.label} sends the service to each target below itself, as the encoder sends it. Add targets before the service starts: ${platform.label} takes new ones only while the stream is not live.`;
+      rendition.replaceChildren(el("option", { value: "source" }, "As the encoder sends it"));
+    }
     return el("section", { class: "panel", id: "simulcast", "aria-labelledby": "simulcast-heading" },
       el("h2", { id: "simulcast-heading" }, "Simulcast"),
-      el("p", { class: "hint" }, "While the service is live, it is also sent to each target below: as it comes from the encoder, or one quality of the ladder (no extra encoding)."),
+      el("p", { class: "hint", id: "simulcast-intro" }, intro),
       list, form);
   };
 })();

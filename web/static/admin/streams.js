@@ -7,6 +7,7 @@
   const C = window.Console;
   const { el } = C;
   const LIVE = ["STARTING", "LIVE", "ENDING"];
+  const PLATFORM_NAMES = { mux: "Mux", ivs: "AWS IVS" };  // a row's badge (GET /api/backends has the long texts)
   const DAYS = [["SU", "Sunday"], ["MO", "Monday"], ["TU", "Tuesday"], ["WE", "Wednesday"], ["TH", "Thursday"],
     ["FR", "Friday"], ["SA", "Saturday"]];
   // Stream keys the volunteer was just given, kept in this page's memory only (never a URL or storage), so the
@@ -384,6 +385,8 @@
     }
     return el("tr", { "data-stream-id": stream.id },
       el("td", {}, el("a", { href: `#/stream/${encodeURIComponent(stream.id)}` }, stream.title),
+        stream.backend && stream.backend !== "builtin"
+          ? [" ", el("span", { class: `badge platform ${stream.backend}` }, PLATFORM_NAMES[stream.backend] || stream.backend)] : null,
         stream.series_id ? el("div", { class: "hint" }, "part of a series") : null),
       el("td", {}, statusBadge(stream.status), stream.error ? el("div", { class: "hint" }, stream.error) : null),
       el("td", {}, whenOf(stream)),
