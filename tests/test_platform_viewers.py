@@ -403,16 +403,20 @@ def test_backends_check_says_whether_viewer_counts_can_be_read(env: Env, capsys:
 
     from mediaserver.cli import cmd_backends
 
+    def check(config: Any) -> int:  # in a thread of its own: Playwright's sync API may hold a loop in this one
+        with ThreadPoolExecutor(1) as pool:
+            return int(pool.submit(cmd_backends, argparse.Namespace(), config).result())
+
     config = env.server.server.config  # (no signing key here: the check names that too, whatever else)
-    cmd_backends(argparse.Namespace(), config)
+    check(config)
     out = capsys.readouterr().out
     assert "viewer counts" not in out and "ivs: ok" in out  # CloudWatch and Mux Data both readable
     env.data.failing = True
     try:
-        assert cmd_backends(argparse.Namespace(), config) == 1
+        assert check(config) == 1
         assert "viewer counts: Mux Data answered 503: Monitoring is down" in capsys.readouterr().out
         off = dataclasses.replace(config, mux=dataclasses.replace(config.mux, data_viewers=False))
-        cmd_backends(argparse.Namespace(), off)
+        check(off)
         assert "viewer counts" not in capsys.readouterr().out
     finally:
         env.data.failing = False

@@ -199,9 +199,14 @@ async def _all_delivered(log: Callable[[], Awaitable[list[dict[str, Any]]]]) -> 
 def test_deliveries_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
 
+    # The receiver's port is held (bound, not listening: connections are refused) until it starts, so no other
+    # test's server, in another worker, can take it meanwhile and hold the first deliveries open.
+    placeholder = socket.socket()
+    placeholder.bind(("127.0.0.1", 0))
+
     async def before() -> tuple[str, int, list[str]]:
         store = WebhookStore(path, allow_private_networks=True)
-        port = free_port()
+        port = int(placeholder.getsockname()[1])
         sub = store.subscribe(ORG, f"http://127.0.0.1:{port}/hook", SECRET, ["*"])
         sender = fast_sender(store)
         await sender.start()
@@ -217,6 +222,7 @@ def test_deliveries_survive_a_restart(tmp_path: Path) -> None:
     async def after() -> None:
         store = WebhookStore(path, allow_private_networks=True)
         assert store.subscription(ORG, sub_id) is not None
+        placeholder.close()
         receiver = await Receiver(port).start()
         sender = fast_sender(store)
         await sender.start()
