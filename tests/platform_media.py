@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -60,6 +61,7 @@ class Served:
     signed: bool
     fail: bool = False
     masters: int = 0          # requests for the master playlist (one per copy attempt)
+    master_times: list[float] = field(default_factory=list)   # when each came (time.monotonic())
     hold: threading.Event | None = None   # the master playlist waits for this (a copy under way)
 
 
@@ -133,6 +135,7 @@ class MuxMedia:
         if served is None:
             raise web.HTTPNotFound()
         served.masters += 1
+        served.master_times.append(time.monotonic())
         if served.hold is not None:
             await asyncio.to_thread(served.hold.wait, 30)
         if served.fail:

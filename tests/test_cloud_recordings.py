@@ -361,7 +361,10 @@ def test_platform_failure_is_retried_then_announced_with_its_reason(env: Env) ->
     assert recording["mp4_url"] is None and recording["playback_url"].startswith(env.standin.url)
     asset = env.standin.streams[mux_remote(env, sid)].asset
     assert asset is not None
-    assert env.media.served[asset["playback_ids"][0]["id"]].masters == 2   # bounded: copy_attempts
+    served = env.media.served[asset["playback_ids"][0]["id"]]
+    assert served.masters == 2   # bounded: copy_attempts
+    # The second try waited copy_retry_seconds (0.3 s here) after the first failed.
+    assert served.master_times[1] - served.master_times[0] >= env.server.server.config.backends.copy_retry_seconds
     assert len(env.receiver.of("recording.ready", sid)) == 1
     assert not list((env.data_path / "media" / sid).rglob("*.m4s"))  # no half copy left behind
     assert env.server.api("GET", "/api/streams")[0] == 200   # the server is fine

@@ -420,3 +420,21 @@ def test_backends_check_says_whether_viewer_counts_can_be_read(env: Env, capsys:
         assert "viewer counts" not in capsys.readouterr().out
     finally:
         env.data.failing = False
+
+
+def test_the_switches_decide_which_platforms_are_asked(env: Env) -> None:
+    """[mux] data_viewers and [ivs] viewers_from_cloudwatch each take their platform out of the question (and the
+    sampler then records our own count alone for that platform's streams)."""
+    import dataclasses
+
+    from mediaserver.platform_viewers import build_platform_viewers
+
+    config = env.server.server.config
+    both = build_platform_viewers(config)
+    assert both is not None and sorted(both.sources) == ["ivs", "mux"]
+    no_ivs = build_platform_viewers(dataclasses.replace(
+        config, ivs=dataclasses.replace(config.ivs, viewers_from_cloudwatch=False)))
+    assert no_ivs is not None and sorted(no_ivs.sources) == ["mux"]
+    neither = dataclasses.replace(config, ivs=dataclasses.replace(config.ivs, viewers_from_cloudwatch=False),
+                                  mux=dataclasses.replace(config.mux, data_viewers=False))
+    assert build_platform_viewers(neither) is None
