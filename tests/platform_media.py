@@ -4,6 +4,7 @@ through its extra_routes, so the server under test, PyAV and Chromium all fetch 
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 import threading
 import time
@@ -15,7 +16,10 @@ import av
 import jwt
 import numpy as np
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mediaserver.config import Config
 from tests.media_source import numbered_picture
 from tests.mux_standin import MuxStandIn
 
@@ -162,3 +166,33 @@ class MuxMedia:
                      for line in path.read_text().splitlines()]
             return web.Response(text="\n".join(lines) + "\n", content_type="application/vnd.apple.mpegurl")
         return web.Response(body=path.read_bytes())
+
+
+# -- a Mux stand-in serving that media, with the signing key our server signs playback with -----------------
+@dataclass
+class MuxWithMedia:
+    source: Path            # the HLS the stand-in serves for every playback id it knows
+    key: rsa.RSAPrivateKey    # our server's Mux signing key; the stand-in verifies with its public half
+    media: MuxMedia
+    standin: MuxStandIn
+
+    def configure(self, config: Config, key_id: str) -> None:
+        """[mux] pointed at the stand-in (the API and stream.mux.com both), with this signing key."""
+        mux = config.mux
+        mux.token_id, mux.token_secret, mux.webhook_secret = (self.standin.token_id, self.standin.token_secret,
+                                                              self.standin.webhook_secret)
+        mux.base_url = mux.stream_host = self.standin.url
+        mux.signing_key_id = key_id
+        mux.signing_private_key = base64.b64encode(self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption())).decode()
+
+
+def start_mux_with_media(source: Path, token_id: str, token_secret: str, webhook_secret: str) -> MuxWithMedia:
+    make_hls(source)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    media = MuxMedia(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+    standin = MuxStandIn(token_id, token_secret, webhook_secret, extra_routes=media.routes).start()
+    media.standin = standin
+    return MuxWithMedia(source, key, media, standin)

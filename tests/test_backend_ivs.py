@@ -28,7 +28,7 @@ from mediaserver.backends.base import NotificationRejected, RemoteStream, Stream
 from mediaserver.backends.ivs import IvsBackend
 from mediaserver.config import IvsConfig
 from mediaserver.webhooks import verify
-from tests.ivs_fixture import ACCESS, free_port, imported_public_keys, ivs_client, moto_ivs, recording_end, stopped_channels, stream_state
+from tests.ivs_fixture import ACCESS, free_port, imported_public_keys, ivs_client, moto_ivs, post_event, recording_end, stopped_channels, stream_state
 from tests.server_fixture import ADMIN_TOKEN, ServerHandle, run_server, small_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -314,15 +314,7 @@ def server(endpoint: str, key_file: Path, tmp_path_factory: pytest.TempPathFacto
 
 
 def post_hook(server: ServerHandle, event: dict[str, Any], secret: str | None = SECRET) -> tuple[int, Any]:
-    request = urllib.request.Request(server.http + "/hooks/ivs", data=json.dumps(event).encode(), method="POST")
-    request.add_header("Content-Type", "application/json")
-    if secret is not None:
-        request.add_header("X-Mediaserver-Secret", secret)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
+    return post_event(server.http + "/hooks/ivs", event, secret)
 
 
 def test_an_ivs_stream_through_the_api_and_eventbridge(server: ServerHandle, endpoint: str) -> None:

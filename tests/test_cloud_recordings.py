@@ -14,7 +14,6 @@ copy_recordings off nothing is copied and the recording says why.
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import json
 import sqlite3
@@ -30,14 +29,12 @@ from urllib.parse import quote
 import av
 import boto3
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bench import frame_code
 from tests.chat_client import connect, guest_session
 from tests.ivs_fixture import ACCESS, IvsStandIn, post_event, recording_end, stream_state
 from tests.mux_standin import MuxStandIn
-from tests.platform_media import FPS, SECONDS, MuxMedia, Served, make_hls
+from tests.platform_media import FPS, SECONDS, MuxMedia, Served, make_hls, start_mux_with_media
 from mediaserver.config import Config
 from tests.server_fixture import ADMIN_TOKEN, ServerHandle, run_server, small_config
 from tests.waiting import until
@@ -90,24 +87,14 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    source = tmp_path_factory.mktemp("source")
-    make_hls(source)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    media = MuxMedia(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
-    standin = MuxStandIn(MUX_ID, MUX_SECRET, MUX_HOOK_SECRET, extra_routes=media.routes).start()
-    media.standin = standin
+    mux = start_mux_with_media(tmp_path_factory.mktemp("source"), MUX_ID, MUX_SECRET, MUX_HOOK_SECRET)
+    source, media, standin = mux.source, mux.media, mux.standin
     ivs = IvsStandIn(tmp_path_factory.mktemp("ivs")).start()
 
     def make_config(data_dir: Path) -> Config:
         config = small_config(data_dir)
         config.webhooks.allow_private_networks = True  # the receiver is on loopback
-        config.mux.token_id, config.mux.token_secret, config.mux.webhook_secret = MUX_ID, MUX_SECRET, MUX_HOOK_SECRET
-        config.mux.base_url = config.mux.stream_host = standin.url  # the API and stream.mux.com, both stand-ins
-        config.mux.signing_key_id = MUX_KEY_ID
-        config.mux.signing_private_key = base64.b64encode(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption())).decode()
+        mux.configure(config, MUX_KEY_ID)  # the API and stream.mux.com, both stand-ins
         config.ivs = ivs.config()
         config.backends.copy_attempts, config.backends.copy_retry_seconds = 2, 0.3
         return config

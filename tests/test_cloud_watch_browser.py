@@ -10,7 +10,6 @@ real WebSocket client, and a giving moment a moderator sends over the room's soc
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,15 +17,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bench import frame_code
 from tests.browser import module_browser
 from tests.chat_client import connect, guest_session
 from tests.console_fixture import signed_in_page
 from tests.mux_standin import MuxStandIn
-from tests.platform_media import FPS, SECONDS, MuxMedia, Served, make_hls
+from tests.platform_media import FPS, SECONDS, MuxMedia, Served, start_mux_with_media
 from tests.server_fixture import ADMIN_TOKEN, ServerHandle, run_server, small_config
 from tests.waiting import until
 
@@ -43,20 +40,10 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    source = tmp_path_factory.mktemp("source")
-    make_hls(source)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    media = MuxMedia(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
-    standin = MuxStandIn(MUX_ID, MUX_SECRET, MUX_HOOK_SECRET, extra_routes=media.routes).start()
-    media.standin = standin
+    mux = start_mux_with_media(tmp_path_factory.mktemp("source"), MUX_ID, MUX_SECRET, MUX_HOOK_SECRET)
+    source, media, standin = mux.source, mux.media, mux.standin
     config = small_config(tmp_path_factory.mktemp("data"))
-    config.mux.token_id, config.mux.token_secret, config.mux.webhook_secret = MUX_ID, MUX_SECRET, MUX_HOOK_SECRET
-    config.mux.base_url = config.mux.stream_host = standin.url  # the API and stream.mux.com, both stand-ins
-    config.mux.signing_key_id = MUX_KEY_ID
-    config.mux.signing_private_key = base64.b64encode(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption())).decode()
+    mux.configure(config, MUX_KEY_ID)  # the API and stream.mux.com, both stand-ins
     server = run_server(config)
     try:
         yield Env(server, standin, media, source)
