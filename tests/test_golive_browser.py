@@ -76,7 +76,9 @@ def test_go_live_page_publishes_the_camera(tmp_path: Path, browser: Any) -> None
         assert page.is_visible("#on-air") and page.is_enabled("#stop") and not page.is_enabled("#start")
 
         wait_for(lambda: stream_status(server, stream["id"])["status"] == "LIVE", 20, "LIVE")
-        rungs = wait_for(lambda: ladder_decodes(server, stream["id"]), 20, "every rung to decode")
+        # On a loaded CI box the master once listed a single rung at first; the others must follow.
+        rungs = wait_for(lambda: (found := ladder_decodes(server, stream["id"])) and len(found) >= 2 and found, 30,
+                         "two rungs or more to decode")
         assert len(rungs) >= 2, rungs
         time.sleep(1.0)
 
